@@ -1,0 +1,110 @@
+package catalog
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestBucketRoundTrip(t *testing.T) {
+	in := map[string]*Tenant{
+		"acme":  {ID: "acme", Plan: "pro", Tier: TierDedicatedDB, Target: "db-1", State: StateActive, Epoch: 7, Labels: map[string]string{"region": "eu", "note": "a&b=c d"}},
+		"bolt":  {ID: "bolt", Plan: "free", Tier: TierShared, Target: "pool-1", State: StateFrozen, Epoch: 1},
+		"x-y-z": {ID: "x-y-z", Plan: "enterprise", Tier: TierDedicatedCluster, Target: "cl-1", State: StateDisabled, Epoch: 1 << 40},
+	}
+	data, err := encodeBucket(42, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, out, err := decodeBucket(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if version != 42 {
+		t.Fatalf("version = %d, want 42", version)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("decoded %d tenants, want %d", len(out), len(in))
+	}
+	for id, want := range in {
+		got := out[id]
+		if got == nil || fmt.Sprint(*got) != fmt.Sprint(*want) {
+			t.Errorf("tenant %s: got %+v, want %+v", id, got, want)
+		}
+	}
+	view, err := decodeBucketView(data, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := view.routes["x-y-z"]
+	if tierCodes[e.tier] != TierDedicatedCluster || stateCodes[e.state] != StateDisabled || e.epoch != 1<<40 || e.target != "cl-1" {
+		t.Errorf("view entry = %+v", e)
+	}
+}
+
+func TestDecodeBucketRejectsGarbage(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"not gzip": []byte("hello"),
+		"empty":    nil,
+	} {
+		if _, _, err := decodeBucket(data); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+}
+
+func TestTenantValidate(t *testing.T) {
+	ok := Tenant{ID: "acme", Plan: "pro", Tier: TierShared, Target: "pool-1", State: StateActive}
+	cases := []struct {
+		name  string
+		edit  func(*Tenant)
+		field string // substring the error must name; "" = valid
+	}{
+		{"valid", func(*Tenant) {}, ""},
+		{"uppercase id", func(t *Tenant) { t.ID = "Acme" }, "id"},
+		{"id with dot", func(t *Tenant) { t.ID = "a.b" }, "id"},
+		{"id too long", func(t *Tenant) { t.ID = strings.Repeat("a", 64) }, "id"},
+		{"empty plan", func(t *Tenant) { t.Plan = "" }, "plan"},
+		{"bad tier", func(t *Tenant) { t.Tier = "gold" }, "tier"},
+		{"bad state", func(t *Tenant) { t.State = "gone" }, "state"},
+		{"tab in label", func(t *Tenant) { t.Labels = map[string]string{"region": "eu\tx"} }, "label"},
+		{"bad label key", func(t *Tenant) { t.Labels = map[string]string{"Region": "eu"} }, "label key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := ok
+			tc.edit(&tn)
+			err := tn.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("error %v does not name %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDSNFor(t *testing.T) {
+	shared := Target{ID: "pool-1", Tier: TierShared, Service: "app", DSN: "postgres://u@h:5432/pool?sslmode=disable"}
+	ded := Target{ID: "db-1", Tier: TierDedicatedDB, Service: "app", DSN: "postgres://u@h:5432/postgres?sslmode=disable"}
+	if got, _ := shared.DSNFor("acme"); got != shared.DSN {
+		t.Errorf("shared DSN = %s", got)
+	}
+	got, err := ded.DSNFor("acme-co")
+	if err != nil || got != "postgres://u@h:5432/tenant_acme_co?sslmode=disable" {
+		t.Errorf("dedicated DSN = %s, %v", got, err)
+	}
+}
+
+func TestBucketOfMatchesFastPath(t *testing.T) {
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("tenant-%d", i)
+		if BucketOf(id, 4096) != bucketOfFast(id, 4096) {
+			t.Fatalf("hash mismatch for %s", id)
+		}
+	}
+}

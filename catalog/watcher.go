@@ -1,0 +1,389 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// WatcherConfig configures a Watcher. Zero values take the defaults.
+type WatcherConfig struct {
+	// Prefix is the catalog's KV prefix (DefaultPrefix).
+	Prefix string
+	// WaitTime is the longest a blocking query waits (5m).
+	WaitTime time.Duration
+	// RetryMin and RetryMax bound the backoff after an error (50ms, 5s).
+	RetryMin, RetryMax time.Duration
+	// MinInterval rate-limits a loop whose index does not move (20ms).
+	MinInterval time.Duration
+	// FetchConcurrency is how many buckets are fetched at once (16).
+	FetchConcurrency int
+	Logger           *slog.Logger
+}
+
+func (c *WatcherConfig) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.WaitTime == 0 {
+		c.WaitTime = 5 * time.Minute
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = 50 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.MinInterval == 0 {
+		c.MinInterval = 20 * time.Millisecond
+	}
+	if c.FetchConcurrency == 0 {
+		c.FetchConcurrency = 16
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c *WatcherConfig) Validate() error {
+	if c.RetryMin < 0 || c.RetryMax < c.RetryMin {
+		return fmt.Errorf("%w: watcher retry bounds", ErrInvalid)
+	}
+	if c.FetchConcurrency < 0 || c.WaitTime < 0 || c.MinInterval < 0 {
+		return fmt.Errorf("%w: watcher figures must not be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// Watcher keeps an in-memory Snapshot of the catalog current with Consul,
+// through blocking queries on the manifest and the targets. When Consul is
+// unreachable it keeps serving the last good snapshot.
+type Watcher struct {
+	cfg   WatcherConfig
+	store *Store
+
+	snap  atomic.Pointer[Snapshot]
+	mu    sync.Mutex // serialises swaps
+	ready chan struct{}
+	// lastSync is the unix-nano time both loops last confirmed their view
+	// with Consul (a blocking query returned without error).
+	lastManifestSync, lastTargetsSync atomic.Int64
+	lastErr                           atomic.Pointer[string]
+	gotManifest, gotTargets           atomic.Bool
+	readyOnce                         sync.Once
+	intern                            map[string]string // owned by the manifest loop
+	bucketsFetched                    atomic.Uint64
+}
+
+// NewWatcher returns a watcher; call Run to start it.
+func NewWatcher(client *api.Client, cfg WatcherConfig) (*Watcher, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Watcher{cfg: cfg, store: NewStore(client, cfg.Prefix), ready: make(chan struct{}), intern: map[string]string{}}
+	w.snap.Store(&Snapshot{changed: make(chan struct{}), targets: map[string]*Target{}})
+	return w, nil
+}
+
+// Snapshot returns the current snapshot. It never blocks.
+func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
+
+// Ready is closed once the first full snapshot is loaded.
+func (w *Watcher) Ready() <-chan struct{} { return w.ready }
+
+// Age is how long since the snapshot was last confirmed current with Consul
+// (the older of the two watches). Zero before the first load.
+func (w *Watcher) Age() time.Duration {
+	a, b := w.lastManifestSync.Load(), w.lastTargetsSync.Load()
+	if a == 0 || b == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, min(a, b)))
+}
+
+// LastError is the most recent watch error, or "" after a success.
+func (w *Watcher) LastError() string {
+	if p := w.lastErr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// BucketsFetched counts bucket reads since start (for metrics and tests).
+func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
+
+// Run watches until ctx is done. It returns nil on cancellation.
+func (w *Watcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.loop(ctx, "manifest", w.watchManifest) }()
+	go func() { defer wg.Done(); w.loop(ctx, "targets", w.watchTargets) }()
+	wg.Wait()
+	return nil
+}
+
+// loop runs one blocking-query step again and again: it backs off on errors,
+// resets the index when it goes backwards, and rate-limits itself.
+func (w *Watcher) loop(ctx context.Context, name string, step func(context.Context, uint64) (uint64, error)) {
+	var index uint64
+	failures := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		next, err := safeStep(ctx, step, index)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			msg := fmt.Sprintf("%s watch: %v", name, err)
+			w.lastErr.Store(&msg)
+			d := w.retryDelay(failures)
+			w.cfg.Logger.Warn("catalog watch failed", "watch", name, "err", err, "retry_in", d, "failures", failures)
+			if sleepCtx(ctx, d) != nil {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			w.cfg.Logger.Info("catalog watch recovered", "watch", name, "after_failures", failures)
+			failures = 0
+		}
+		empty := ""
+		w.lastErr.Store(&empty)
+		switch {
+		case next < index:
+			// Consul's index went backwards (a restored or new cluster):
+			// start over from 0 so the next query returns at once.
+			w.cfg.Logger.Info("catalog index went backwards; resetting", "watch", name, "from", index, "to", next)
+			index = 0
+		case next == index:
+			// Woke without a change: rate-limit.
+			if el := time.Since(start); el < w.cfg.MinInterval {
+				if sleepCtx(ctx, w.cfg.MinInterval-el) != nil {
+					return
+				}
+			}
+		default:
+			index = next
+		}
+	}
+}
+
+func safeStep(ctx context.Context, step func(context.Context, uint64) (uint64, error), index uint64) (next uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return step(ctx, index)
+}
+
+func (w *Watcher) retryDelay(failures int) time.Duration {
+	d := w.cfg.RetryMin << min(failures-1, 20)
+	if d > w.cfg.RetryMax || d <= 0 {
+		d = w.cfg.RetryMax
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (w *Watcher) blockingOpts(ctx context.Context, index uint64) *api.QueryOptions {
+	return (&api.QueryOptions{WaitIndex: index, WaitTime: w.cfg.WaitTime}).WithContext(ctx)
+}
+
+// watchManifest waits for the manifest to change, then fetches only the
+// buckets whose version moved and swaps in a new snapshot.
+func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, error) {
+	pair, meta, err := w.store.client.KV().Get(w.store.manifestKey(), w.blockingOpts(ctx, index))
+	if err != nil {
+		return index, err
+	}
+	if pair == nil {
+		return index, ErrNotInitialized
+	}
+	if meta.LastIndex == index && index != 0 {
+		w.lastManifestSync.Store(time.Now().UnixNano())
+		return index, nil
+	}
+	m, err := parseManifest(pair.Value)
+	if err != nil {
+		return index, err
+	}
+	cur := w.snap.Load()
+	buckets := cur.buckets
+	if len(buckets) != m.Buckets {
+		buckets = nil // bucket count changed (or first load): fetch all
+	}
+	var changed []int
+	for b, v := range m.Versions {
+		if buckets == nil || buckets[b].version != v {
+			changed = append(changed, b)
+		}
+	}
+	views, err := w.fetchBuckets(ctx, changed, m.Versions)
+	if err != nil {
+		return index, err
+	}
+	w.mu.Lock()
+	cur = w.snap.Load()
+	nb := make([]*bucketView, m.Buckets)
+	if len(cur.buckets) == m.Buckets {
+		copy(nb, cur.buckets)
+	}
+	for i, b := range changed {
+		nb[b] = views[i]
+	}
+	for i := range nb {
+		if nb[i] == nil {
+			nb[i] = emptyBucket
+		}
+	}
+	w.swapLocked(cur, &Snapshot{buckets: nb, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
+	w.mu.Unlock()
+	w.lastManifestSync.Store(time.Now().UnixNano())
+	w.gotManifest.Store(true)
+	w.markReady()
+	return meta.LastIndex, nil
+}
+
+func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []uint64) ([]*bucketView, error) {
+	views := make([]*bucketView, len(buckets))
+	if len(buckets) == 0 {
+		return views, nil
+	}
+	type result struct {
+		i    int
+		data []byte
+		err  error
+	}
+	jobs := make(chan int)
+	results := make(chan result)
+	workers := min(w.cfg.FetchConcurrency, len(buckets))
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range workers {
+		go func() {
+			for i := range jobs {
+				b := buckets[i]
+				var data []byte
+				var err error
+				if versions[b] != 0 {
+					var pair *api.KVPair
+					pair, _, err = w.store.client.KV().Get(w.store.bucketKey(b), readOpts(fctx))
+					if err == nil && pair == nil {
+						err = fmt.Errorf("bucket %d: missing but manifest says version %d", b, versions[b])
+					}
+					if pair != nil {
+						data = pair.Value
+					}
+					w.bucketsFetched.Add(1)
+				}
+				select {
+				case results <- result{i: i, data: data, err: err}:
+				case <-fctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for i := range buckets {
+			select {
+			case jobs <- i:
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+	// Decoding happens here, on one goroutine, because intern is not shared.
+	var firstErr error
+	for range buckets {
+		r := <-results
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+				cancel()
+			}
+			continue
+		}
+		if firstErr != nil {
+			continue
+		}
+		if r.data == nil {
+			views[r.i] = emptyBucket
+			continue
+		}
+		v, err := decodeBucketView(r.data, w.intern)
+		if err != nil {
+			firstErr = fmt.Errorf("bucket %d: %w", buckets[r.i], err)
+			cancel()
+			continue
+		}
+		if v.version < versions[buckets[r.i]] {
+			firstErr = fmt.Errorf("bucket %d: read version %d older than manifest %d", buckets[r.i], v.version, versions[buckets[r.i]])
+			cancel()
+			continue
+		}
+		views[r.i] = v
+	}
+	if firstErr != nil {
+		return nil, fmt.Errorf("fetch buckets: %w", firstErr)
+	}
+	return views, nil
+}
+
+func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error) {
+	pairs, meta, err := w.store.client.KV().List(w.store.targetsPrefix(), w.blockingOpts(ctx, index))
+	if err != nil {
+		return index, err
+	}
+	if meta.LastIndex == index && index != 0 {
+		w.lastTargetsSync.Store(time.Now().UnixNano())
+		return index, nil
+	}
+	targets := make(map[string]*Target, len(pairs))
+	for _, p := range pairs {
+		var t Target
+		if err := json.Unmarshal(p.Value, &t); err != nil {
+			w.cfg.Logger.Warn("skipping unreadable target", "key", p.Key, "err", err)
+			continue
+		}
+		if t.ID != strings.TrimPrefix(p.Key, w.store.targetsPrefix()) {
+			w.cfg.Logger.Warn("skipping target whose id does not match its key", "key", p.Key, "id", t.ID)
+			continue
+		}
+		targets[t.ID] = &t
+	}
+	w.mu.Lock()
+	cur := w.snap.Load()
+	w.swapLocked(cur, &Snapshot{buckets: cur.buckets, targets: targets, ManifestIndex: cur.ManifestIndex, TargetsIndex: meta.LastIndex})
+	w.mu.Unlock()
+	w.lastTargetsSync.Store(time.Now().UnixNano())
+	w.gotTargets.Store(true)
+	w.markReady()
+	return meta.LastIndex, nil
+}
+
+func (w *Watcher) swapLocked(old, next *Snapshot) {
+	next.Built = time.Now()
+	next.changed = make(chan struct{})
+	w.snap.Store(next)
+	close(old.changed)
+}
+
+func (w *Watcher) markReady() {
+	if w.gotManifest.Load() && w.gotTargets.Load() {
+		w.readyOnce.Do(func() { close(w.ready) })
+	}
+}

@@ -1,0 +1,152 @@
+// Package router is Switchyard's tenant-aware reverse proxy. It finds the
+// tenant of each request, looks it up in the catalog snapshot and forwards it
+// to a healthy backend of that tenant's target, holding the tenant's requests
+// for the instant of a cutover.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config configures a router. Zero values take the defaults in SetDefaults.
+type Config struct {
+	// Listen is the proxy's address (127.0.0.1:8080).
+	Listen string
+	// AdminListen serves /livez, /readyz and /metrics (127.0.0.1:9080).
+	AdminListen string
+	// ID names this router instance in Consul (hostname-pid).
+	ID string
+
+	// Extraction: which ways of naming the tenant are on.
+	Extract ExtractConfig
+
+	// ReadHeaderTimeout bounds how long a client may take to send headers (5s).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle client keep-alive connections (90s).
+	IdleTimeout time.Duration
+	// UpstreamHeaderTimeout bounds the wait for a backend's response headers;
+	// past it the client gets 504 (30s).
+	UpstreamHeaderTimeout time.Duration
+	// DialTimeout bounds connecting to a backend (2s).
+	DialTimeout time.Duration
+	// MaxHeaderBytes caps the request headers; larger gets 431 (64 KiB).
+	MaxHeaderBytes int
+	// MaxBodyBytes caps the request body; larger gets 413 (32 MiB).
+	MaxBodyBytes int64
+	// HoldMax is how long a frozen tenant's request may be held before it
+	// gets 503 with Retry-After (2s).
+	HoldMax time.Duration
+	// ShutdownTimeout bounds the drain of in-flight requests (30s).
+	ShutdownTimeout time.Duration
+
+	Breaker BreakerConfig
+}
+
+// ExtractConfig says how a request names its tenant.
+type ExtractConfig struct {
+	// BaseDomain turns on Host extraction: <tenant>.<BaseDomain>.
+	BaseDomain string
+	// PathPrefix turns on /t/<tenant>/... extraction (the prefix is stripped).
+	PathPrefix bool
+	// JWTSecret turns on bearer tokens: HS256 JWTs with a "tenant" claim.
+	JWTSecret []byte
+	// TrustedCIDRs are callers whose X-Tenant-ID header is honoured; from
+	// anyone else it is removed.
+	TrustedCIDRs []netip.Prefix
+}
+
+// BreakerConfig configures the per-backend circuit breakers.
+type BreakerConfig struct {
+	// ConsecutiveFailures trips the breaker (5).
+	ConsecutiveFailures uint32
+	// OpenTimeout is how long it stays open before a probe (5s).
+	OpenTimeout time.Duration
+	// HalfOpenRequests is how many probes half-open lets through (1).
+	HalfOpenRequests uint32
+}
+
+// SetDefaults fills in zero values.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:9080"
+	}
+	if c.ID == "" {
+		h, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 90 * time.Second
+	}
+	if c.UpstreamHeaderTimeout == 0 {
+		c.UpstreamHeaderTimeout = 30 * time.Second
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 32 << 20
+	}
+	if c.HoldMax == 0 {
+		c.HoldMax = 2 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Breaker.ConsecutiveFailures == 0 {
+		c.Breaker.ConsecutiveFailures = 5
+	}
+	if c.Breaker.OpenTimeout == 0 {
+		c.Breaker.OpenTimeout = 5 * time.Second
+	}
+	if c.Breaker.HalfOpenRequests == 0 {
+		c.Breaker.HalfOpenRequests = 1
+	}
+	c.Extract.BaseDomain = strings.ToLower(strings.Trim(c.Extract.BaseDomain, "."))
+}
+
+// Validate reports every setting that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"listen": c.Listen, "admin listen": c.AdminListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s address %q: %w", name, addr, err))
+		}
+	}
+	if c.Extract.BaseDomain == "" && !c.Extract.PathPrefix && len(c.Extract.JWTSecret) == 0 && len(c.Extract.TrustedCIDRs) == 0 {
+		errs = append(errs, errors.New("no tenant extraction is on: set a base domain, path prefix, JWT secret or trusted CIDRs"))
+	}
+	if len(c.Extract.JWTSecret) > 0 && len(c.Extract.JWTSecret) < 32 {
+		errs = append(errs, errors.New("JWT secret must be at least 32 bytes"))
+	}
+	for name, d := range map[string]time.Duration{
+		"read header timeout": c.ReadHeaderTimeout, "idle timeout": c.IdleTimeout,
+		"upstream header timeout": c.UpstreamHeaderTimeout, "dial timeout": c.DialTimeout,
+		"hold max": c.HoldMax, "shutdown timeout": c.ShutdownTimeout, "breaker open timeout": c.Breaker.OpenTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	if c.MaxHeaderBytes < 1024 {
+		errs = append(errs, errors.New("max header bytes must be at least 1024"))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("max body bytes must not be negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,44 @@
+package router
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// hold waits while a tenant is frozen for a cutover: until a newer snapshot
+// shows it unfrozen (status 0, with the route to use), HoldMax passes (503),
+// the tenant disappears (404) or the client goes away (499). Only the frozen
+// tenant's requests wait; nothing else is buffered.
+func (p *Proxy) hold(ctx context.Context, snap *catalog.Snapshot, id string) (catalog.Route, int) {
+	start := time.Now()
+	timer := time.NewTimer(p.cfg.HoldMax)
+	defer timer.Stop()
+	observe := func(outcome string) {
+		p.metrics.holds.WithLabelValues(outcome).Inc()
+		p.metrics.holdSeconds.Observe(time.Since(start).Seconds())
+	}
+	for {
+		select {
+		case <-snap.Changed():
+			snap = p.catalog.Snapshot()
+			route, ok := snap.Lookup(id)
+			if !ok {
+				observe("released")
+				return catalog.Route{}, http.StatusNotFound
+			}
+			if route.State != catalog.StateFrozen {
+				observe("released")
+				return route, 0
+			}
+		case <-timer.C:
+			observe("expired")
+			return catalog.Route{}, http.StatusServiceUnavailable
+		case <-ctx.Done():
+			observe("cancelled")
+			return catalog.Route{}, 499
+		}
+	}
+}

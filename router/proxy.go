@@ -1,0 +1,295 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// SnapshotSource hands out the current catalog snapshot without blocking.
+type SnapshotSource interface {
+	Snapshot() *catalog.Snapshot
+}
+
+var _ SnapshotSource = (*catalog.Watcher)(nil)
+
+// Proxy is the request path: extract the tenant, look it up, hold it if it
+// is frozen, forward it to a healthy backend of its target.
+type Proxy struct {
+	cfg       Config
+	extract   *Extractor
+	catalog   SnapshotSource
+	upstreams *Upstreams
+	metrics   *Metrics
+	log       *slog.Logger
+	rp        *httputil.ReverseProxy
+	inflight  *Inflight
+}
+
+// reqState travels from ServeHTTP to the ReverseProxy hooks in the context.
+type reqState struct {
+	route       catalog.Route
+	service     string
+	stripPrefix string
+	start       time.Time
+}
+
+type reqStateKey struct{}
+
+// NewProxy builds the request handler.
+func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
+	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries},
+		BufferPool:     bufferPool{},
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return p
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// ServeHTTP implements the request path.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	tier, target := "", ""
+	defer func() {
+		p.metrics.requests.WithLabelValues(tier, target, statusText(rec.status)).Inc()
+	}()
+	if headerBytes(r) > p.cfg.MaxHeaderBytes {
+		writeError(rec, http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", "", 0)
+		return
+	}
+	if r.ContentLength > p.cfg.MaxBodyBytes {
+		writeError(rec, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", "", 0)
+		return
+	}
+	ex, err := p.extract.Extract(r)
+	if err != nil {
+		status, code := http.StatusBadRequest, "bad_tenant"
+		switch {
+		case errors.Is(err, ErrNoTenant):
+			code = "no_tenant"
+		case errors.Is(err, ErrTenantConflict):
+			code = "tenant_conflict"
+		case errors.Is(err, ErrBadToken):
+			status, code = http.StatusUnauthorized, "bad_token"
+		}
+		writeError(rec, status, code, err.Error(), "", 0)
+		return
+	}
+	snap := p.catalog.Snapshot()
+	route, ok := snap.Lookup(ex.Tenant)
+	if !ok {
+		writeError(rec, http.StatusNotFound, "unknown_tenant", "no such tenant", ex.Tenant, 0)
+		return
+	}
+	if route.State == catalog.StateFrozen {
+		var status int
+		route, status = p.hold(r.Context(), snap, ex.Tenant)
+		switch status {
+		case 0:
+		case http.StatusNotFound:
+			writeError(rec, status, "unknown_tenant", "no such tenant", ex.Tenant, 0)
+			return
+		case http.StatusServiceUnavailable:
+			writeError(rec, status, "tenant_moving", "the tenant is being moved; retry shortly", ex.Tenant, 1)
+			return
+		default: // client went away
+			rec.status = status
+			return
+		}
+		snap = p.catalog.Snapshot()
+	}
+	tier, target = string(route.Tier), route.Target
+	if route.State != catalog.StateActive {
+		writeError(rec, http.StatusForbidden, "tenant_disabled", "the tenant is not served", ex.Tenant, 0)
+		return
+	}
+	t, ok := snap.Target(route.Target)
+	if !ok {
+		writeError(rec, http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", ex.Tenant, 1)
+		return
+	}
+	release := p.inflight.Enter(ex.Tenant)
+	defer release()
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(rec, r.Body, p.cfg.MaxBodyBytes)
+	}
+	st := &reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
+	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
+}
+
+// rewrite builds the outbound request. The ReverseProxy has already removed
+// hop-by-hop headers (including any named in Connection) and the client's
+// X-Forwarded-*; here every client copy of X-Tenant-* and Forwarded goes too,
+// and the router's own are set last, so no client can shape them.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(reqStateKey{}).(*reqState)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = st.service
+	if st.stripPrefix != "" {
+		out.URL.Path = ensureSlash(strings.TrimPrefix(out.URL.Path, st.stripPrefix))
+		if out.URL.RawPath != "" {
+			out.URL.RawPath = ensureSlash(strings.TrimPrefix(out.URL.RawPath, st.stripPrefix))
+		}
+	}
+	for k := range out.Header {
+		if len(k) > 9 && strings.EqualFold(k[:9], "X-Tenant-") {
+			delete(out.Header, k)
+		}
+	}
+	delete(out.Header, "Forwarded")
+	out.Header[HeaderTenantID] = []string{st.route.ID}
+	out.Header[HeaderTenantTier] = []string{string(st.route.Tier)}
+	out.Header[HeaderTenantTarget] = []string{st.route.Target}
+	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
+	pr.SetXForwarded()
+	out.Host = pr.In.Host
+}
+
+func ensureSlash(p string) string {
+	if p == "" || p[0] != '/' {
+		return "/" + p
+	}
+	return p
+}
+
+func uitoa(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for v > 0 {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(b[i:])
+}
+
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if st, ok := resp.Request.Context().Value(reqStateKey{}).(*reqState); ok {
+		p.metrics.upstreamLatency.WithLabelValues(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
+	}
+	return nil
+}
+
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	tenant := ""
+	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
+		tenant = st.route.ID
+	}
+	var maxBytes *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &maxBytes):
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", tenant, 0)
+	case errors.Is(err, ErrNoHealthyBackend):
+		writeError(w, http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", tenant, 1)
+	case breakerOpen(err):
+		writeError(w, http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", tenant, 1)
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.status = 499
+		}
+	case errors.As(err, &netErr) && netErr.Timeout(), strings.Contains(err.Error(), "timeout awaiting response headers"):
+		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", tenant, 0)
+	default:
+		p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
+		writeError(w, http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", tenant, 0)
+	}
+}
+
+func tierOf(r *http.Request) string {
+	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
+		return string(st.route.Tier)
+	}
+	return ""
+}
+
+func headerBytes(r *http.Request) int {
+	n := len(r.RequestURI) + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// statusRecorder remembers the status code for metrics. Unwrap lets
+// http.ResponseController reach Flush and Hijack (SSE, WebSocket).
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+var statusTexts = func() map[int]string {
+	m := make(map[int]string, 600)
+	for c := 100; c < 600; c++ {
+		m[c] = uitoa(uint64(c))
+	}
+	return m
+}()
+
+func statusText(code int) string {
+	if code == 0 {
+		code = 200 // a hijacked or empty response
+	}
+	if s, ok := statusTexts[code]; ok {
+		return s
+	}
+	return "other"
+}
+
+// bufferPool recycles the 32 KiB copy buffers of the ReverseProxy.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

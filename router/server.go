@@ -1,0 +1,216 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// Router is a whole router process: catalog watcher, backend pools, the
+// proxy listener and the admin listener.
+type Router struct {
+	cfg       Config
+	log       *slog.Logger
+	consul    *api.Client
+	watcher   *catalog.Watcher
+	upstreams *Upstreams
+	metrics   *Metrics
+	inflight  *Inflight
+	proxy     *Proxy
+
+	mu              sync.Mutex
+	proxyAddr       net.Addr
+	adminAddr       net.Addr
+	listening       chan struct{}
+	shuttingDown    chan struct{}
+	shutdownStarted sync.Once
+}
+
+// New builds a router. Run starts it.
+func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger) (*Router, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "router", "router_id", cfg.ID)
+	w, err := catalog.NewWatcher(consul, catalog.WatcherConfig{Prefix: catalogPrefix, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	m := NewMetrics()
+	r := &Router{cfg: cfg, log: log, consul: consul, watcher: w, metrics: m, inflight: NewInflight(),
+		listening: make(chan struct{}), shuttingDown: make(chan struct{})}
+	r.upstreams = NewUpstreams(consul.Health(), cfg.Breaker, log, m)
+	r.proxy = NewProxy(cfg, w, r.upstreams, m, r.inflight, log)
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_router_catalog_age_seconds",
+			Help: "Seconds since the catalog snapshot was last confirmed current with Consul.",
+		}, func() float64 { return w.Age().Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_router_catalog_version",
+			Help: "Consul index of the catalog manifest the snapshot reflects.",
+		}, func() float64 { return float64(w.Snapshot().ManifestIndex) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_router_catalog_tenants",
+			Help: "Tenants in the catalog snapshot.",
+		}, func() float64 { return float64(w.Snapshot().Len()) }),
+	)
+	return r, nil
+}
+
+// Watcher exposes the catalog watcher (tests and the dev stack).
+func (r *Router) Watcher() *catalog.Watcher { return r.watcher }
+
+// Inflight exposes the per-tenant in-flight counter.
+func (r *Router) Inflight() *Inflight { return r.inflight }
+
+// Handler is the proxy handler, for embedding and benchmarks.
+func (r *Router) Handler() http.Handler { return r.proxy }
+
+// Addrs returns the bound proxy and admin addresses once listening.
+func (r *Router) Addrs(ctx context.Context) (proxy, admin string, err error) {
+	select {
+	case <-r.listening:
+	case <-ctx.Done():
+		return "", "", ctx.Err()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.proxyAddr.String(), r.adminAddr.String(), nil
+}
+
+// Run serves until ctx ends, then drains in-flight requests (up to
+// ShutdownTimeout) and stops.
+func (r *Router) Run(ctx context.Context) error {
+	pl, err := net.Listen("tcp", r.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("router listen: %w", err)
+	}
+	al, err := net.Listen("tcp", r.cfg.AdminListen)
+	if err != nil {
+		pl.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	r.mu.Lock()
+	r.proxyAddr, r.adminAddr = pl.Addr(), al.Addr()
+	r.mu.Unlock()
+	close(r.listening)
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = r.watcher.Run(bg) }()
+	go func() { defer wg.Done(); r.syncUpstreams(bg) }()
+
+	proxySrv := &http.Server{
+		Handler:           r.proxy,
+		ReadHeaderTimeout: r.cfg.ReadHeaderTimeout,
+		IdleTimeout:       r.cfg.IdleTimeout,
+		// The proxy answers 431 in JSON up to MaxHeaderBytes; net/http's own
+		// limit sits above it as a hard stop.
+		MaxHeaderBytes: r.cfg.MaxHeaderBytes * 2,
+		ErrorLog:       slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+	}
+	adminSrv := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(pl) }()
+	go func() { errc <- adminSrv.Serve(al) }()
+	r.log.Info("router listening", "proxy", pl.Addr().String(), "admin", al.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			runErr = err
+		}
+	}
+	r.shutdownStarted.Do(func() { close(r.shuttingDown) })
+	r.log.Info("router shutting down; draining in-flight requests", "timeout", r.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := proxySrv.Shutdown(sctx); err != nil {
+		r.log.Warn("drain incomplete", "err", err)
+		_ = proxySrv.Close()
+	}
+	_ = adminSrv.Shutdown(sctx)
+	stopBG()
+	wg.Wait()
+	r.upstreams.Close()
+	r.log.Info("router stopped")
+	return runErr
+}
+
+// syncUpstreams watches every backend service any target names.
+func (r *Router) syncUpstreams(ctx context.Context) {
+	for {
+		snap := r.watcher.Snapshot()
+		services := make(map[string]struct{})
+		for _, t := range snap.Targets() {
+			services[t.Service] = struct{}{}
+		}
+		r.upstreams.Sync(ctx, services)
+		select {
+		case <-snap.Changed():
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *Router) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		snap := r.watcher.Snapshot()
+		body := map[string]any{
+			"catalog_version": snap.ManifestIndex,
+			"tenants":         snap.Len(),
+			"targets":         len(snap.Targets()),
+			"catalog_age_ms":  r.watcher.Age().Milliseconds(),
+			"last_error":      r.watcher.LastError(),
+		}
+		select {
+		case <-r.shuttingDown:
+			body["status"] = "shutting down"
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		default:
+		}
+		select {
+		case <-r.watcher.Ready():
+			body["status"] = "ready"
+			writeJSON(w, http.StatusOK, body)
+		default:
+			body["status"] = "catalog not loaded"
+			writeJSON(w, http.StatusServiceUnavailable, body)
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

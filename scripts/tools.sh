@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what Switchyard needs on a fresh machine, offline but for the Go
+# module proxy and Debian's packages. Idempotent: a second run is a no-op.
+#   - bin/consul, built from the Go module proxy (about 6 minutes, then cached)
+#   - PostgreSQL 15 server binaries (Debian "postgresql")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONSUL_VERSION="${CONSUL_VERSION:-v1.20.1}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+mkdir -p bin
+
+apt_updated=""
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then echo "tools: need root to apt-get install $*" >&2; return 1; fi
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
+  echo "tools: installing PostgreSQL 15 server"
+  apt_install postgresql postgresql-contrib
+fi
+if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
+
+if [ ! -x bin/consul ] || ! bin/consul version 2>/dev/null | grep -q "Consul ${CONSUL_VERSION}"; then
+  echo "tools: building Consul ${CONSUL_VERSION} from the Go module proxy (takes several minutes, once)"
+  dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${CONSUL_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "tools: could not download consul source" >&2; exit 1; }
+  work=$(mktemp -d)
+  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+  cp -r "$dir" "$work/consul"
+  chmod -R u+w "$work/consul"
+  (
+    cd "$work/consul"
+    for m in api sdk envoyextensions proto-public troubleshoot; do
+      go mod edit -dropreplace="github.com/hashicorp/consul/$m"
+    done
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o consul.bin .
+  )
+  mv "$work/consul/consul.bin" bin/consul
+fi
+bin/consul version | head -1
