@@ -97,8 +97,9 @@ func decodeBucketView(data []byte, intern map[string]string) (*bucketView, error
 // Snapshot is an immutable view of the catalog. Routers read it without
 // locks; the watcher replaces it whole.
 type Snapshot struct {
-	buckets []*bucketView
-	targets map[string]*Target
+	catalogID string
+	buckets   []*bucketView
+	targets   map[string]*Target
 	// ManifestIndex is the Consul index of the manifest this snapshot reflects.
 	ManifestIndex uint64
 	// TargetsIndex is the Consul index of the targets it reflects.

@@ -23,6 +23,9 @@ const maxCASAttempts = 50
 
 // manifest is the one key routers watch: the version of every bucket.
 type manifest struct {
+	// ID is random per catalog: a rebuilt or replaced catalog whose bucket
+	// versions happen to match the old ones is still seen as new.
+	ID       string   `json:"id"`
 	Buckets  int      `json:"buckets"`
 	Versions []uint64 `json:"versions"`
 }
@@ -64,7 +67,7 @@ func (s *Store) Init(ctx context.Context, buckets int) error {
 	if buckets > 1<<16 {
 		return fmt.Errorf("%w: at most 65536 buckets", ErrInvalid)
 	}
-	m := manifest{Buckets: buckets, Versions: make([]uint64, buckets)}
+	m := manifest{ID: newCatalogID(), Buckets: buckets, Versions: make([]uint64, buckets)}
 	data, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -80,6 +83,10 @@ func (s *Store) Init(ctx context.Context, buckets int) error {
 		}
 	}
 	return nil
+}
+
+func newCatalogID() string {
+	return fmt.Sprintf("%016x", rand.Uint64())
 }
 
 func writeOpts(ctx context.Context) *api.WriteOptions {

@@ -146,6 +146,9 @@ func (w *Watcher) loop(ctx context.Context, name string, step func(context.Conte
 		}
 		if err != nil {
 			failures++
+			// After an error the server may not be the one we were
+			// watching (a restart, a rebuilt cluster): start over at 0.
+			index = 0
 			msg := fmt.Sprintf("%s watch: %v", name, err)
 			w.lastErr.Store(&msg)
 			d := w.retryDelay(failures)
@@ -221,8 +224,8 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 	}
 	cur := w.snap.Load()
 	buckets := cur.buckets
-	if len(buckets) != m.Buckets {
-		buckets = nil // bucket count changed (or first load): fetch all
+	if len(buckets) != m.Buckets || cur.catalogID != m.ID {
+		buckets = nil // first load, a new bucket count or another catalog: fetch all
 	}
 	var changed []int
 	for b, v := range m.Versions {
@@ -237,7 +240,7 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 	w.mu.Lock()
 	cur = w.snap.Load()
 	nb := make([]*bucketView, m.Buckets)
-	if len(cur.buckets) == m.Buckets {
+	if len(cur.buckets) == m.Buckets && cur.catalogID == m.ID {
 		copy(nb, cur.buckets)
 	}
 	for i, b := range changed {
@@ -248,7 +251,7 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 			nb[i] = emptyBucket
 		}
 	}
-	w.swapLocked(cur, &Snapshot{buckets: nb, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
 	w.mu.Unlock()
 	w.lastManifestSync.Store(time.Now().UnixNano())
 	w.gotManifest.Store(true)
@@ -367,7 +370,7 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 	}
 	w.mu.Lock()
 	cur := w.snap.Load()
-	w.swapLocked(cur, &Snapshot{buckets: cur.buckets, targets: targets, ManifestIndex: cur.ManifestIndex, TargetsIndex: meta.LastIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: cur.catalogID, buckets: cur.buckets, targets: targets, ManifestIndex: cur.ManifestIndex, TargetsIndex: meta.LastIndex})
 	w.mu.Unlock()
 	w.lastTargetsSync.Store(time.Now().UnixNano())
 	w.gotTargets.Store(true)
