@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/url"
 	"sort"
@@ -31,23 +30,9 @@ import (
 // bucketMagic starts every bucket; the number after it is the bucket version.
 const bucketMagic = "sy1"
 
-// BucketOf returns the bucket a tenant id hashes into.
+// BucketOf returns the bucket a tenant id hashes into (FNV-1a, 32 bits).
 func BucketOf(id string, buckets int) int {
-	h := fnv.New32a()
-	_, _ = io.WriteString(h, id)
-	return int(h.Sum32() % uint32(buckets))
-}
-
-// bucketOfFast is BucketOf without the hash.Hash allocation, for the
-// request path.
-func bucketOfFast(id string, buckets int) int {
-	const offset32, prime32 = 2166136261, 16777619
-	h := uint32(offset32)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= prime32
-	}
-	return int(h % uint32(buckets))
+	return int(fnv32(id) % uint32(buckets))
 }
 
 var gzipWriters = sync.Pool{New: func() any {

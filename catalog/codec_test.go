@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"testing"
 )
@@ -32,13 +33,17 @@ func TestBucketRoundTrip(t *testing.T) {
 			t.Errorf("tenant %s: got %+v, want %+v", id, got, want)
 		}
 	}
-	view, err := decodeBucketView(data, map[string]string{})
+	names := newNameTable()
+	view, err := decodeBucketView(data, names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := view.routes["x-y-z"]
-	if tierCodes[e.tier] != TierDedicatedCluster || stateCodes[e.state] != StateDisabled || e.epoch != 1<<40 || e.target != "cl-1" {
+	e := view.find("x-y-z", fnv32("x-y-z"))
+	if e == nil || tierCodes[e.tier] != TierDedicatedCluster || stateCodes[e.state] != StateDisabled || e.epoch != 1<<40 || names.list[e.target] != "cl-1" {
 		t.Errorf("view entry = %+v", e)
+	}
+	if view.find("x-y", fnv32("x-y")) != nil {
+		t.Error("found a prefix of an id")
 	}
 }
 
@@ -100,10 +105,12 @@ func TestDSNFor(t *testing.T) {
 	}
 }
 
-func TestBucketOfMatchesFastPath(t *testing.T) {
+func TestBucketOfIsFNV1a(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		id := fmt.Sprintf("tenant-%d", i)
-		if BucketOf(id, 4096) != bucketOfFast(id, 4096) {
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		if BucketOf(id, 4096) != int(h.Sum32()%4096) {
 			t.Fatalf("hash mismatch for %s", id)
 		}
 	}

@@ -16,15 +16,6 @@ type Route struct {
 	Epoch  uint64
 }
 
-// routeEntry is the compact form kept per tenant in a snapshot: 32 bytes,
-// with the target name interned so a million tenants share a few strings.
-type routeEntry struct {
-	target string
-	epoch  uint64
-	tier   uint8
-	state  uint8
-}
-
 var tierCodes = []Tier{"", TierShared, TierDedicatedDB, TierDedicatedCluster}
 var stateCodes = []State{"", StateActive, StateFrozen, StateDisabled}
 
@@ -46,50 +37,123 @@ func stateCode(s State) uint8 {
 	return 0
 }
 
-// bucketView is one bucket as routers hold it. Keys are substrings of one
-// string holding every id of the bucket, so ids cost no extra allocations.
-type bucketView struct {
-	version uint64
-	routes  map[string]routeEntry
+// nameTable interns target names as small integers. It only grows, so an
+// older snapshot's prefix of the list stays valid.
+type nameTable struct {
+	index map[string]uint16
+	list  []string
 }
 
-var emptyBucket = &bucketView{routes: map[string]routeEntry{}}
+func newNameTable() *nameTable { return &nameTable{index: map[string]uint16{}} }
 
-// decodeBucketView builds the router's compact view of a bucket. intern
-// dedupes target names across buckets.
-func decodeBucketView(data []byte, intern map[string]string) (*bucketView, error) {
-	type line struct {
-		id     [2]int
-		target string
-		epoch  uint64
-		tier   uint8
-		state  uint8
+func (n *nameTable) code(name string) (uint16, error) {
+	if c, ok := n.index[name]; ok {
+		return c, nil
 	}
-	var lines []line
+	if len(n.list) >= 1<<16 {
+		return 0, fmt.Errorf("more than 65536 distinct targets")
+	}
+	c := uint16(len(n.list))
+	name = strings.Clone(name)
+	n.list = append(n.list, name)
+	n.index[name] = c
+	return c, nil
+}
+
+// slot is one tenant in a bucket's open-addressing table: 24 bytes, with
+// the id kept in the bucket's id string, so a million tenants cost about
+// 60 bytes each and a lookup touches two or three cache lines.
+type slot struct {
+	hash   uint32 // FNV-1a of the id
+	off    uint32 // where the id starts in bucketView.ids
+	epoch  uint64
+	target uint16 // index into the snapshot's target names
+	idLen  uint8  // 0 marks an empty slot (ids are never empty)
+	tier   uint8
+	state  uint8
+}
+
+// bucketView is one bucket as routers hold it: a linear-probing table.
+type bucketView struct {
+	version uint64
+	ids     string
+	slots   []slot // power-of-two length, at most 3/4 full
+	n       int
+}
+
+var emptyBucket = &bucketView{slots: make([]slot, 1)}
+
+// fnv32 is the hash tenants are bucketed by (the same as BucketOf).
+func fnv32(id string) uint32 {
+	const offset32, prime32 = 2166136261, 16777619
+	h := uint32(offset32)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= prime32
+	}
+	return h
+}
+
+// mix scrambles the hash for the in-bucket position, so the bits that chose
+// the bucket do not also choose the slot.
+func mix(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+func (v *bucketView) find(id string, h uint32) *slot {
+	mask := uint32(len(v.slots) - 1)
+	for i := mix(h) & mask; ; i = (i + 1) & mask {
+		s := &v.slots[i]
+		if s.idLen == 0 {
+			return nil
+		}
+		if s.hash == h && int(s.idLen) == len(id) && v.ids[s.off:s.off+uint32(s.idLen)] == id {
+			return s
+		}
+	}
+}
+
+// decodeBucketView builds the router's compact view of a bucket.
+func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
+	var entries []slot
 	var ids strings.Builder
 	version, err := decodeBucketRaw(data, func(f [7]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
 			return fmt.Errorf("bucket: tenant %s: bad epoch: %w", f[0], err)
 		}
-		target, ok := intern[f[3]]
-		if !ok {
-			target = strings.Clone(f[3])
-			intern[target] = target
+		if len(f[0]) == 0 || len(f[0]) > 255 {
+			return fmt.Errorf("bucket: bad tenant id %q", f[0])
 		}
-		start := ids.Len()
+		target, err := names.code(f[3])
+		if err != nil {
+			return err
+		}
+		entries = append(entries, slot{hash: fnv32(f[0]), off: uint32(ids.Len()), idLen: uint8(len(f[0])), epoch: epoch,
+			target: target, tier: tierCode(Tier(f[2])), state: stateCode(State(f[4]))})
 		ids.WriteString(f[0])
-		lines = append(lines, line{id: [2]int{start, ids.Len()}, target: target, epoch: epoch,
-			tier: tierCode(Tier(f[2])), state: stateCode(State(f[4]))})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	all := ids.String()
-	v := &bucketView{version: version, routes: make(map[string]routeEntry, len(lines))}
-	for _, l := range lines {
-		v.routes[all[l.id[0]:l.id[1]]] = routeEntry{target: l.target, epoch: l.epoch, tier: l.tier, state: l.state}
+	size := 1
+	for size*3 < len(entries)*4+1 {
+		size <<= 1
+	}
+	v := &bucketView{version: version, ids: ids.String(), slots: make([]slot, size), n: len(entries)}
+	mask := uint32(size - 1)
+	for _, e := range entries {
+		i := mix(e.hash) & mask
+		for v.slots[i].idLen != 0 {
+			i = (i + 1) & mask
+		}
+		v.slots[i] = e
 	}
 	return v, nil
 }
@@ -99,6 +163,7 @@ func decodeBucketView(data []byte, intern map[string]string) (*bucketView, error
 type Snapshot struct {
 	catalogID string
 	buckets   []*bucketView
+	names     []string // target names by code
 	targets   map[string]*Target
 	// ManifestIndex is the Consul index of the manifest this snapshot reflects.
 	ManifestIndex uint64
@@ -114,11 +179,12 @@ func (s *Snapshot) Lookup(id string) (Route, bool) {
 	if s == nil || len(s.buckets) == 0 {
 		return Route{}, false
 	}
-	e, ok := s.buckets[bucketOfFast(id, len(s.buckets))].routes[id]
-	if !ok {
+	h := fnv32(id)
+	e := s.buckets[h%uint32(len(s.buckets))].find(id, h)
+	if e == nil {
 		return Route{}, false
 	}
-	return Route{ID: id, Tier: tierCodes[e.tier], Target: e.target, State: stateCodes[e.state], Epoch: e.epoch}, true
+	return Route{ID: id, Tier: tierCodes[e.tier], Target: s.names[e.target], State: stateCodes[e.state], Epoch: e.epoch}, true
 }
 
 // Target returns a registered target by id.
@@ -145,7 +211,7 @@ func (s *Snapshot) Len() int {
 	}
 	n := 0
 	for _, b := range s.buckets {
-		n += len(b.routes)
+		n += b.n
 	}
 	return n
 }

@@ -81,7 +81,7 @@ type Watcher struct {
 	lastErr                           atomic.Pointer[string]
 	gotManifest, gotTargets           atomic.Bool
 	readyOnce                         sync.Once
-	intern                            map[string]string // owned by the manifest loop
+	names                             *nameTable // owned by the manifest loop
 	bucketsFetched                    atomic.Uint64
 }
 
@@ -91,7 +91,7 @@ func NewWatcher(client *api.Client, cfg WatcherConfig) (*Watcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Watcher{cfg: cfg, store: NewStore(client, cfg.Prefix), ready: make(chan struct{}), intern: map[string]string{}}
+	w := &Watcher{cfg: cfg, store: NewStore(client, cfg.Prefix), ready: make(chan struct{}), names: newNameTable()}
 	w.snap.Store(&Snapshot{changed: make(chan struct{}), targets: map[string]*Target{}})
 	return w, nil
 }
@@ -251,7 +251,7 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 			nb[i] = emptyBucket
 		}
 	}
-	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, names: w.names.list, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
 	w.mu.Unlock()
 	w.lastManifestSync.Store(time.Now().UnixNano())
 	w.gotManifest.Store(true)
@@ -309,7 +309,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 			}
 		}
 	}()
-	// Decoding happens here, on one goroutine, because intern is not shared.
+	// Decoding happens here, on one goroutine, because names is not shared.
 	var firstErr error
 	for range buckets {
 		r := <-results
@@ -327,7 +327,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 			views[r.i] = emptyBucket
 			continue
 		}
-		v, err := decodeBucketView(r.data, w.intern)
+		v, err := decodeBucketView(r.data, w.names)
 		if err != nil {
 			firstErr = fmt.Errorf("bucket %d: %w", buckets[r.i], err)
 			cancel()
@@ -370,7 +370,7 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 	}
 	w.mu.Lock()
 	cur := w.snap.Load()
-	w.swapLocked(cur, &Snapshot{catalogID: cur.catalogID, buckets: cur.buckets, targets: targets, ManifestIndex: cur.ManifestIndex, TargetsIndex: meta.LastIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: cur.catalogID, buckets: cur.buckets, names: cur.names, targets: targets, ManifestIndex: cur.ManifestIndex, TargetsIndex: meta.LastIndex})
 	w.mu.Unlock()
 	w.lastTargetsSync.Store(time.Now().UnixNano())
 	w.gotTargets.Store(true)
