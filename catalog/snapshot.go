@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -38,8 +39,9 @@ func stateCode(s State) uint8 {
 }
 
 // nameTable interns target names as small integers. It only grows, so an
-// older snapshot's prefix of the list stays valid.
+// older snapshot's prefix of the list stays valid. Decoders share it.
 type nameTable struct {
+	mu    sync.RWMutex
 	index map[string]uint16
 	list  []string
 }
@@ -47,13 +49,21 @@ type nameTable struct {
 func newNameTable() *nameTable { return &nameTable{index: map[string]uint16{}} }
 
 func (n *nameTable) code(name string) (uint16, error) {
+	n.mu.RLock()
+	c, ok := n.index[name]
+	n.mu.RUnlock()
+	if ok {
+		return c, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if c, ok := n.index[name]; ok {
 		return c, nil
 	}
 	if len(n.list) >= 1<<16 {
 		return 0, fmt.Errorf("more than 65536 distinct targets")
 	}
-	c := uint16(len(n.list))
+	c = uint16(len(n.list))
 	name = strings.Clone(name)
 	n.list = append(n.list, name)
 	n.index[name] = c
@@ -118,10 +128,18 @@ func (v *bucketView) find(id string, h uint32) *slot {
 	}
 }
 
+// snapshot returns the current list of names for a snapshot.
+func (n *nameTable) snapshot() []string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.list
+}
+
 // decodeBucketView builds the router's compact view of a bucket.
 func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
 	var entries []slot
 	var ids strings.Builder
+	last, lastCode := "", uint16(0)
 	version, err := decodeBucketRaw(data, func(f [7]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
@@ -130,9 +148,13 @@ func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
 		if len(f[0]) == 0 || len(f[0]) > 255 {
 			return fmt.Errorf("bucket: bad tenant id %q", f[0])
 		}
-		target, err := names.code(f[3])
-		if err != nil {
-			return err
+		target := lastCode
+		if f[3] != last || last == "" {
+			var err error
+			if target, err = names.code(f[3]); err != nil {
+				return err
+			}
+			last, lastCode = f[3], target
 		}
 		entries = append(entries, slot{hash: fnv32(f[0]), off: uint32(ids.Len()), idLen: uint8(len(f[0])), epoch: epoch,
 			target: target, tier: tierCode(Tier(f[2])), state: stateCode(State(f[4]))})

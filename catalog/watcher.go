@@ -251,7 +251,7 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 			nb[i] = emptyBucket
 		}
 	}
-	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, names: w.names.list, targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, names: w.names.snapshot(), targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
 	w.mu.Unlock()
 	w.lastManifestSync.Store(time.Now().UnixNano())
 	w.gotManifest.Store(true)
@@ -259,89 +259,123 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 	return meta.LastIndex, nil
 }
 
+// fetchBuckets reads and decodes the given buckets, in parallel. Where many
+// buckets sharing a key prefix changed (a cold start, a catalog swap) it
+// lists the prefix in one request instead of one request per bucket.
 func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []uint64) ([]*bucketView, error) {
 	views := make([]*bucketView, len(buckets))
 	if len(buckets) == 0 {
 		return views, nil
 	}
-	type result struct {
-		i    int
-		data []byte
-		err  error
+	// Group by the first two hex digits of the 4-digit bucket key.
+	groups := map[int][]int{} // group → indexes into buckets
+	for i, b := range buckets {
+		groups[b>>8] = append(groups[b>>8], i)
 	}
-	jobs := make(chan int)
-	results := make(chan result)
-	workers := min(w.cfg.FetchConcurrency, len(buckets))
+	type job struct {
+		prefix  string // list this prefix...
+		indexes []int  // ...or get these buckets one by one
+	}
+	var jobs []job
+	for g, idx := range groups {
+		if len(idx) > 16 {
+			jobs = append(jobs, job{prefix: fmt.Sprintf("%s/tenants/b/%02x", w.store.prefix, g), indexes: idx})
+			continue
+		}
+		for _, i := range idx {
+			jobs = append(jobs, job{indexes: []int{i}})
+		}
+	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for range workers {
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+		mu.Unlock()
+	}
+	decode := func(i int, data []byte) {
+		b := buckets[i]
+		if data == nil {
+			if versions[b] != 0 {
+				fail(fmt.Errorf("bucket %d: missing but manifest says version %d", b, versions[b]))
+				return
+			}
+			views[i] = emptyBucket
+			return
+		}
+		v, err := decodeBucketView(data, w.names)
+		if err != nil {
+			fail(fmt.Errorf("bucket %d: %w", b, err))
+			return
+		}
+		if v.version < versions[b] {
+			fail(fmt.Errorf("bucket %d: read version %d older than manifest %d", b, v.version, versions[b]))
+			return
+		}
+		views[i] = v
+	}
+	work := make(chan job)
+	var wg sync.WaitGroup
+	for range min(w.cfg.FetchConcurrency, len(jobs)) {
+		wg.Add(1)
 		go func() {
-			for i := range jobs {
-				b := buckets[i]
-				var data []byte
-				var err error
-				if versions[b] != 0 {
-					var pair *api.KVPair
-					pair, _, err = w.store.client.KV().Get(w.store.bucketKey(b), readOpts(fctx))
-					if err == nil && pair == nil {
-						err = fmt.Errorf("bucket %d: missing but manifest says version %d", b, versions[b])
+			defer wg.Done()
+			for j := range work {
+				if j.prefix == "" {
+					i := j.indexes[0]
+					if versions[buckets[i]] == 0 {
+						views[i] = emptyBucket
+						continue
 					}
+					pair, _, err := w.store.client.KV().Get(w.store.bucketKey(buckets[i]), readOpts(fctx))
+					w.bucketsFetched.Add(1)
+					if err != nil {
+						fail(err)
+						continue
+					}
+					var data []byte
 					if pair != nil {
 						data = pair.Value
 					}
-					w.bucketsFetched.Add(1)
+					decode(i, data)
+					continue
 				}
-				select {
-				case results <- result{i: i, data: data, err: err}:
-				case <-fctx.Done():
-					return
+				pairs, _, err := w.store.client.KV().List(j.prefix, readOpts(fctx))
+				if err != nil {
+					fail(err)
+					continue
+				}
+				byKey := make(map[string][]byte, len(pairs))
+				for _, p := range pairs {
+					byKey[p.Key] = p.Value
+				}
+				w.bucketsFetched.Add(uint64(len(j.indexes)))
+				for _, i := range j.indexes {
+					decode(i, byKey[w.store.bucketKey(buckets[i])])
 				}
 			}
 		}()
 	}
-	go func() {
-		defer close(jobs)
-		for i := range buckets {
-			select {
-			case jobs <- i:
-			case <-fctx.Done():
-				return
-			}
+	for _, j := range jobs {
+		select {
+		case work <- j:
+		case <-fctx.Done():
 		}
-	}()
-	// Decoding happens here, on one goroutine, because names is not shared.
-	var firstErr error
-	for range buckets {
-		r := <-results
-		if r.err != nil {
-			if firstErr == nil {
-				firstErr = r.err
-				cancel()
-			}
-			continue
-		}
-		if firstErr != nil {
-			continue
-		}
-		if r.data == nil {
-			views[r.i] = emptyBucket
-			continue
-		}
-		v, err := decodeBucketView(r.data, w.names)
-		if err != nil {
-			firstErr = fmt.Errorf("bucket %d: %w", buckets[r.i], err)
-			cancel()
-			continue
-		}
-		if v.version < versions[buckets[r.i]] {
-			firstErr = fmt.Errorf("bucket %d: read version %d older than manifest %d", buckets[r.i], v.version, versions[buckets[r.i]])
-			cancel()
-			continue
-		}
-		views[r.i] = v
 	}
+	close(work)
+	wg.Wait()
 	if firstErr != nil {
 		return nil, fmt.Errorf("fetch buckets: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return views, nil
 }
