@@ -166,7 +166,6 @@ func pathTenant(path string) (id, prefix string, ok bool) {
 	return id, "/t/" + id, true
 }
 
-
 // tokenTenant verifies an HS256 JWT and returns its tenant claim. Only HS256
 // is accepted: "none" and every other algorithm are refused.
 func (e *Extractor) tokenTenant(tok string) (string, error) {
