@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/examples/orders"
+	"github.com/switchyard/switchyard/router"
+	"github.com/switchyard/switchyard/test/harness"
+)
+
+// devStack is everything `switchyard dev` runs, in start order.
+type devStack struct {
+	dataDir  string
+	log      *slog.Logger
+	consul   *harness.Consul
+	pg       map[string]*harness.Postgres
+	apps     []*orders.Server
+	stops    []func()
+	secret   []byte
+	routerOn string
+	adminOn  string
+}
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	dataDir := fs.String("data", ".data", "where the stack keeps its data (survives restarts)")
+	listen := fs.String("listen", "127.0.0.1:8080", "router listen address")
+	admin := fs.String("admin", "127.0.0.1:9080", "router admin address")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// PostgreSQL runs as the postgres user when we are root: it must reach the data dir.
+	_ = os.Chmod(dir, 0o755)
+	d := &devStack{dataDir: dir, log: newLogger(*logLevel), pg: map[string]*harness.Postgres{}, routerOn: *listen, adminOn: *admin}
+	defer d.stop()
+	if err := d.start(ctx, *listen, *admin); err != nil {
+		return err
+	}
+	d.printWelcome()
+	<-ctx.Done()
+	fmt.Println("\nswitchyard dev: stopping…")
+	return nil
+}
+
+func (d *devStack) stop() {
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
+	}
+	d.stops = nil
+}
+
+func (d *devStack) step(msg string) { fmt.Printf("  • %s\n", msg) }
+
+func (d *devStack) start(ctx context.Context, listen, admin string) error {
+	fmt.Println("switchyard dev: starting the local stack (data in " + d.dataDir + ")")
+	var err error
+	d.consul, err = harness.StartConsul(ctx, harness.ConsulOptions{DataDir: filepath.Join(d.dataDir, "consul"), LogOutput: d.logFile("consul.log")})
+	if err != nil {
+		return fmt.Errorf("consul: %w", err)
+	}
+	d.stops = append(d.stops, func() { _ = d.consul.Stop() })
+	d.step("Consul at http://" + d.consul.HTTPAddr())
+
+	for _, name := range []string{"pool", "dedicated", "cluster-1"} {
+		pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{
+			DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
+			Settings: map[string]string{"fsync": "on"},
+		})
+		if err != nil {
+			return fmt.Errorf("postgres %s: %w", name, err)
+		}
+		d.pg[name] = pg
+		d.stops = append(d.stops, func() { _ = pg.Stop() })
+		d.step(fmt.Sprintf("PostgreSQL %-10s at %s", name, pg.Addr()))
+	}
+	if err := d.seed(ctx); err != nil {
+		return err
+	}
+	client := d.consul.Client()
+	for _, service := range []string{"app-shared", "app-shared", "app-cl-1"} {
+		cfg := orders.DefaultConfig(service, client)
+		cfg.Logger = d.log
+		app, err := orders.New(cfg)
+		if err != nil {
+			return err
+		}
+		if err := app.Start(ctx); err != nil {
+			return fmt.Errorf("app %s: %w", service, err)
+		}
+		d.apps = append(d.apps, app)
+		d.stops = append(d.stops, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = app.Stop(sctx)
+		})
+		d.step(fmt.Sprintf("orders app %-10s at http://%s", service, app.Addr()))
+	}
+	r, err := router.New(router.Config{
+		Listen: listen, AdminListen: admin, ID: "dev-router",
+		Extract: router.ExtractConfig{BaseDomain: "switchyard.localhost", PathPrefix: true, JWTSecret: d.secret},
+	}, client, "", d.log)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	d.stops = append(d.stops, func() { cancel(); <-done })
+	select {
+	case <-r.Watcher().Ready():
+	case err := <-done:
+		return fmt.Errorf("router: %w", err)
+	case <-time.After(30 * time.Second):
+		return errors.New("router: catalog did not load in 30s")
+	}
+	d.step(fmt.Sprintf("router at http://%s (admin http://%s)", listen, admin))
+	return d.waitServed(ctx)
+}
+
+func (d *devStack) logFile(name string) *os.File {
+	f, err := os.OpenFile(filepath.Join(d.dataDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil
+	}
+	d.stops = append(d.stops, func() { _ = f.Close() })
+	return f
+}
+
+// seed creates the databases, the catalog, the three targets and the three
+// demo tenants. Re-running it on an existing data dir only refreshes the
+// targets' addresses (ports are chosen afresh at every start).
+func (d *devStack) seed(ctx context.Context) error {
+	secretFile := filepath.Join(d.dataDir, "jwt-secret")
+	if b, err := os.ReadFile(secretFile); err == nil && len(b) >= 32 {
+		d.secret = []byte(strings.TrimSpace(string(b)))
+	} else {
+		buf := make([]byte, 24)
+		_, _ = rand.Read(buf)
+		d.secret = []byte(hex.EncodeToString(buf))
+		if err := os.WriteFile(secretFile, d.secret, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := d.pg["pool"].CreateDatabase(ctx, "pool"); err != nil {
+		return err
+	}
+	if err := d.pg["cluster-1"].CreateDatabase(ctx, "app"); err != nil {
+		return err
+	}
+	store := catalog.NewStore(d.consul.Client(), "")
+	if err := store.Init(ctx, catalog.DefaultBuckets); err != nil {
+		return err
+	}
+	targets := []catalog.Target{
+		{ID: "pool-1", Tier: catalog.TierShared, Service: "app-shared", DSN: d.pg["pool"].DSN("pool"),
+			Capacity: catalog.Capacity{Tenants: 1000}, Labels: map[string]string{"region": "local"}},
+		{ID: "db-1", Tier: catalog.TierDedicatedDB, Service: "app-shared", DSN: d.pg["dedicated"].DSN("postgres"),
+			Capacity: catalog.Capacity{Tenants: 100}, Labels: map[string]string{"region": "local"}},
+		{ID: "cl-1", Tier: catalog.TierDedicatedCluster, Service: "app-cl-1", DSN: d.pg["cluster-1"].DSN("app"),
+			Capacity: catalog.Capacity{Tenants: 1}, Labels: map[string]string{"region": "local"}},
+	}
+	for _, t := range targets {
+		err := store.CreateTarget(ctx, t)
+		if errors.Is(err, catalog.ErrExists) {
+			_, err = store.UpdateTarget(ctx, t.ID, func(cur *catalog.Target) error { cur.DSN = t.DSN; return nil })
+		}
+		if err != nil {
+			return fmt.Errorf("target %s: %w", t.ID, err)
+		}
+	}
+	for _, dsn := range []string{d.pg["pool"].DSN("pool"), d.pg["cluster-1"].DSN("app")} {
+		if err := ensureSchema(ctx, dsn); err != nil {
+			return err
+		}
+	}
+	for _, t := range []catalog.Tenant{
+		{ID: "acme", Plan: "free", Tier: catalog.TierShared, Target: "pool-1"},
+		{ID: "globex", Plan: "pro", Tier: catalog.TierDedicatedDB, Target: "db-1"},
+		{ID: "initech", Plan: "enterprise", Tier: catalog.TierDedicatedCluster, Target: "cl-1"},
+	} {
+		if t.Tier == catalog.TierDedicatedDB {
+			if err := d.pg["dedicated"].CreateDatabase(ctx, catalog.DatabaseName(t.ID)); err != nil {
+				return err
+			}
+			if err := ensureSchema(ctx, d.pg["dedicated"].DSN(catalog.DatabaseName(t.ID))); err != nil {
+				return err
+			}
+		}
+		if _, err := store.CreateTenant(ctx, t); err != nil && !errors.Is(err, catalog.ErrExists) {
+			return fmt.Errorf("tenant %s: %w", t.ID, err)
+		}
+	}
+	d.step("catalog: targets pool-1 (shared), db-1 (dedicated-db), cl-1 (dedicated-cluster); tenants acme, globex, initech")
+	return nil
+}
+
+func ensureSchema(ctx context.Context, dsn string) error {
+	db, err := sqlx.ConnectContext(ctx, "postgres", dsn)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", dsn, err)
+	}
+	defer db.Close()
+	return orders.EnsureSchema(ctx, db)
+}
+
+// waitServed waits until each demo tenant answers through the router.
+func (d *devStack) waitServed(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range []string{"acme", "globex", "initech"} {
+		for {
+			status, err := httpStatus(ctx, "http://"+d.routerOn+"/t/"+id+"/orders")
+			if err == nil && status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("tenant %s not served through the router (status %d, %v)", id, status, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (d *devStack) printWelcome() {
+	r := "http://" + d.routerOn
+	tok := router.SignToken(d.secret, "initech", 24*time.Hour)
+	fmt.Printf(`
+Switchyard is running. Three tenants, one per tier, each answered by its own tier
+(look at the X-Served-By header: the target that served the request):
+
+  # acme: free plan → shared pool (pool-1)
+  curl -si -X POST %[1]s/t/acme/orders -d '{"item":"anvil","quantity":2,"price_cents":1999}' | grep -E 'HTTP|X-Served-By|^{'
+  curl -si %[1]s/t/acme/orders | grep -E 'HTTP|X-Served-By'
+
+  # globex: pro plan → its own database on the dedicated server (db-1), named by Host
+  curl -si -H 'Host: globex.switchyard.localhost' %[1]s/orders | grep -E 'HTTP|X-Served-By'
+
+  # initech: enterprise plan → its own cluster (cl-1), named by a signed token
+  curl -si -H 'Authorization: Bearer %[2]s' %[1]s/orders | grep -E 'HTTP|X-Served-By'
+
+  # unknown tenants get 404; spoofed X-Tenant-ID headers are ignored
+  curl -si %[1]s/t/nobody/orders | head -1
+  curl -si -H 'X-Tenant-ID: initech' %[1]s/t/acme/orders | grep X-Served-By
+
+Router admin: http://%[3]s/readyz  http://%[3]s/metrics      Consul UI: http://%[4]s/ui
+Logs and data: %[5]s    Press Ctrl-C to stop everything.
+`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir)
+}
