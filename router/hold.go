@@ -12,9 +12,13 @@ import (
 // shows it unfrozen (status 0, with the route to use), HoldMax passes (503),
 // the tenant disappears (404) or the client goes away (499). Only the frozen
 // tenant's requests wait; nothing else is buffered.
-func (p *Proxy) hold(ctx context.Context, snap *catalog.Snapshot, id string) (catalog.Route, int) {
+func (p *Proxy) hold(ctx context.Context, snap *catalog.Snapshot, id string, limit time.Duration) (catalog.Route, int) {
 	start := time.Now()
-	timer := time.NewTimer(p.cfg.HoldMax)
+	if limit <= 0 {
+		p.metrics.holds.WithLabelValues("expired").Inc()
+		return catalog.Route{}, http.StatusServiceUnavailable
+	}
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	observe := func(outcome string) {
 		p.metrics.holds.WithLabelValues(outcome).Inc()

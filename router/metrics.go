@@ -15,6 +15,7 @@ type Metrics struct {
 	holds            *prometheus.CounterVec
 	holdSeconds      prometheus.Histogram
 	retries          prometheus.Counter
+	acks             prometheus.Counter
 }
 
 // NewMetrics registers the router's series, plus the Go and process
@@ -53,8 +54,12 @@ func NewMetrics() *Metrics {
 			Name: "switchyard_router_upstream_retries_total",
 			Help: "Idempotent requests retried on another instance after a connect failure.",
 		}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_router_cutover_acks_total",
+			Help: "Cutover freezes this router acknowledged (tenant held, nothing in flight).",
+		}),
 	}
-	r.MustRegister(m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries,
+	r.MustRegister(m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

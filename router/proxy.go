@@ -102,46 +102,72 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, status, code, err.Error(), "", 0)
 		return
 	}
-	snap := p.catalog.Snapshot()
-	route, ok := snap.Lookup(ex.Tenant)
+	route, t, release, ok := p.resolve(rec, r, ex.Tenant)
 	if !ok {
-		writeError(rec, http.StatusNotFound, "unknown_tenant", "no such tenant", ex.Tenant, 0)
 		return
 	}
-	if route.State == catalog.StateFrozen {
-		var status int
-		route, status = p.hold(r.Context(), snap, ex.Tenant)
-		switch status {
-		case 0:
-		case http.StatusNotFound:
-			writeError(rec, status, "unknown_tenant", "no such tenant", ex.Tenant, 0)
-			return
-		case http.StatusServiceUnavailable:
-			writeError(rec, status, "tenant_moving", "the tenant is being moved; retry shortly", ex.Tenant, 1)
-			return
-		default: // client went away
-			rec.status = status
-			return
-		}
-		snap = p.catalog.Snapshot()
-	}
-	tier, target = string(route.Tier), route.Target
-	if route.State != catalog.StateActive {
-		writeError(rec, http.StatusForbidden, "tenant_disabled", "the tenant is not served", ex.Tenant, 0)
-		return
-	}
-	t, ok := snap.Target(route.Target)
-	if !ok {
-		writeError(rec, http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", ex.Tenant, 1)
-		return
-	}
-	release := p.inflight.Enter(ex.Tenant)
 	defer release()
+	tier, target = string(route.Tier), route.Target
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(rec, r.Body, p.cfg.MaxBodyBytes)
 	}
 	st := &reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
+}
+
+// resolve looks the tenant up, holds it while it is frozen, and counts the
+// request in flight. If it answered the client itself, ok is false.
+func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (catalog.Route, *catalog.Target, func(), bool) {
+	var holdStart time.Time
+	for attempt := 0; ; attempt++ {
+		snap := p.catalog.Snapshot()
+		route, ok := snap.Lookup(tenant)
+		if !ok {
+			writeError(rec, http.StatusNotFound, "unknown_tenant", "no such tenant", tenant, 0)
+			return route, nil, nil, false
+		}
+		if route.State == catalog.StateFrozen {
+			if holdStart.IsZero() {
+				holdStart = time.Now()
+			}
+			var status int
+			route, status = p.hold(r.Context(), snap, tenant, p.cfg.HoldMax-time.Since(holdStart))
+			switch status {
+			case 0:
+			case http.StatusNotFound:
+				writeError(rec, status, "unknown_tenant", "no such tenant", tenant, 0)
+				return route, nil, nil, false
+			case http.StatusServiceUnavailable:
+				writeError(rec, status, "tenant_moving", "the tenant is being moved; retry shortly", tenant, 1)
+				return route, nil, nil, false
+			default: // the client went away
+				rec.status = status
+				return route, nil, nil, false
+			}
+			snap = p.catalog.Snapshot()
+		}
+		if route.State != catalog.StateActive {
+			writeError(rec, http.StatusForbidden, "tenant_disabled", "the tenant is not served", tenant, 0)
+			return route, nil, nil, false
+		}
+		t, ok := snap.Target(route.Target)
+		if !ok {
+			writeError(rec, http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", tenant, 1)
+			return route, nil, nil, false
+		}
+		release := p.inflight.Enter(tenant)
+		// A freeze may have landed between the lookup and Enter. A router
+		// acknowledges a freeze only when nothing is in flight, so re-check
+		// now that this request counts; if the tenant moved on, start over
+		// (and be held).
+		if now := p.catalog.Snapshot(); now != snap && attempt < 5 {
+			if r2, ok := now.Lookup(tenant); !ok || r2.Epoch != route.Epoch {
+				release()
+				continue
+			}
+		}
+		return route, t, release, true
+	}
 }
 
 // rewrite builds the outbound request. The ReverseProxy has already removed

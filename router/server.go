@@ -22,6 +22,7 @@ import (
 // proxy listener and the admin listener.
 type Router struct {
 	cfg       Config
+	prefix    string
 	log       *slog.Logger
 	consul    *api.Client
 	watcher   *catalog.Watcher
@@ -53,7 +54,7 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 		return nil, err
 	}
 	m := NewMetrics()
-	r := &Router{cfg: cfg, log: log, consul: consul, watcher: w, metrics: m, inflight: NewInflight(),
+	r := &Router{cfg: cfg, prefix: catalogPrefix, log: log, consul: consul, watcher: w, metrics: m, inflight: NewInflight(),
 		listening: make(chan struct{}), shuttingDown: make(chan struct{})}
 	r.upstreams = NewUpstreams(consul.Health(), cfg.Breaker, log, m)
 	r.proxy = NewProxy(cfg, w, r.upstreams, m, r.inflight, log)
@@ -115,9 +116,11 @@ func (r *Router) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = r.watcher.Run(bg) }()
 	go func() { defer wg.Done(); r.syncUpstreams(bg) }()
+	acks := &acknowledger{r: r, store: catalog.NewStore(r.consul, r.prefix), acked: map[string]uint64{}}
+	go func() { defer wg.Done(); acks.run(bg) }()
 
 	proxySrv := &http.Server{
 		Handler:           r.proxy,

@@ -1,0 +1,164 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Cutover coordination between a migrator and every live router:
+//
+//	<prefix>/routers/<router id>           held by the router's Consul session
+//	<prefix>/freezes/<tenant>              {"epoch", "move"}: a cutover in progress
+//	<prefix>/acks/<tenant>/<router id>     epoch, held by the router's session
+//
+// A router acknowledges a freeze once its snapshot shows the tenant frozen
+// at that epoch and none of the tenant's requests are in flight. Keys held
+// by a session vanish with it, so a dead router never blocks a cutover.
+
+// Freeze announces a cutover to routers.
+type Freeze struct {
+	Tenant string `json:"tenant"`
+	Epoch  uint64 `json:"epoch"`
+	Move   string `json:"move"`
+}
+
+func (s *Store) routerKey(id string) string     { return s.prefix + "/routers/" + id }
+func (s *Store) freezeKey(tenant string) string { return s.prefix + "/freezes/" + tenant }
+func (s *Store) ackPrefix(tenant string) string { return s.prefix + "/acks/" + tenant + "/" }
+
+// FreezesPrefix is the KV prefix routers watch for cutovers.
+func (s *Store) FreezesPrefix() string { return s.prefix + "/freezes/" }
+
+// RouterSession is a router's presence in Consul.
+type RouterSession struct {
+	store *Store
+	ID    string
+	// Session is the Consul session id holding the router's keys.
+	Session string
+	done    chan struct{}
+}
+
+// RegisterRouter creates a session (TTL ttl, keys deleted on expiry), holds
+// the router's key with it and renews it until ctx ends.
+func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration) (*RouterSession, error) {
+	if ttl < 10*time.Second {
+		ttl = 10 * time.Second
+	}
+	se, _, err := s.client.Session().Create(&api.SessionEntry{
+		Name: "switchyard-router-" + id, TTL: ttl.String(), Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
+	}, writeOpts(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("router session: %w", err)
+	}
+	ok, _, err := s.client.KV().Acquire(&api.KVPair{Key: s.routerKey(id), Value: []byte(time.Now().UTC().Format(time.RFC3339)), Session: se}, writeOpts(ctx))
+	if err != nil || !ok {
+		_, _ = s.client.Session().Destroy(se, nil)
+		return nil, fmt.Errorf("router key %s: held by another session or %v", id, err)
+	}
+	rs := &RouterSession{store: s, ID: id, Session: se, done: make(chan struct{})}
+	go func() {
+		defer close(rs.done)
+		_ = s.client.Session().RenewPeriodic(ttl.String(), se, nil, ctx.Done())
+	}()
+	return rs, nil
+}
+
+// Done is closed when the session is no longer renewed (expired or ended).
+func (rs *RouterSession) Done() <-chan struct{} { return rs.done }
+
+// Ack records that this router holds the tenant at epoch.
+func (rs *RouterSession) Ack(ctx context.Context, tenant string, epoch uint64) error {
+	ok, _, err := rs.store.client.KV().Acquire(&api.KVPair{
+		Key: rs.store.ackPrefix(tenant) + rs.ID, Value: []byte(strconv.FormatUint(epoch, 10)), Session: rs.Session,
+	}, writeOpts(ctx))
+	if err != nil {
+		return fmt.Errorf("ack %s@%d: %w", tenant, epoch, err)
+	}
+	if !ok {
+		return fmt.Errorf("ack %s@%d: session %s not valid", tenant, epoch, rs.Session)
+	}
+	return nil
+}
+
+// LiveRouters lists the routers whose session holds their key.
+func (s *Store) LiveRouters(ctx context.Context) ([]string, error) {
+	pairs, _, err := s.client.KV().List(s.prefix+"/routers/", readOpts(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list routers: %w", err)
+	}
+	var out []string
+	for _, p := range pairs {
+		if p.Session != "" {
+			out = append(out, strings.TrimPrefix(p.Key, s.prefix+"/routers/"))
+		}
+	}
+	return out, nil
+}
+
+// PutFreeze announces a cutover.
+func (s *Store) PutFreeze(ctx context.Context, f Freeze) error {
+	data, _ := json.Marshal(f)
+	if _, err := s.client.KV().Put(&api.KVPair{Key: s.freezeKey(f.Tenant), Value: data}, writeOpts(ctx)); err != nil {
+		return fmt.Errorf("announce freeze: %w", err)
+	}
+	return nil
+}
+
+// ClearFreeze removes the announcement and every ack of the tenant.
+func (s *Store) ClearFreeze(ctx context.Context, tenant string) error {
+	ops := api.TxnOps{
+		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.freezeKey(tenant)}},
+		{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: s.ackPrefix(tenant)}},
+	}
+	ok, resp, _, err := s.client.Txn().Txn(ops, readOpts(ctx))
+	if err != nil {
+		return fmt.Errorf("clear freeze: %w", err)
+	}
+	if !ok && resp != nil && len(resp.Errors) > 0 {
+		return fmt.Errorf("clear freeze: %s", resp.Errors[0].What)
+	}
+	return nil
+}
+
+// Acks returns router id → acknowledged epoch for the tenant.
+func (s *Store) Acks(ctx context.Context, tenant string) (map[string]uint64, error) {
+	pairs, _, err := s.client.KV().List(s.ackPrefix(tenant), readOpts(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list acks: %w", err)
+	}
+	out := map[string]uint64{}
+	for _, p := range pairs {
+		if p.Session == "" {
+			continue
+		}
+		e, err := strconv.ParseUint(string(p.Value), 10, 64)
+		if err != nil {
+			continue
+		}
+		out[strings.TrimPrefix(p.Key, s.ackPrefix(tenant))] = e
+	}
+	return out, nil
+}
+
+// WatchFreezes blocks until the freezes change after index (or wait passes)
+// and returns them with the new index.
+func (s *Store) WatchFreezes(ctx context.Context, index uint64, wait time.Duration) ([]Freeze, uint64, error) {
+	pairs, meta, err := s.client.KV().List(s.FreezesPrefix(), (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx))
+	if err != nil {
+		return nil, index, err
+	}
+	var out []Freeze
+	for _, p := range pairs {
+		var f Freeze
+		if json.Unmarshal(p.Value, &f) == nil && f.Tenant != "" {
+			out = append(out, f)
+		}
+	}
+	return out, meta.LastIndex, nil
+}

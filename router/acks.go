@@ -1,0 +1,118 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// ackTimeout bounds how long a router tries to acknowledge one freeze.
+const ackTimeout = 10 * time.Second
+
+// acknowledger answers cutover freezes: it keeps the router registered in
+// Consul and, for each announced freeze, acknowledges once this router's
+// snapshot holds the tenant frozen at that epoch and no request of the
+// tenant is in flight.
+type acknowledger struct {
+	r     *Router
+	store *catalog.Store
+	mu    sync.Mutex
+	acked map[string]uint64 // tenant → epoch acked (or being acked)
+}
+
+func (a *acknowledger) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		sess, err := a.store.RegisterRouter(ctx, a.r.cfg.ID, 10*time.Second)
+		if err != nil {
+			a.r.log.Warn("router registration failed; cutovers will not wait for this router", "err", err)
+			if sleepCtx(ctx, time.Second) != nil {
+				return
+			}
+			continue
+		}
+		a.r.log.Info("router registered for cutover acks", "session", sess.Session)
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done():
+			case <-sctx.Done():
+			}
+			cancel()
+		}()
+		a.watch(sctx, sess)
+		cancel()
+		a.mu.Lock()
+		a.acked = map[string]uint64{}
+		a.mu.Unlock()
+	}
+}
+
+func (a *acknowledger) watch(ctx context.Context, sess *catalog.RouterSession) {
+	var index uint64
+	for ctx.Err() == nil {
+		freezes, next, err := a.store.WatchFreezes(ctx, index, 5*time.Minute)
+		if err != nil {
+			if sleepCtx(ctx, 200*time.Millisecond) != nil {
+				return
+			}
+			index = 0
+			continue
+		}
+		if next < index {
+			next = 0
+		}
+		index = next
+		for _, f := range freezes {
+			a.mu.Lock()
+			done := a.acked[f.Tenant] >= f.Epoch
+			if !done {
+				a.acked[f.Tenant] = f.Epoch
+			}
+			a.mu.Unlock()
+			if !done {
+				go a.ack(ctx, sess, f)
+			}
+		}
+	}
+}
+
+func (a *acknowledger) ack(ctx context.Context, sess *catalog.RouterSession, f catalog.Freeze) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	for {
+		snap := a.r.watcher.Snapshot()
+		rt, ok := snap.Lookup(f.Tenant)
+		if !ok || rt.Epoch > f.Epoch {
+			return // moved on already: nothing to hold
+		}
+		if rt.State == catalog.StateFrozen && rt.Epoch == f.Epoch {
+			break
+		}
+		select {
+		case <-snap.Changed():
+		case <-ctx.Done():
+			a.forget(f)
+			return
+		}
+	}
+	if err := a.r.inflight.WaitIdle(ctx, f.Tenant); err != nil {
+		a.forget(f)
+		return
+	}
+	if err := sess.Ack(ctx, f.Tenant, f.Epoch); err != nil {
+		a.r.log.Warn("cutover ack failed", "err", err, "epoch", f.Epoch)
+		a.forget(f)
+		return
+	}
+	a.r.metrics.acks.Inc()
+}
+
+func (a *acknowledger) forget(f catalog.Freeze) {
+	a.mu.Lock()
+	if a.acked[f.Tenant] == f.Epoch {
+		delete(a.acked, f.Tenant)
+	}
+	a.mu.Unlock()
+}
