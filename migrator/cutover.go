@@ -1,0 +1,303 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// cutover is the switch. Each step has a deadline inside SwitchBudget, and
+// any failure before the flip rolls back: unfence, unfreeze, the tenant stays
+// on the source and keeps serving.
+//
+//  1. freeze the tenant in the catalog (new epoch) and announce it;
+//  2. wait for every live router to acknowledge: it holds the tenant's new
+//     requests and has none in flight;
+//  3. fence the tenant on the source and drain the writers that got past
+//     the fence check before it;
+//  4. apply the last captured changes;
+//  5. verify what changed since the full verification, and the row counts;
+//  6. move the target's sequences past the source's;
+//  7. flip the placement with CAS (still frozen at our epoch → active on the
+//     target); routers release the held requests to the new target.
+func (r *run) cutover(ctx context.Context) (err error) {
+	m := r.m
+	log := r.mg.log.With("move", m.ID, "tenant", m.Tenant)
+	if !r.verified {
+		// Resumed straight into the switch: verify everything first.
+		if err := r.catchUp(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.checkDDL(ctx); err != nil {
+		return err
+	}
+	budget, cancel := context.WithTimeout(ctx, m.Options.SwitchBudget)
+	defer cancel()
+	start := time.Now()
+	steps := map[string]time.Duration{}
+	mark := func(name string, since time.Time) { steps[name] = time.Since(since) }
+
+	// 1. Freeze.
+	t0 := time.Now()
+	frozen, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
+		if t.Target != m.From {
+			return fmt.Errorf("tenant is on %s, not %s: %w", t.Target, m.From, catalog.ErrConflict)
+		}
+		if t.State != catalog.StateActive {
+			return fmt.Errorf("tenant is %s, not active: %w", t.State, catalog.ErrConflict)
+		}
+		t.State = catalog.StateFrozen
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("freeze: %w", err)
+	}
+	m.FreezeEpoch = frozen.Epoch
+	fenced := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Roll back with a fresh context: the budget may be spent.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		if rerr := r.rollbackSwitch(rctx, fenced); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+	}()
+	if err := r.mg.catalog.PutFreeze(budget, catalog.Freeze{Tenant: m.Tenant, Epoch: frozen.Epoch, Move: m.ID}); err != nil {
+		return err
+	}
+	mark("freeze", t0)
+
+	// 2. Every live router acknowledges.
+	t0 = time.Now()
+	if err := r.waitAcks(budget, frozen.Epoch); err != nil {
+		return err
+	}
+	mark("acks", t0)
+
+	// 3. Fence and drain.
+	t0 = time.Now()
+	fenced = true
+	if err := fence(budget, r.src, m.Tenant, m.ID); err != nil {
+		return err
+	}
+	if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterFence, m); err != nil {
+		return err
+	}
+	mark("fence", t0)
+
+	// 4. The last changes: the source takes no more writes for the tenant.
+	t0 = time.Now()
+	a := r.applier()
+	for {
+		n, keys, err := a.applyBatch(budget)
+		if err != nil {
+			return err
+		}
+		r.note(keys)
+		if n == 0 {
+			break
+		}
+	}
+	mark("drain", t0)
+
+	// 5. Verify.
+	t0 = time.Now()
+	if err := r.checkDDL(budget); err != nil {
+		return err
+	}
+	mismatches, err := verifyKeys(budget, r.src, r.dst, r.tables, m.Options.KeyColumn, m.Tenant, r.changed)
+	if err != nil {
+		return err
+	}
+	if len(mismatches) > 0 {
+		return fmt.Errorf("%w: %s", ErrVerify, describe(mismatches))
+	}
+	mark("verify", t0)
+
+	// 6. Sequences.
+	t0 = time.Now()
+	if err := r.advanceSequences(budget); err != nil {
+		return err
+	}
+	mark("sequences", t0)
+
+	// 7. Flip.
+	t0 = time.Now()
+	flipped, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
+		if t.State != catalog.StateFrozen || t.Epoch != frozen.Epoch || t.Target != m.From {
+			return fmt.Errorf("tenant changed during the switch (epoch %d, state %s): %w", t.Epoch, t.State, catalog.ErrConflict)
+		}
+		t.Target, t.Tier, t.State = m.To, m.ToTier, catalog.StateActive
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("flip: %w", err)
+	}
+	mark("flip", t0)
+	m.FlipEpoch = flipped.Epoch
+	m.Switched = time.Now().UTC()
+	m.Pause = time.Since(start)
+	m.RetainUntil = m.Switched.Add(m.Options.Retention)
+	log.Info("switched", "pause", m.Pause, "steps", fmtSteps(steps), "epoch", flipped.Epoch)
+
+	// After the flip nothing can fail the move: what is left is tidying.
+	post, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer pcancel()
+	if err := r.mg.catalog.ClearFreeze(post, m.Tenant); err != nil {
+		log.Warn("clear freeze", "err", err)
+	}
+	// The source keeps refusing the tenant's writes (fence mode), without
+	// capturing them, until the retention cleanup.
+	if err := installGuard(post, r.src, r.tables, m.Options.KeyColumn, m.Tenant, "fence"); err != nil {
+		log.Warn("switch source guard to fence mode", "err", err)
+	}
+	if _, err := r.src.ExecContext(post, `DELETE FROM switchyard.changes WHERE tenant_id = $1`, m.Tenant); err != nil {
+		log.Warn("drop captured changes", "err", err)
+	}
+	return nil
+}
+
+func fmtSteps(steps map[string]time.Duration) string {
+	names := make([]string, 0, len(steps))
+	for n := range steps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	s := ""
+	for _, n := range names {
+		s += fmt.Sprintf("%s=%s ", n, steps[n].Round(10*time.Microsecond))
+	}
+	return s
+}
+
+// waitAcks waits until every live router acknowledged the freeze epoch.
+func (r *run) waitAcks(ctx context.Context, epoch uint64) error {
+	for {
+		live, err := r.mg.catalog.LiveRouters(ctx)
+		if err != nil {
+			return err
+		}
+		acks, err := r.mg.catalog.Acks(ctx, r.m.Tenant)
+		if err != nil {
+			return err
+		}
+		var missing []string
+		for _, id := range live {
+			if acks[id] < epoch {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("routers %v did not acknowledge the freeze in time: %w", missing, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// advanceSequences sets every target sequence past the source's value (and
+// past the largest value already on the target).
+func (r *run) advanceSequences(ctx context.Context) error {
+	for _, t := range r.tables {
+		for _, seq := range t.Sequences {
+			var srcLast int64
+			if err := r.src.GetContext(ctx, &srcLast, fmt.Sprintf(`SELECT last_value FROM %s`, seq)); err != nil {
+				return fmt.Errorf("read sequence %s: %w", seq, err)
+			}
+			var exists bool
+			if err := r.dst.GetContext(ctx, &exists, `SELECT to_regclass($1) IS NOT NULL`, seq); err != nil {
+				return err
+			}
+			if !exists {
+				continue
+			}
+			q := fmt.Sprintf(`SELECT setval(%[1]s, GREATEST((SELECT last_value FROM %[2]s), $1::bigint))`, pq.QuoteLiteral(seq), seq)
+			if _, err := r.dst.ExecContext(ctx, q, srcLast); err != nil {
+				return fmt.Errorf("advance sequence %s: %w", seq, err)
+			}
+		}
+	}
+	return nil
+}
+
+// rollbackSwitch undoes a switch that did not flip: unfence the source,
+// unfreeze the tenant if we froze it, and withdraw the freeze.
+func (r *run) rollbackSwitch(ctx context.Context, fenced bool) error {
+	var errs []error
+	if fenced || r.m.FreezeEpoch != 0 {
+		if err := unfence(ctx, r.src, r.m.Tenant); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.m.FreezeEpoch != 0 {
+		_, err := r.mg.catalog.UpdateTenant(ctx, r.m.Tenant, func(t *catalog.Tenant) error {
+			if t.State == catalog.StateFrozen && t.Epoch == r.m.FreezeEpoch && t.Target == r.m.From {
+				t.State = catalog.StateActive
+				return nil
+			}
+			return errNoChange
+		})
+		if err != nil && !errors.Is(err, errNoChange) {
+			errs = append(errs, err)
+		}
+	}
+	if err := r.mg.catalog.ClearFreeze(ctx, r.m.Tenant); err != nil {
+		errs = append(errs, err)
+	}
+	r.m.FreezeEpoch = 0
+	return errors.Join(errs...)
+}
+
+var errNoChange = errors.New("no change needed")
+
+// recoverSwitch decides, after a crash inside the switch, which side of the
+// flip the move is on: the catalog is the truth.
+func (r *run) recoverSwitch(ctx context.Context) error {
+	t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant)
+	if err != nil {
+		return err
+	}
+	if err := r.open(ctx, true); err != nil {
+		return err
+	}
+	if t.Target == r.m.To && t.Epoch >= r.m.FreezeEpoch {
+		// The flip committed: finish the tidying the crash interrupted.
+		r.m.Phase = PhaseRetained
+		if r.m.Switched.IsZero() {
+			r.m.Switched = time.Now().UTC()
+			r.m.RetainUntil = r.m.Switched.Add(r.m.Options.Retention)
+			r.m.FlipEpoch = t.Epoch
+		}
+		_ = r.mg.catalog.ClearFreeze(ctx, r.m.Tenant)
+		if err := installGuard(ctx, r.src, r.tables, r.m.Options.KeyColumn, r.m.Tenant, "fence"); err != nil {
+			return err
+		}
+		if err := fence(ctx, r.src, r.m.Tenant, r.m.ID); err != nil {
+			return err
+		}
+		_, err := r.src.ExecContext(ctx, `DELETE FROM switchyard.changes WHERE tenant_id = $1`, r.m.Tenant)
+		return err
+	}
+	r.mg.log.Info("rolling back an interrupted switch", "move", r.m.ID, "tenant", r.m.Tenant)
+	if t.State == catalog.StateFrozen && r.m.FreezeEpoch == 0 {
+		r.m.FreezeEpoch = t.Epoch // froze, crashed before saving the epoch
+	}
+	if err := r.rollbackSwitch(ctx, true); err != nil {
+		return err
+	}
+	r.m.Phase = PhaseCatchUp
+	return nil
+}

@@ -1,0 +1,283 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// Config configures a Migrator.
+type Config struct {
+	// Prefix is the catalog's Consul KV prefix (catalog.DefaultPrefix).
+	Prefix string
+	// PGBinDir holds pg_dump and psql, used to give a new target its schema
+	// (/usr/lib/postgresql/15/bin).
+	PGBinDir string
+	// ID names this migrator in logs and locks (hostname-pid).
+	ID     string
+	Logger *slog.Logger
+	// Hooks let tests stop a move at a chosen point (nil in production).
+	Hooks *Hooks
+}
+
+// Hooks are called at fixed points of a move; an error returned stops the
+// move there as if the process had died (tests use them to inject faults).
+type Hooks struct {
+	AfterChunk   func(m *Move) error
+	BeforeSwitch func(m *Move) error
+	AfterFence   func(m *Move) error
+}
+
+// Migrator runs moves. Any number of migrators may run; a Consul lock per
+// tenant makes sure one at a time works on a tenant's move.
+type Migrator struct {
+	cfg     Config
+	client  *api.Client
+	catalog *catalog.Store
+	moves   *moveStore
+	log     *slog.Logger
+}
+
+// New returns a migrator.
+func New(client *api.Client, cfg Config) *Migrator {
+	if cfg.Prefix == "" {
+		cfg.Prefix = catalog.DefaultPrefix
+	}
+	if cfg.PGBinDir == "" {
+		cfg.PGBinDir = "/usr/lib/postgresql/15/bin"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = &Hooks{}
+	}
+	return &Migrator{cfg: cfg, client: client, catalog: catalog.NewStore(client, cfg.Prefix),
+		moves: &moveStore{client: client, prefix: cfg.Prefix}, log: cfg.Logger.With("component", "migrator")}
+}
+
+// Request asks for one move.
+type Request struct {
+	Tenant  string  `json:"tenant"`
+	To      string  `json:"to"`
+	Reason  string  `json:"reason,omitempty"`
+	Options Options `json:"options,omitempty"`
+}
+
+// Create validates a move request, runs the preflight and stores the move
+// (phase preflight, running). Run carries it out.
+func (mg *Migrator) Create(ctx context.Context, req Request) (*Move, *PreflightReport, error) {
+	req.Options.setDefaults()
+	if err := req.Options.Validate(); err != nil {
+		return nil, nil, err
+	}
+	report, err := mg.Preflight(ctx, req)
+	if err != nil {
+		return nil, report, err
+	}
+	if !report.OK {
+		return nil, report, fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
+	}
+	t, err := mg.catalog.GetTenant(ctx, req.Tenant)
+	if err != nil {
+		return nil, report, err
+	}
+	to, _, err := mg.catalog.GetTarget(ctx, req.To)
+	if err != nil {
+		return nil, report, err
+	}
+	now := time.Now().UTC()
+	m := &Move{ID: newMoveID(), Tenant: req.Tenant, From: t.Target, To: req.To, FromTier: t.Tier, ToTier: to.Tier,
+		Reason: req.Reason, Phase: PhasePreflight, Status: StatusRunning, Created: now, Updated: now, Options: req.Options}
+	if err := mg.moves.create(ctx, m); err != nil {
+		return nil, report, err
+	}
+	created, err := mg.moves.get(ctx, m.ID)
+	if err != nil {
+		return nil, report, err
+	}
+	mg.log.Info("move created", "move", m.ID, "tenant", m.Tenant, "from", m.From, "to", m.To, "reason", m.Reason)
+	return created, report, nil
+}
+
+// Get returns a move.
+func (mg *Migrator) Get(ctx context.Context, id string) (*Move, error) { return mg.moves.get(ctx, id) }
+
+// List returns every move, newest first.
+func (mg *Migrator) List(ctx context.Context) ([]*Move, error) { return mg.moves.list(ctx) }
+
+// Abort asks a move to stop and clean up. Before the switch the tenant stays
+// where it was and everything the move created is removed; after it, the
+// answer is ErrTooLateToAbort. If no migrator is running the move, Abort
+// cleans up itself.
+func (mg *Migrator) Abort(ctx context.Context, id string) (*Move, error) {
+	for attempt := 0; attempt < 20; attempt++ {
+		m, err := mg.moves.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if m.Phase == PhaseAborted {
+			return m, nil
+		}
+		if m.Phase == PhaseRetained || m.Phase == PhaseDone {
+			return m, ErrTooLateToAbort
+		}
+		m.Status = StatusAborting
+		if err := mg.moves.save(ctx, m); err != nil {
+			if errors.Is(err, catalog.ErrConflict) {
+				continue
+			}
+			return nil, err
+		}
+		// If nobody holds the lock, run the abort here.
+		err = mg.Run(ctx, id)
+		if err != nil && !errors.Is(err, ErrLocked) {
+			return nil, err
+		}
+		return mg.moves.get(ctx, id)
+	}
+	return nil, catalog.ErrConflict
+}
+
+// Retry resumes a paused move.
+func (mg *Migrator) Retry(ctx context.Context, id string) (*Move, error) {
+	m, err := mg.moves.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.Status != StatusPaused {
+		return m, fmt.Errorf("%w: move %s is %s, not paused", catalog.ErrInvalid, id, m.Status)
+	}
+	m.Status, m.Error, m.Attempts = StatusRunning, "", 0
+	if err := mg.moves.save(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// ResumeAll runs every unfinished move that no other migrator holds, one
+// after another, until ctx ends. Moves retained past their window are
+// cleaned up. A controller calls it on start and periodically.
+func (mg *Migrator) ResumeAll(ctx context.Context) error {
+	moves, err := mg.moves.list(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range moves {
+		if m.Terminal() || m.Status == StatusPaused {
+			continue
+		}
+		if m.Phase == PhaseRetained && time.Now().Before(m.RetainUntil) {
+			continue
+		}
+		if err := mg.Run(ctx, m.ID); err != nil && !errors.Is(err, ErrLocked) {
+			mg.log.Warn("resumed move stopped", "move", m.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// Run drives a move as far as it can go: to done, to aborted, to paused
+// (a step failed), or to retained while its window is open. It holds the
+// tenant's Consul lock meanwhile; ErrLocked means another migrator has it.
+func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
+	m, err := mg.moves.get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if m.Terminal() {
+		return nil
+	}
+	lock, err := mg.client.LockOpts(&api.LockOptions{
+		Key: mg.moves.lockKey(m.Tenant), Value: []byte(mg.cfg.ID), SessionTTL: "10s",
+		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
+		SessionName: "switchyard-migrator-" + m.Tenant,
+	})
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	lost, err := lock.Lock(ctx.Done())
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	if lost == nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return ErrLocked
+	}
+	defer func() { _ = lock.Unlock() }()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lost:
+			mg.log.Warn("lost the move lock; stopping", "move", id)
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("move %s: panic: %v\n%s", id, r, debug.Stack())
+		}
+	}()
+	// Re-read under the lock: another migrator may have moved it on.
+	if m, err = mg.moves.get(rctx, id); err != nil {
+		return err
+	}
+	m.Options.setDefaults()
+	r, err := mg.newRun(rctx, m)
+	if err != nil {
+		return mg.pause(ctx, m, err)
+	}
+	defer r.close()
+	return r.drive(rctx)
+}
+
+// pause records a failed step; the tenant keeps being served from where it
+// is, and the move waits for retry or abort.
+func (mg *Migrator) pause(ctx context.Context, m *Move, cause error) error {
+	if ctx.Err() != nil {
+		return ctx.Err() // stopped, not failed: resume later
+	}
+	m.Status = StatusPaused
+	m.Error = cause.Error()
+	mg.log.Warn("move paused", "move", m.ID, "tenant", m.Tenant, "phase", m.Phase, "err", cause)
+	if err := mg.moves.save(ctx, m); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+// Summary is a one-line description of a move for logs and the CLI.
+func (m *Move) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: %s → %s, %s (%s)", m.ID, m.Tenant, m.From, m.To, m.Phase, m.Status)
+	if m.Phase == PhaseCopy {
+		fmt.Fprintf(&b, " %.0f%%", m.Progress()*100)
+	}
+	if m.Error != "" {
+		fmt.Fprintf(&b, ": %s", m.Error)
+	}
+	return b.String()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

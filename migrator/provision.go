@@ -1,0 +1,76 @@
+package migrator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// provision gives the destination what the tenant needs: for a
+// dedicated-db target its own database, and wherever the tenant tables are
+// missing, the source's schema for them (pg_dump --schema-only of the tenant
+// tables, without Switchyard's own triggers, applied with psql).
+func (r *run) provision(ctx context.Context) error {
+	if r.to.Tier == catalog.TierDedicatedDB {
+		admin, err := openDB(ctx, r.to.DSN)
+		if err != nil {
+			return fmt.Errorf("destination server: %w", err)
+		}
+		defer admin.Close()
+		name := catalog.DatabaseName(r.m.Tenant)
+		var exists bool
+		if err := admin.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
+			return err
+		}
+		if !exists {
+			if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil && !strings.Contains(err.Error(), "already exists") {
+				return fmt.Errorf("create database %s: %w", name, err)
+			}
+		}
+	}
+	dst, err := openDB(ctx, r.dstDSN)
+	if err != nil {
+		return fmt.Errorf("destination database: %w", err)
+	}
+	defer dst.Close()
+	have, err := discoverTables(ctx, dst, r.m.Options.KeyColumn)
+	if err != nil {
+		return err
+	}
+	if len(have) > 0 {
+		return sameShape(r.tables, have)
+	}
+	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", r.srcDSN}
+	for _, t := range r.tables {
+		args = append(args, "--table", t.Schema+"."+t.Name)
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "pg_dump"), args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("pg_dump schema: %w: %s", err, errOut.String())
+	}
+	var ddl strings.Builder
+	for _, line := range strings.SplitAfter(out.String(), "\n") {
+		if strings.HasPrefix(line, "CREATE TRIGGER switchyard_") {
+			continue // the guard belongs to the source
+		}
+		ddl.WriteString(line)
+	}
+	psql := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--quiet", "--dbname", r.dstDSN)
+	psql.Stdin = strings.NewReader(ddl.String())
+	var perr bytes.Buffer
+	psql.Stderr = &perr
+	if err := psql.Run(); err != nil {
+		return fmt.Errorf("apply schema to %s: %w: %s", redact(r.dstDSN), err, perr.String())
+	}
+	r.m.Tables = nil
+	return nil
+}

@@ -1,0 +1,516 @@
+package migrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the "postgres" driver
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// errAbortRequested: an operator asked for an abort while the move ran.
+var errAbortRequested = errors.New("abort requested")
+
+// run is one migrator's work on one move while it holds the tenant's lock.
+type run struct {
+	mg       *Migrator
+	m        *Move
+	from, to catalog.Target
+	srcDSN   string
+	dstDSN   string
+	src, dst *sqlx.DB
+	tables   []Table
+	// changed collects the keys applied since the last full verification;
+	// the switch verifies only those rows (plus counts).
+	changed  map[string][]json.RawMessage
+	verified bool
+	lastSave time.Time
+}
+
+func (mg *Migrator) newRun(ctx context.Context, m *Move) (*run, error) {
+	r := &run{mg: mg, m: m, changed: map[string][]json.RawMessage{}}
+	var err error
+	if r.from, _, err = mg.catalog.GetTarget(ctx, m.From); err != nil {
+		return nil, fmt.Errorf("source target: %w", err)
+	}
+	if r.to, _, err = mg.catalog.GetTarget(ctx, m.To); err != nil {
+		return nil, fmt.Errorf("destination target: %w", err)
+	}
+	if r.srcDSN, err = r.from.DSNFor(m.Tenant); err != nil {
+		return nil, err
+	}
+	if r.dstDSN, err = r.to.DSNFor(m.Tenant); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *run) close() {
+	if r.src != nil {
+		r.src.Close()
+	}
+	if r.dst != nil {
+		r.dst.Close()
+	}
+}
+
+func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// open connects to the source and (once provisioned) the target, and
+// discovers the tenant tables.
+func (r *run) open(ctx context.Context, needTarget bool) error {
+	var err error
+	if r.src == nil {
+		if r.src, err = openDB(ctx, r.srcDSN); err != nil {
+			r.src = nil
+			return fmt.Errorf("source database: %w", err)
+		}
+	}
+	if r.tables == nil {
+		if r.tables, err = discoverTables(ctx, r.src, r.m.Options.KeyColumn); err != nil {
+			return err
+		}
+	}
+	if needTarget && r.dst == nil {
+		if r.dst, err = openDB(ctx, r.dstDSN); err != nil {
+			r.dst = nil
+			return fmt.Errorf("target database: %w", err)
+		}
+	}
+	return nil
+}
+
+// save persists the move. If an operator changed it meanwhile (an abort),
+// it picks that up and returns errAbortRequested.
+func (r *run) save(ctx context.Context) error {
+	err := r.mg.moves.save(ctx, r.m)
+	if !errors.Is(err, catalog.ErrConflict) {
+		r.lastSave = time.Now()
+		return err
+	}
+	fresh, gerr := r.mg.moves.get(ctx, r.m.ID)
+	if gerr != nil {
+		return errors.Join(err, gerr)
+	}
+	r.m.modifyIndex = fresh.modifyIndex
+	if fresh.Status == StatusAborting {
+		r.m.Status = StatusAborting
+		return errAbortRequested
+	}
+	return r.mg.moves.save(ctx, r.m)
+}
+
+// saveProgress persists at most twice a second.
+func (r *run) saveProgress(ctx context.Context) error {
+	if time.Since(r.lastSave) < 500*time.Millisecond {
+		return nil
+	}
+	return r.save(ctx)
+}
+
+// drive runs phases until the move finishes, pauses or must wait.
+func (r *run) drive(ctx context.Context) error {
+	log := r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)
+	if r.m.Phase == PhaseSwitch {
+		// Crashed inside the switch: finish it if the flip happened,
+		// otherwise undo the freeze and fence and catch up again.
+		if err := r.recoverSwitch(ctx); err != nil {
+			return r.mg.pause(ctx, r.m, err)
+		}
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		if r.m.Status == StatusAborting {
+			return r.abort(ctx)
+		}
+		if r.m.Status == StatusPaused || r.m.Terminal() {
+			return nil
+		}
+		start := time.Now()
+		phase := r.m.Phase
+		err := r.step(ctx)
+		if errors.Is(err, errAbortRequested) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return r.mg.pause(ctx, r.m, fmt.Errorf("%s: %w", phase, err))
+		}
+		if r.m.Phase == PhaseRetained && phase == PhaseRetained {
+			return nil // waiting out the retention window
+		}
+		log.Info("move phase done", "phase", phase, "next", r.m.Phase, "took", time.Since(start).Round(time.Millisecond))
+		if err := r.save(ctx); err != nil {
+			if errors.Is(err, errAbortRequested) {
+				continue
+			}
+			return err
+		}
+	}
+}
+
+func (r *run) step(ctx context.Context) error {
+	switch r.m.Phase {
+	case PhasePreflight:
+		req := Request{Tenant: r.m.Tenant, To: r.m.To, Options: r.m.Options}
+		report, err := r.mg.preflight(ctx, req, true)
+		if err != nil {
+			return err
+		}
+		if !report.OK {
+			return fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
+		}
+		r.m.Phase = PhaseProvision
+	case PhaseProvision:
+		if err := r.open(ctx, false); err != nil {
+			return err
+		}
+		if err := r.provision(ctx); err != nil {
+			return err
+		}
+		r.m.Phase = PhaseCapture
+	case PhaseCapture:
+		if err := r.open(ctx, true); err != nil {
+			return err
+		}
+		if err := installGuard(ctx, r.src, r.tables, r.m.Options.KeyColumn, r.m.Tenant, "capture"); err != nil {
+			return err
+		}
+		r.m.Fingerprint = fingerprint(r.tables)
+		r.m.Phase = PhaseCopy
+	case PhaseCopy:
+		if err := r.open(ctx, true); err != nil {
+			return err
+		}
+		if err := r.checkDDL(ctx); err != nil {
+			return err
+		}
+		if err := r.copyAll(ctx); err != nil {
+			return err
+		}
+		r.m.Phase = PhaseCatchUp
+	case PhaseCatchUp:
+		if err := r.open(ctx, true); err != nil {
+			return err
+		}
+		if err := r.catchUp(ctx); err != nil {
+			return err
+		}
+		r.m.Phase = PhaseSwitch
+	case PhaseSwitch:
+		if err := r.open(ctx, true); err != nil {
+			return err
+		}
+		if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforeSwitch, r.m); err != nil {
+			return err
+		}
+		err := r.cutover(ctx)
+		if err == nil {
+			r.m.Phase = PhaseRetained
+			return nil
+		}
+		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || ctx.Err() != nil {
+			return err
+		}
+		r.m.Attempts++
+		r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
+		if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
+			return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
+		}
+		r.m.Phase = PhaseCatchUp
+	case PhaseRetained:
+		if wait := time.Until(r.m.RetainUntil); wait > 0 {
+			if wait > time.Minute {
+				return nil // ResumeAll comes back for it
+			}
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+		}
+		if err := r.open(ctx, false); err != nil {
+			return err
+		}
+		if err := r.cleanupSource(ctx); err != nil {
+			return err
+		}
+		r.m.Phase, r.m.Status = PhaseDone, StatusDone
+	}
+	return nil
+}
+
+func (h *Hooks) call(f func(*Move) error, m *Move) error {
+	if f == nil {
+		return nil
+	}
+	return f(m)
+}
+
+// copyAll copies every table, parents first, resuming each from the
+// largest key already on the target.
+func (r *run) copyAll(ctx context.Context) error {
+	if len(r.m.Tables) != len(r.tables) {
+		r.m.Tables = make([]TableProgress, len(r.tables))
+		for i, t := range r.tables {
+			r.m.Tables[i] = TableProgress{Table: t.Key()}
+		}
+	}
+	srcConn, err := pgconn.Connect(ctx, r.srcDSN)
+	if err != nil {
+		return fmt.Errorf("source database: %w", err)
+	}
+	defer srcConn.Close(context.Background())
+	dstConn, err := pgconn.Connect(ctx, r.dstDSN)
+	if err != nil {
+		return fmt.Errorf("target database: %w", err)
+	}
+	defer dstConn.Close(context.Background())
+	th := &throttle{rowsPerSec: r.m.Options.RateRows}
+	for i, t := range r.tables {
+		p := &r.m.Tables[i]
+		if p.Done {
+			continue
+		}
+		if err := r.src.GetContext(ctx, &p.TotalRows, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, t.Ident(), quoteIdents([]string{r.m.Options.KeyColumn})), r.m.Tenant); err != nil {
+			return fmt.Errorf("count %s: %w", t.Key(), err)
+		}
+		c := &copier{src: srcConn, dst: dstConn, table: t, keyColumn: r.m.Options.KeyColumn, tenant: r.m.Tenant, chunkRows: r.m.Options.ChunkRows}
+		last, err := c.resumeKey(ctx)
+		if err != nil {
+			return fmt.Errorf("resume point of %s: %w", t.Key(), err)
+		}
+		if last != nil {
+			var have int64
+			_ = r.dst.GetContext(ctx, &have, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, t.Ident(), quoteIdents([]string{r.m.Options.KeyColumn})), r.m.Tenant)
+			p.Rows = have
+		}
+		tableStart, rowsAtStart := time.Now(), p.Rows
+		for {
+			chunkStart := time.Now()
+			res, err := r.copyChunk(ctx, c, last)
+			if err != nil {
+				return err
+			}
+			p.Rows += res.rows
+			p.Bytes += res.bytes
+			if el := time.Since(tableStart).Seconds(); el > 0 {
+				p.RowsPerS = float64(p.Rows-rowsAtStart) / el
+			}
+			r.m.ETA = r.eta()
+			if res.rows < int64(c.chunkRows) {
+				break
+			}
+			last = res.lastKey
+			if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterChunk, r.m); err != nil {
+				return err
+			}
+			if err := r.saveProgress(ctx); err != nil {
+				return err
+			}
+			if err := th.wait(ctx, res.rows, time.Since(chunkStart)); err != nil {
+				return err
+			}
+		}
+		p.Done = true
+		p.TotalRows = max(p.TotalRows, p.Rows)
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+	}
+	r.m.ETA = ""
+	return nil
+}
+
+// copyChunk copies one chunk. A chunk read after its parent table was
+// copied may reference parent rows written since: those are in the change
+// capture, so on a foreign-key violation the changes of the tables already
+// copied are applied and the chunk is read again.
+func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkResult, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := c.copyChunk(ctx, last)
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 {
+			return res, err
+		}
+		var done []string
+		for _, p := range r.m.Tables {
+			if p.Done {
+				done = append(done, p.Table)
+			}
+		}
+		a := r.applier()
+		a.only = done
+		for {
+			n, _, err := a.applyBatch(ctx)
+			if err != nil {
+				return res, err
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+}
+
+func (r *run) eta() string {
+	var left int64
+	var rate float64
+	for _, t := range r.m.Tables {
+		if !t.Done {
+			left += max(0, t.TotalRows-t.Rows)
+			if t.RowsPerS > 0 {
+				rate = t.RowsPerS
+			}
+		}
+	}
+	if rate <= 0 {
+		return ""
+	}
+	return (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second).String()
+}
+
+func (r *run) applier() *applier {
+	return &applier{src: r.src, dst: r.dst, tables: r.tables, keyColumn: r.m.Options.KeyColumn, tenant: r.m.Tenant, batch: 1000}
+}
+
+// catchUp applies captured changes until the backlog is small, then runs a
+// full verification, re-syncing rows that differ because writers raced it.
+func (r *run) catchUp(ctx context.Context) error {
+	a := r.applier()
+	lastDDLCheck := time.Now()
+	for {
+		n, keys, err := a.applyBatch(ctx)
+		if err != nil {
+			return err
+		}
+		r.note(keys)
+		if time.Since(lastDDLCheck) > 2*time.Second {
+			if err := r.checkDDL(ctx); err != nil {
+				return err
+			}
+			lastDDLCheck = time.Now()
+		}
+		if n < a.batch {
+			backlog, err := a.backlog(ctx)
+			if err != nil {
+				return err
+			}
+			r.m.Backlog = backlog
+			if backlog <= r.m.Options.CatchUpBacklog {
+				break
+			}
+		}
+		if err := r.saveProgress(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.checkDDL(ctx); err != nil {
+		return err
+	}
+	// Full verification while writers run: a row may differ only because a
+	// write to it is still in the change queue. Differences on keys with no
+	// pending change are real, and stop the move, named.
+	for attempt := 0; ; attempt++ {
+		r.changed = map[string][]json.RawMessage{}
+		mismatches, _, err := verifyAll(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, 0)
+		if err != nil {
+			return err
+		}
+		pending, err := a.pendingKeys(ctx)
+		if err != nil {
+			return err
+		}
+		var real []Mismatch
+		for _, mm := range mismatches {
+			var keys []string
+			for _, k := range mm.Keys {
+				if !pending[mm.Table][k] {
+					keys = append(keys, k)
+				}
+			}
+			if len(keys) > 0 {
+				mm.Keys = keys[:min(len(keys), 20)]
+				real = append(real, mm)
+			}
+		}
+		if len(real) == 0 {
+			r.verified = true
+			return nil
+		}
+		if attempt >= 2 {
+			return fmt.Errorf("%w: %s", ErrVerify, describe(real))
+		}
+		// Look once more after applying what is queued (a change may have
+		// been captured between the two reads).
+		if _, _, err := a.applyBatch(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// note remembers keys applied since the last full verification.
+func (r *run) note(keys map[string][]json.RawMessage) {
+	for t, ks := range keys {
+		r.changed[t] = append(r.changed[t], ks...)
+	}
+}
+
+func describe(ms []Mismatch) string {
+	s := ""
+	for i, m := range ms {
+		if i > 0 {
+			s += "; "
+		}
+		s += m.String()
+	}
+	return s
+}
+
+// checkDDL stops the move if a tenant table's shape changed.
+func (r *run) checkDDL(ctx context.Context) error {
+	if r.m.Fingerprint == "" {
+		return nil
+	}
+	tables, err := discoverTables(ctx, r.src, r.m.Options.KeyColumn)
+	if err != nil {
+		return err
+	}
+	if fp := fingerprint(tables); fp != r.m.Fingerprint {
+		return fmt.Errorf("%w on the source (fingerprint %s, was %s): finish the schema change on both sides, then abort and start the move again",
+			ErrDDL, fp, r.m.Fingerprint)
+	}
+	if r.dst != nil {
+		dt, err := discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
+		if err != nil {
+			return err
+		}
+		if err := sameShape(tables, dt); err != nil {
+			return fmt.Errorf("%w on the target: %v", ErrDDL, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,349 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/examples/orders"
+	"github.com/switchyard/switchyard/migrator"
+	"github.com/switchyard/switchyard/test/harness"
+)
+
+// moveStack is the whole product on real servers: Consul, three PostgreSQL
+// servers (pool, dedicated, cluster), the orders app for the shared fleet
+// and for the cluster, two routers, and a migrator.
+type moveStack struct {
+	*stack
+	pgPool, pgDedicated, pgCluster *harness.Postgres
+	routers                        []*runningRouter
+	hc                             *http.Client
+}
+
+func newMoveStack(t *testing.T) *moveStack {
+	t.Helper()
+	c := harness.ConsulT(t)
+	s := &moveStack{stack: &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}}
+	pgs := harness.PostgresN(t, 3)
+	s.pgPool, s.pgDedicated, s.pgCluster = pgs[0], pgs[1], pgs[2]
+	ctx := context.Background()
+	for _, db := range []struct {
+		pg   *harness.Postgres
+		name string
+	}{{s.pgPool, "pool"}, {s.pgPool, "pool2"}, {s.pgCluster, "app"}} {
+		if err := db.pg.CreateDatabase(ctx, db.name); err != nil {
+			t.Fatal(err)
+		}
+		mustSchema(t, db.pg.DSN(db.name))
+	}
+	if err := s.store.Init(ctx, 64); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range []catalog.Target{
+		{ID: "pool-1", Tier: catalog.TierShared, Service: "app-shared", DSN: s.pgPool.DSN("pool")},
+		{ID: "pool-2", Tier: catalog.TierShared, Service: "app-shared", DSN: s.pgPool.DSN("pool2")},
+		{ID: "db-1", Tier: catalog.TierDedicatedDB, Service: "app-shared", DSN: s.pgDedicated.DSN("postgres")},
+		{ID: "cl-1", Tier: catalog.TierDedicatedCluster, Service: "app-cl-1", DSN: s.pgCluster.DSN("app")},
+	} {
+		if err := s.store.CreateTarget(ctx, tg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, svc := range []string{"app-shared", "app-shared", "app-cl-1"} {
+		cfg := orders.DefaultConfig(svc, c.Client())
+		cfg.Logger = testLogger(t)
+		app, err := orders.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = app.Stop(sctx)
+		})
+	}
+	s.routers = []*runningRouter{s.router(nil), s.router(nil)}
+	s.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return s
+}
+
+func mustSchema(t testing.TB, dsn string) {
+	t.Helper()
+	db, err := sqlx.Connect("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := orders.EnsureSchema(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *moveStack) migrator(hooks *migrator.Hooks) *migrator.Migrator {
+	return migrator.New(s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(s.t), Hooks: hooks})
+}
+
+// seedTenant creates a tenant on a target (its database too, for a
+// dedicated-db target) and n orders through the router.
+func (s *moveStack) seedTenant(id, plan string, tier catalog.Tier, target string, n int) {
+	s.t.Helper()
+	if tier == catalog.TierDedicatedDB {
+		if err := s.pgDedicated.CreateDatabase(context.Background(), catalog.DatabaseName(id)); err != nil {
+			s.t.Fatal(err)
+		}
+		mustSchema(s.t, s.pgDedicated.DSN(catalog.DatabaseName(id)))
+	}
+	s.tenant(id, plan, tier, target)
+	waitFor(s.t, 15*time.Second, "tenant served through both routers", func() bool {
+		for _, r := range s.routers {
+			resp, err := s.hc.Get(r.url + "/t/" + id + "/orders?limit=1")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := 0; i < n; i++ {
+		if _, status, _ := s.do("POST", s.routers[i%2].url+"/t/"+id+"/orders", map[string]any{"item": fmt.Sprintf("seed-%d", i), "quantity": i%50 + 1, "price_cents": i * 7}); status != 201 {
+			s.t.Fatalf("seed order %d: status %d", i, status)
+		}
+	}
+}
+
+type order struct {
+	ID       int64  `json:"id"`
+	Item     string `json:"item"`
+	Quantity int    `json:"quantity"`
+	Version  int    `json:"version"`
+}
+
+func (s *moveStack) do(method, url string, body any) (order, int, string) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return order{}, -1, ""
+	}
+	defer resp.Body.Close()
+	var o order
+	data, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(data, &o)
+	return o, resp.StatusCode, resp.Header.Get("X-Served-By")
+}
+
+// writerStorm runs concurrent clients doing inserts, updates and deletes on
+// one tenant through the routers, keeping a model of every acknowledged
+// write. Any request that is not answered as expected counts as a failure.
+type writerStorm struct {
+	s        *moveStack
+	tenant   string
+	mu       sync.Mutex
+	model    map[int64]order // acknowledged state; absent = deleted or never
+	deleted  map[int64]bool
+	servedBy map[string]int
+	// afterFlip are order ids written on the new target (excluded from the
+	// source-at-fence comparison).
+	touchedOn map[int64]string
+	failures  atomic.Int64
+	requests  atomic.Int64
+	failLog   []string
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+func (s *moveStack) startStorm(tenant string, writers int, pace time.Duration) *writerStorm {
+	w := &writerStorm{s: s, tenant: tenant, model: map[int64]order{}, deleted: map[int64]bool{}, servedBy: map[string]int{},
+		touchedOn: map[int64]string{}, stop: make(chan struct{})}
+	for i := 0; i < writers; i++ {
+		w.wg.Add(1)
+		go w.run(i, pace)
+	}
+	return w
+}
+
+func (w *writerStorm) fail(msg string) {
+	w.failures.Add(1)
+	w.mu.Lock()
+	if len(w.failLog) < 20 {
+		w.failLog = append(w.failLog, msg)
+	}
+	w.mu.Unlock()
+}
+
+func (w *writerStorm) run(n int, pace time.Duration) {
+	defer w.wg.Done()
+	rng := rand.New(rand.NewPCG(uint64(n), 42))
+	var mine []int64
+	for i := 0; ; i++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		base := w.s.routers[(n+i)%len(w.s.routers)].url + "/t/" + w.tenant + "/orders"
+		op := rng.IntN(10)
+		switch {
+		case op < 5 || len(mine) == 0:
+			item := fmt.Sprintf("w%d-%d", n, i)
+			o, status, by := w.s.do("POST", base, map[string]any{"item": item, "quantity": rng.IntN(100) + 1, "price_cents": rng.IntN(10000)})
+			w.requests.Add(1)
+			if status != 201 {
+				w.fail(fmt.Sprintf("POST: %d", status))
+				continue
+			}
+			w.mu.Lock()
+			w.model[o.ID] = o
+			w.servedBy[by]++
+			w.touchedOn[o.ID] = by
+			w.mu.Unlock()
+			mine = append(mine, o.ID)
+		case op < 8:
+			id := mine[rng.IntN(len(mine))]
+			q := rng.IntN(1000) + 1
+			o, status, by := w.s.do("PUT", fmt.Sprintf("%s/%d", base, id), map[string]any{"item": fmt.Sprintf("upd-%d", i), "quantity": q, "price_cents": 1})
+			w.requests.Add(1)
+			if status != 200 {
+				w.fail(fmt.Sprintf("PUT %d: %d", id, status))
+				continue
+			}
+			w.mu.Lock()
+			w.model[id] = o
+			w.servedBy[by]++
+			w.touchedOn[id] = by
+			w.mu.Unlock()
+		default:
+			k := rng.IntN(len(mine))
+			id := mine[k]
+			_, status, by := w.s.do("DELETE", fmt.Sprintf("%s/%d", base, id), nil)
+			w.requests.Add(1)
+			if status != 204 {
+				w.fail(fmt.Sprintf("DELETE %d: %d", id, status))
+				continue
+			}
+			mine = append(mine[:k], mine[k+1:]...)
+			w.mu.Lock()
+			delete(w.model, id)
+			w.deleted[id] = true
+			w.servedBy[by]++
+			w.touchedOn[id] = by
+			w.mu.Unlock()
+		}
+		if pace > 0 {
+			time.Sleep(pace)
+		}
+	}
+}
+
+func (w *writerStorm) halt() {
+	close(w.stop)
+	w.wg.Wait()
+}
+
+// checkModel reads every order of the tenant at dsn and compares it with the
+// acknowledged writes: each acknowledged write is there, each deleted order
+// is gone.
+func (w *writerStorm) checkModel(t *testing.T, dsn string) {
+	t.Helper()
+	db, err := sqlx.Connect("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rows []order
+	if err := db.Select(&rows, `SELECT id, item, quantity, version FROM orders WHERE tenant_id = $1`, w.tenant); err != nil {
+		t.Fatal(err)
+	}
+	have := map[int64]order{}
+	for _, o := range rows {
+		have[o.ID] = o
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, want := range w.model {
+		got, ok := have[id]
+		if !ok {
+			t.Errorf("acknowledged order %d is missing on the target", id)
+			continue
+		}
+		if got.Item != want.Item || got.Quantity != want.Quantity || got.Version != want.Version {
+			t.Errorf("order %d: target has %+v, last acknowledged %+v", id, got, want)
+		}
+	}
+	for id := range w.deleted {
+		if _, ok := have[id]; ok {
+			t.Errorf("order %d was deleted (acknowledged) but is on the target", id)
+		}
+	}
+}
+
+// compareAtFence checks that source and target hold the same rows for the
+// tenant, except those written after the switch.
+func compareAtFence(t *testing.T, srcDSN, dstDSN, tenant string, writtenAfter map[int64]bool) {
+	t.Helper()
+	read := func(dsn string) map[int64]string {
+		db, err := sqlx.Connect("postgres", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var rows []struct {
+			ID   int64  `db:"id"`
+			Hash string `db:"h"`
+		}
+		if err := db.Select(&rows, `SELECT id, md5(o::text) AS h FROM orders o WHERE tenant_id = $1`, tenant); err != nil {
+			t.Fatal(err)
+		}
+		out := map[int64]string{}
+		for _, r := range rows {
+			out[r.ID] = r.Hash
+		}
+		return out
+	}
+	src, dst := read(srcDSN), read(dstDSN)
+	diff := 0
+	for id, h := range src {
+		if writtenAfter[id] {
+			continue
+		}
+		if dst[id] != h {
+			diff++
+			if diff < 5 {
+				t.Errorf("order %d differs between source (at fence) and target", id)
+			}
+		}
+	}
+	for id := range dst {
+		if _, ok := src[id]; !ok && !writtenAfter[id] {
+			diff++
+			if diff < 5 {
+				t.Errorf("order %d is on the target only, not written after the switch", id)
+			}
+		}
+	}
+	if diff > 0 {
+		t.Fatalf("%d rows differ between source at the fence and target (source %d rows, target %d)", diff, len(src), len(dst))
+	}
+	t.Logf("source at fence and target agree on %d rows (%d written after the switch)", len(src), len(writtenAfter))
+}
