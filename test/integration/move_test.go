@@ -1,7 +1,12 @@
 package integration
 
 import (
+	"errors"
+	"fmt"
+	"strings"
+
 	"context"
+	"github.com/jmoiron/sqlx"
 	"testing"
 	"time"
 
@@ -72,4 +77,109 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 		}
 	}
 	compareAtFence(t, s.pgPool.DSN("pool"), dst, "stormy", after)
+}
+
+// leftoversIn lists what a finished or aborted move may have left in a
+// database for the tenant: guard triggers, captured changes, fences, rows.
+func leftoversIn(t *testing.T, dsn, tenant string) []string {
+	t.Helper()
+	db, err := sqlx.Connect("postgres", dsn)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil // a dropped dedicated database leaves nothing
+		}
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var out []string
+	var n int
+	_ = db.Get(&n, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'switchyard\_%'`)
+	if n > 0 {
+		out = append(out, fmt.Sprintf("%d switchyard triggers", n))
+	}
+	var schema bool
+	_ = db.Get(&schema, `SELECT to_regclass('switchyard.changes') IS NOT NULL`)
+	if schema {
+		out = append(out, "switchyard schema")
+	}
+	var slots, pubs int
+	_ = db.Get(&slots, `SELECT count(*) FROM pg_replication_slots`)
+	_ = db.Get(&pubs, `SELECT count(*) FROM pg_publication`)
+	if slots+pubs > 0 {
+		out = append(out, fmt.Sprintf("%d slots, %d publications", slots, pubs))
+	}
+	for _, tbl := range []string{"orders", "order_events"} {
+		var exists bool
+		_ = db.Get(&exists, `SELECT to_regclass($1) IS NOT NULL`, tbl)
+		if !exists {
+			continue
+		}
+		_ = db.Get(&n, fmt.Sprintf(`SELECT count(*) FROM %s WHERE tenant_id = $1`, tbl), tenant)
+		if n > 0 {
+			out = append(out, fmt.Sprintf("%d rows in %s", n, tbl))
+		}
+	}
+	return out
+}
+
+// One tenant travels every direction: pool → pool, shared → dedicated-db,
+// dedicated-db → dedicated-cluster, and back down to the shared pool, with a
+// writer running throughout; another goes straight from shared to a
+// dedicated cluster. After each move the source is cleaned up completely.
+func TestMoveEveryDirection(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("traveller", "free", catalog.TierShared, "pool-1", 200)
+	ctx := context.Background()
+	mg := s.migrator(nil)
+	storm := s.startStorm("traveller", 2, 3*time.Millisecond)
+	path := []string{"pool-2", "db-1", "cl-1", "pool-1"}
+	from := "pool-1"
+	for _, to := range path {
+		srcDSN := dsnOf(t, s, from, "traveller")
+		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "traveller", To: to,
+			Options: migrator.Options{ChunkRows: 64, Retention: 10 * time.Millisecond}})
+		if err != nil {
+			t.Fatalf("%s → %s: %v", from, to, err)
+		}
+		if err := mg.Run(ctx, m.ID); err != nil {
+			t.Fatalf("%s → %s: %v", from, to, err)
+		}
+		m, _ = mg.Get(ctx, m.ID)
+		if m.Phase != migrator.PhaseDone {
+			t.Fatalf("%s → %s ended in %s: %s", from, to, m.Phase, m.Error)
+		}
+		if left := leftoversIn(t, srcDSN, "traveller"); len(left) > 0 {
+			t.Fatalf("%s → %s left behind on the source: %v", from, to, left)
+		}
+		t.Logf("%s → %s: pause %s", from, to, m.Pause)
+		from = to
+	}
+	storm.halt()
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
+	}
+	storm.checkModel(t, dsnOf(t, s, "pool-1", "traveller"))
+
+	s.seedTenant("bigcorp", "free", catalog.TierShared, "pool-2", 100)
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "bigcorp", To: "cl-1", Options: migrator.Options{Retention: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseDone {
+		t.Fatalf("shared → dedicated-cluster ended in %s: %s", m.Phase, m.Error)
+	}
+	// The cluster is now taken: a dry run says so, and changes nothing.
+	rep, err := mg.Preflight(ctx, migrator.Request{Tenant: "traveller", To: "cl-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || !strings.Contains(rep.Summary(), "dedicated cluster free") {
+		t.Fatalf("preflight onto a taken cluster: %+v", rep)
+	}
+	if _, _, err := mg.Create(ctx, migrator.Request{Tenant: "traveller", To: "cl-1"}); !errors.Is(err, migrator.ErrPreflight) {
+		t.Fatalf("create onto a taken cluster: %v", err)
+	}
 }
