@@ -22,7 +22,9 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
 fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
 
-if [ ! -x bin/consul ] || ! bin/consul version 2>/dev/null | grep -q "Consul ${CONSUL_VERSION}"; then
+have=""
+if [ -x bin/consul ]; then have=$(bin/consul version 2>/dev/null || true); fi
+if [[ "$have" != *"Consul ${CONSUL_VERSION}"* ]]; then
   echo "tools: building Consul ${CONSUL_VERSION} from the Go module proxy (takes several minutes, once)"
   dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${CONSUL_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$dir" ] || { echo "tools: could not download consul source" >&2; exit 1; }
@@ -39,4 +41,4 @@ if [ ! -x bin/consul ] || ! bin/consul version 2>/dev/null | grep -q "Consul ${C
   )
   mv "$work/consul/consul.bin" bin/consul
 fi
-bin/consul version | head -1
+v=$(bin/consul version); echo "${v%%$'\n'*}"
