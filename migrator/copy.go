@@ -38,13 +38,14 @@ type chunkResult struct {
 func (c *copier) resumeKey(ctx context.Context) ([]string, error) {
 	cols := make([]string, len(c.table.PK))
 	for i, k := range c.table.PK {
-		cols[i] = pq.QuoteIdentifier(k) + "::text"
+		cols[i] = "t." + pq.QuoteIdentifier(k) + "::text"
 	}
 	desc := make([]string, len(c.table.PK))
 	for i, k := range c.table.PK {
-		desc[i] = pq.QuoteIdentifier(k) + " DESC"
+		// Qualified: a bare name would sort by the ::text output column.
+		desc[i] = "t." + pq.QuoteIdentifier(k) + " DESC"
 	}
-	sql := fmt.Sprintf(`SELECT %s FROM %s WHERE %s = %s ORDER BY %s LIMIT 1`,
+	sql := fmt.Sprintf(`SELECT %s FROM %s t WHERE t.%s = %s ORDER BY %s LIMIT 1`,
 		strings.Join(cols, ", "), c.table.Ident(), pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant), strings.Join(desc, ", "))
 	res := c.dst.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {

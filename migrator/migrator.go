@@ -24,6 +24,9 @@ type Config struct {
 	// ID names this migrator in logs and locks (hostname-pid).
 	ID     string
 	Logger *slog.Logger
+	// LockTTL is the session TTL of the per-tenant move lock (10s): how long
+	// a killed migrator's lock outlives it.
+	LockTTL time.Duration
 	// Hooks let tests stop a move at a chosen point (nil in production).
 	Hooks *Hooks
 }
@@ -32,6 +35,7 @@ type Config struct {
 // move there as if the process had died (tests use them to inject faults).
 type Hooks struct {
 	AfterChunk   func(m *Move) error
+	AfterApply   func(m *Move) error
 	BeforeSwitch func(m *Move) error
 	AfterFence   func(m *Move) error
 }
@@ -59,6 +63,9 @@ func New(client *api.Client, cfg Config) *Migrator {
 	}
 	if cfg.Hooks == nil {
 		cfg.Hooks = &Hooks{}
+	}
+	if cfg.LockTTL == 0 {
+		cfg.LockTTL = 10 * time.Second
 	}
 	return &Migrator{cfg: cfg, client: client, catalog: catalog.NewStore(client, cfg.Prefix),
 		moves: &moveStore{client: client, prefix: cfg.Prefix}, log: cfg.Logger.With("component", "migrator")}
@@ -197,7 +204,8 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		return nil
 	}
 	lock, err := mg.client.LockOpts(&api.LockOptions{
-		Key: mg.moves.lockKey(m.Tenant), Value: []byte(mg.cfg.ID), SessionTTL: "10s",
+		Key: mg.moves.lockKey(m.Tenant), Value: []byte(mg.cfg.ID), SessionTTL: mg.cfg.LockTTL.String(),
+		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
 		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
 		SessionName: "switchyard-migrator-" + m.Tenant,
 	})

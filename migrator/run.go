@@ -408,6 +408,11 @@ func (r *run) catchUp(ctx context.Context) error {
 			return err
 		}
 		r.note(keys)
+		if n > 0 {
+			if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterApply, r.m); err != nil {
+				return err
+			}
+		}
 		if time.Since(lastDDLCheck) > 2*time.Second {
 			if err := r.checkDDL(ctx); err != nil {
 				return err

@@ -25,6 +25,8 @@ var commands = map[string]command{
 	"dev":    {"run the whole stack locally (Consul, PostgreSQL, apps, router, demo tenants)", runDev},
 	"router": {"run the tenant router", runRouter},
 	"app":    {"run an instance of the reference orders app", runApp},
+	"move":   {"move a tenant to another target online (--dry-run: preflight only)", runMove},
+	"moves":  {"list, show, watch, abort, retry or resume moves", runMoves},
 }
 
 func usage() {

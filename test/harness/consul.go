@@ -175,6 +175,8 @@ func newConsul(n consulNode) (*Consul, error) {
 		},
 		// Production timings are 5x slower; loopback needs no slack.
 		"performance": map[string]any{"raft_multiplier": 1},
+		// Let tests use short session TTLs (locks of killed processes expire fast).
+		"session_ttl_min": "1s",
 	}
 	dev := n.dataDir == ""
 	if !dev {

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchyard/switchyard/migrator"
+)
+
+// migratorFlags are the flags every move verb shares.
+type migratorFlags struct {
+	consul  *string
+	prefix  *string
+	lockTTL *time.Duration
+	output  *string
+}
+
+func addMigratorFlags(fs *flag.FlagSet) migratorFlags {
+	return migratorFlags{
+		consul:  fs.String("consul", envOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul HTTP address"),
+		prefix:  fs.String("catalog-prefix", "switchyard", "catalog KV prefix"),
+		lockTTL: fs.Duration("lock-ttl", 10*time.Second, "TTL of the per-tenant move lock"),
+		output:  fs.String("o", "table", "output: table or json"),
+	}
+}
+
+func (f migratorFlags) migrator() (*migrator.Migrator, error) {
+	client, err := consulClient(*f.consul)
+	if err != nil {
+		return nil, err
+	}
+	cfg := migrator.Config{Prefix: *f.prefix, LockTTL: *f.lockTTL, Logger: newLogger("warn"), Hooks: faultHooks()}
+	h, _ := os.Hostname()
+	cfg.ID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	return migrator.New(client, cfg), nil
+}
+
+// faultHooks stall a move at a named point when SWITCHYARD_FAULT_STALL says
+// so (copy, catch-up, switch): fault tests SIGKILL the process there.
+func faultHooks() *migrator.Hooks {
+	point := os.Getenv("SWITCHYARD_FAULT_STALL")
+	if point == "" {
+		return nil
+	}
+	stall := func(name string) func(*migrator.Move) error {
+		return func(*migrator.Move) error {
+			if name == point {
+				fmt.Fprintf(os.Stderr, "STALLED AT %s\n", name)
+				select {}
+			}
+			return nil
+		}
+	}
+	return &migrator.Hooks{AfterChunk: stall("copy"), AfterApply: stall("catch-up"), AfterFence: stall("switch")}
+}
+
+// runMove: switchyard move <tenant> --to <target>.
+func runMove(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("move", flag.ContinueOnError)
+	mf := addMigratorFlags(fs)
+	to := fs.String("to", "", "destination target id (required)")
+	dry := fs.Bool("dry-run", false, "run the preflight only and print the report; change nothing")
+	reason := fs.String("reason", "operator", "why (kept in the move record)")
+	var opts migrator.Options
+	fs.IntVar(&opts.ChunkRows, "chunk", 50_000, "rows per copy chunk")
+	fs.Float64Var(&opts.RateRows, "rate", 0, "copy at most this many rows per second (0: unlimited)")
+	fs.DurationVar(&opts.Retention, "retention", 24*time.Hour, "keep the fenced source copy this long")
+	tenant, rest := splitFirstArg(args)
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if tenant == "" && fs.NArg() > 0 {
+		tenant = fs.Arg(0)
+	}
+	if tenant == "" || *to == "" {
+		return errors.New("usage: switchyard move <tenant> --to <target> [--dry-run]")
+	}
+	mg, err := mf.migrator()
+	if err != nil {
+		return err
+	}
+	req := migrator.Request{Tenant: tenant, To: *to, Reason: *reason, Options: opts}
+	if *dry {
+		rep, err := mg.Preflight(ctx, req)
+		if err != nil {
+			return err
+		}
+		printReport(rep, *mf.output)
+		if !rep.OK {
+			return errors.New("preflight failed: nothing was changed")
+		}
+		return nil
+	}
+	m, rep, err := mg.Create(ctx, req)
+	if err != nil {
+		if rep != nil {
+			printReport(rep, *mf.output)
+		}
+		return err
+	}
+	fmt.Printf("move %s: %s %s → %s\n", m.ID, m.Tenant, m.From, m.To)
+	return runWithProgress(ctx, mg, m.ID)
+}
+
+// runWithProgress runs a move and draws a live progress line.
+func runWithProgress(ctx context.Context, mg *migrator.Migrator, id string) error {
+	done := make(chan error, 1)
+	go func() { done <- mg.Run(ctx, id) }()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			m, gerr := mg.Get(context.WithoutCancel(ctx), id)
+			if gerr == nil {
+				fmt.Printf("\r%s\n", progressLine(m))
+				if m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseDone {
+					fmt.Printf("switched in %s (requests held at most that long); the source copy stays fenced until %s\n",
+						m.Pause.Round(time.Millisecond), m.RetainUntil.Format(time.RFC3339))
+				}
+			}
+			if errors.Is(err, context.Canceled) {
+				fmt.Println("stopped; the move is resumable: switchyard moves retry " + id)
+				return nil
+			}
+			return err
+		case <-tick.C:
+			if m, err := mg.Get(ctx, id); err == nil {
+				fmt.Printf("\r%-100s", progressLine(m))
+			}
+		}
+	}
+}
+
+func progressLine(m *migrator.Move) string {
+	const width = 24
+	p := m.Progress()
+	filled := int(p * width)
+	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
+	var rate float64
+	for _, t := range m.Tables {
+		if !t.Done && t.RowsPerS > 0 {
+			rate = t.RowsPerS
+		}
+	}
+	s := fmt.Sprintf("%s %3.0f%% %-9s %-8s", bar, p*100, m.Phase, m.Status)
+	if rate > 0 {
+		s += fmt.Sprintf(" %8.0f rows/s", rate)
+	}
+	if m.ETA != "" {
+		s += " ETA " + m.ETA
+	}
+	s += fmt.Sprintf(" lag %d", m.Backlog)
+	if m.Error != "" {
+		s += " — " + m.Error
+	}
+	return s
+}
+
+func printReport(rep *migrator.PreflightReport, output string) {
+	if output == "json" {
+		_ = json.NewEncoder(os.Stdout).Encode(rep)
+		return
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CHECK\tOK\tDETAIL\tFIX")
+	for _, c := range rep.Checks {
+		ok := "ok"
+		if !c.OK {
+			ok = "FAIL"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Name, ok, c.Detail, c.Fix)
+	}
+	w.Flush()
+	fmt.Printf("tenant data: %d rows, ~%d bytes in %d tables\n", rep.Rows, rep.Bytes, len(rep.Tables))
+}
+
+// runMoves: switchyard moves ls|show|abort|retry|resume.
+func runMoves(ctx context.Context, args []string) error {
+	verb, rest := splitFirstArg(args)
+	fs := flag.NewFlagSet("moves "+verb, flag.ContinueOnError)
+	mf := addMigratorFlags(fs)
+	id, rest := splitFirstArg(rest)
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if id == "" && fs.NArg() > 0 {
+		id = fs.Arg(0)
+	}
+	mg, err := mf.migrator()
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "ls":
+		moves, err := mg.List(ctx)
+		if err != nil {
+			return err
+		}
+		if *mf.output == "json" {
+			return json.NewEncoder(os.Stdout).Encode(moves)
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tTENANT\tFROM\tTO\tPHASE\tSTATUS\tPROGRESS\tPAUSE\tERROR")
+		for _, m := range moves {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", m.ID, m.Tenant, m.From, m.To, m.Phase, m.Status,
+				m.Progress()*100, m.Pause.Round(time.Millisecond), m.Error)
+		}
+		return w.Flush()
+	case "show", "watch":
+		if id == "" {
+			return errors.New("usage: switchyard moves " + verb + " <move id>")
+		}
+		if verb == "watch" {
+			for {
+				m, err := mg.Get(ctx, id)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("\r%-100s", progressLine(m))
+				if m.Terminal() || m.Status == migrator.StatusPaused || m.Phase == migrator.PhaseRetained {
+					fmt.Println()
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					fmt.Println()
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+		m, err := mg.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	case "abort":
+		if id == "" {
+			return errors.New("usage: switchyard moves abort <move id>")
+		}
+		m, err := mg.Abort(ctx, id)
+		if m != nil {
+			fmt.Println(m.Summary())
+		}
+		return err
+	case "retry":
+		if id == "" {
+			return errors.New("usage: switchyard moves retry <move id>")
+		}
+		m, err := mg.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if m.Status == migrator.StatusPaused {
+			if _, err := mg.Retry(ctx, id); err != nil {
+				return err
+			}
+		}
+		return runWithProgress(ctx, mg, id)
+	case "resume":
+		return mg.ResumeAll(ctx)
+	default:
+		return errors.New("usage: switchyard moves ls|show|watch|abort|retry|resume")
+	}
+}
+
+// splitFirstArg takes a leading positional argument off args.
+func splitFirstArg(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
