@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS switchyard.fences (
 );
 CREATE SEQUENCE IF NOT EXISTS switchyard.fence_gen;
 CREATE TABLE IF NOT EXISTS switchyard.fence_state (one boolean PRIMARY KEY DEFAULT true CHECK (one), gen bigint NOT NULL);
-INSERT INTO switchyard.fence_state (gen) SELECT last_value FROM switchyard.fence_gen ON CONFLICT DO NOTHING;
+INSERT INTO switchyard.fence_state (gen) SELECT nextval('switchyard.fence_gen') WHERE NOT EXISTS (SELECT 1 FROM switchyard.fence_state);
 CREATE OR REPLACE FUNCTION switchyard.guard() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
 	tenant text := TG_ARGV[0];

@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"database/sql"
+
 	"bufio"
 	"context"
 	"errors"
+	"github.com/jmoiron/sqlx"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,4 +139,200 @@ func TestMoveSurvivesSIGKILL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A database stopped in the middle of the copy: the move pauses with the
+// tenant still served from the source; after the database is back, a retry
+// finishes it.
+func TestMoveSurvivesDatabaseOutage(t *testing.T) {
+	for _, side := range []string{"source", "target"} {
+		t.Run(side, func(t *testing.T) {
+			s := newMoveStack(t)
+			s.seedTenant("fragile", "free", catalog.TierShared, "pool-1", 300)
+			ctx := context.Background()
+			victim := s.pgDedicated
+			if side == "source" {
+				victim = s.pgPool
+			}
+			chunks := 0
+			mg := s.migrator(&migrator.Hooks{AfterChunk: func(*migrator.Move) error {
+				chunks++
+				if chunks == 2 {
+					if err := victim.Kill(); err != nil {
+						t.Error(err)
+					}
+				}
+				return nil
+			}})
+			m, _, err := mg.Create(ctx, migrator.Request{Tenant: "fragile", To: "db-1", Options: migrator.Options{ChunkRows: 50, Retention: time.Millisecond}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := mg.Run(ctx, m.ID); err == nil {
+				t.Fatal("the move did not notice the database went away")
+			}
+			m, _ = mg.Get(ctx, m.ID)
+			if m.Status != migrator.StatusPaused || m.Phase != migrator.PhaseCopy {
+				t.Fatalf("after the outage: %s %s", m.Phase, m.Status)
+			}
+			tenant, _ := s.store.GetTenant(ctx, "fragile")
+			if tenant.Target != "pool-1" || tenant.State != catalog.StateActive {
+				t.Fatalf("tenant not left on the source: %+v", tenant)
+			}
+			if err := victim.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := mg.Retry(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := mg.Run(ctx, m.ID); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseDone {
+				t.Fatalf("after retry: %s %s %s", m.Phase, m.Status, m.Error)
+			}
+			var n int
+			db := sqlxMust(t, dsnOf(t, s, "db-1", "fragile"))
+			_ = db.Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'fragile'`)
+			if n != 300 {
+				t.Fatalf("target has %d orders, want 300", n)
+			}
+		})
+	}
+}
+
+// The fence: a direct write to the source after it fails; a transaction
+// open across it is drained (its write reaches the target) before the
+// switch; a REPEATABLE READ transaction whose snapshot predates it is
+// rejected with a retryable error, never lost.
+func TestMoveFence(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("fenced", "free", catalog.TierShared, "pool-1", 50)
+	ctx := context.Background()
+	src := sqlxMust(t, s.pgPool.DSN("pool"))
+	var directErr, rrErr error
+	var openCommitted time.Time
+	var rr *sqlx.Tx
+	mg := s.migrator(&migrator.Hooks{
+		BeforeSwitch: func(*migrator.Move) error {
+			// A writer's transaction is open across the fence: it commits
+			// 150ms into the switch.
+			tx := src.MustBegin()
+			if _, err := tx.Exec(`INSERT INTO orders (tenant_id, item, quantity, price_cents) VALUES ('fenced', 'open-across-fence', 1, 1)`); err != nil {
+				t.Error(err)
+			}
+			go func() {
+				time.Sleep(150 * time.Millisecond)
+				openCommitted = time.Now()
+				if err := tx.Commit(); err != nil {
+					t.Errorf("commit of the open transaction: %v", err)
+				}
+			}()
+			var err error
+			rr, err = src.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+			if err != nil {
+				t.Error(err)
+			}
+			var n int
+			_ = rr.Get(&n, `SELECT count(*) FROM orders`) // takes its snapshot now
+			return nil
+		},
+		AfterFence: func(*migrator.Move) error {
+			_, directErr = src.Exec(`INSERT INTO orders (tenant_id, item, quantity, price_cents) VALUES ('fenced', 'direct-after-fence', 1, 1)`)
+			_, rrErr = rr.Exec(`UPDATE orders SET quantity = 99 WHERE tenant_id = 'fenced'`)
+			_ = rr.Rollback()
+			return nil
+		},
+	})
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "fenced", To: "db-1", Options: migrator.Options{Retention: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseRetained {
+		t.Fatalf("move: %s %s", m.Phase, m.Error)
+	}
+	if directErr == nil || !strings.Contains(directErr.Error(), "fenced") {
+		t.Fatalf("direct write after the fence: %v", directErr)
+	}
+	if rrErr == nil || !strings.Contains(rrErr.Error(), "40001") && !strings.Contains(rrErr.Error(), "fence") {
+		t.Fatalf("repeatable-read write across the fence: %v", rrErr)
+	}
+	if openCommitted.IsZero() {
+		t.Fatal("the open transaction never committed")
+	}
+	dst := sqlxMust(t, dsnOf(t, s, "db-1", "fenced"))
+	var n int
+	_ = dst.Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'fenced' AND item = 'open-across-fence'`)
+	if n != 1 {
+		t.Fatal("the write of the transaction open across the fence is not on the target")
+	}
+	_ = dst.Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'fenced' AND item = 'direct-after-fence'`)
+	if n != 0 {
+		t.Fatal("a write refused by the fence reached the target")
+	}
+	// After the switch the source still refuses the tenant's writes.
+	if _, err := src.Exec(`UPDATE orders SET quantity = 5 WHERE tenant_id = 'fenced'`); err == nil {
+		t.Fatal("the retained source copy took a write")
+	}
+}
+
+// DDL on a tenant table during the move is detected and stops the move
+// before the switch; an abort then leaves nothing behind.
+func TestMoveStopsOnDDL(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("shifty", "free", catalog.TierShared, "pool-1", 200)
+	ctx := context.Background()
+	src := sqlxMust(t, s.pgPool.DSN("pool"))
+	chunks := 0
+	mg := s.migrator(&migrator.Hooks{AfterChunk: func(*migrator.Move) error {
+		if chunks++; chunks == 1 {
+			if _, err := src.Exec(`ALTER TABLE orders ADD COLUMN note text`); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	}})
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "shifty", To: "db-1", Options: migrator.Options{ChunkRows: 50}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mg.Run(ctx, m.ID)
+	if !errors.Is(err, migrator.ErrDDL) {
+		t.Fatalf("move with DDL in the middle: %v", err)
+	}
+	m, _ = mg.Get(ctx, m.ID)
+	if m.Status != migrator.StatusPaused || m.Switched != (time.Time{}) {
+		t.Fatalf("move after DDL: %s %s", m.Phase, m.Status)
+	}
+	tenant, _ := s.store.GetTenant(ctx, "shifty")
+	if tenant.Target != "pool-1" || tenant.State != catalog.StateActive {
+		t.Fatalf("tenant moved or frozen: %+v", tenant)
+	}
+	if m, err = mg.Abort(ctx, m.ID); err != nil || m.Phase != migrator.PhaseAborted {
+		t.Fatalf("abort: %v %+v", err, m)
+	}
+	if left := leftoversIn(t, s.pgPool.DSN("pool"), "shifty-nothing"); len(left) > 0 {
+		t.Fatalf("source left with %v", left)
+	}
+	if left := leftoversIn(t, dsnOf(t, s, "db-1", "shifty"), "shifty"); len(left) > 0 {
+		t.Fatalf("target left with %v", left)
+	}
+	var n int
+	_ = src.Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'shifty'`)
+	if n != 200 {
+		t.Fatalf("source has %d orders after the abort, want 200", n)
+	}
+}
+
+func sqlxMust(t *testing.T, dsn string) *sqlx.DB {
+	t.Helper()
+	db, err := sqlx.Connect("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

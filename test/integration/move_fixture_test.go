@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -156,6 +157,12 @@ func (s *moveStack) do(method, url string, body any) (order, int, string) {
 // writerStorm runs concurrent clients doing inserts, updates and deletes on
 // one tenant through the routers, keeping a model of every acknowledged
 // write. Any request that is not answered as expected counts as a failure.
+type stormWrite struct {
+	start    time.Time
+	took     time.Duration
+	servedBy string
+}
+
 type writerStorm struct {
 	s        *moveStack
 	tenant   string
@@ -168,6 +175,9 @@ type writerStorm struct {
 	touchedOn map[int64]string
 	failures  atomic.Int64
 	requests  atomic.Int64
+	// log has one entry per acknowledged write: when it started, how long
+	// it took and which target served it.
+	log []stormWrite
 	failLog   []string
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -204,6 +214,8 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 		}
 		base := w.s.routers[(n+i)%len(w.s.routers)].url + "/t/" + w.tenant + "/orders"
 		op := rng.IntN(10)
+		start := time.Now()
+		record := func(by string) { w.log = append(w.log, stormWrite{start: start, took: time.Since(start), servedBy: by}) }
 		switch {
 		case op < 5 || len(mine) == 0:
 			item := fmt.Sprintf("w%d-%d", n, i)
@@ -217,6 +229,7 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			w.model[o.ID] = o
 			w.servedBy[by]++
 			w.touchedOn[o.ID] = by
+			record(by)
 			w.mu.Unlock()
 			mine = append(mine, o.ID)
 		case op < 8:
@@ -232,6 +245,7 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			w.model[id] = o
 			w.servedBy[by]++
 			w.touchedOn[id] = by
+			record(by)
 			w.mu.Unlock()
 		default:
 			k := rng.IntN(len(mine))
@@ -248,12 +262,30 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			w.deleted[id] = true
 			w.servedBy[by]++
 			w.touchedOn[id] = by
+			record(by)
 			w.mu.Unlock()
 		}
 		if pace > 0 {
 			time.Sleep(pace)
 		}
 	}
+}
+
+// p99 is the 99th percentile latency of writes that started in [from, to).
+func (w *writerStorm) p99(from, to time.Time) (time.Duration, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var d []time.Duration
+	for _, e := range w.log {
+		if !e.start.Before(from) && e.start.Before(to) {
+			d = append(d, e.took)
+		}
+	}
+	if len(d) == 0 {
+		return 0, 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)*99/100], len(d)
 }
 
 func (w *writerStorm) halt() {

@@ -38,7 +38,9 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	mg := s.migrator(nil)
 	storm := s.startStorm("stormy", 4, 2*time.Millisecond)
 	neighbours := s.startStorm("neighbour", 1, 5*time.Millisecond)
-	time.Sleep(300 * time.Millisecond)
+	stormStart := time.Now()
+	time.Sleep(time.Second)
+	moveStart := time.Now()
 	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "stormy", To: "db-1", Reason: "plan upgrade",
 		Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
 	if err != nil {
@@ -47,6 +49,7 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	if err := mg.Run(ctx, m.ID); err != nil {
 		t.Fatalf("move: %v", err)
 	}
+	moveEnd := time.Now()
 	time.Sleep(300 * time.Millisecond)
 	storm.halt()
 	neighbours.halt()
@@ -64,6 +67,16 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	if storm.servedBy["db-1"] == 0 || storm.servedBy["pool-1"] == 0 {
 		t.Fatalf("writes were not spread across the move: %v", storm.servedBy)
 	}
+	// Audit: after the flip no write of the tenant went to the source, by
+	// either router (the flip is done before m.Switched is stamped).
+	for _, e := range storm.log {
+		if e.start.After(m.Switched) && e.servedBy != "db-1" {
+			t.Fatalf("a write started %s after the switch was served by %s", e.start.Sub(m.Switched), e.servedBy)
+		}
+	}
+	before, nb := neighbours.p99(stormStart, moveStart)
+	during, nd := neighbours.p99(moveStart, moveEnd)
+	t.Logf("neighbour tenant in the same pool: write p99 %s before the move (%d writes), %s during it (%d writes)", before, nb, during, nd)
 	tenant, _ := s.store.GetTenant(ctx, "stormy")
 	if tenant.Target != "db-1" || tenant.Tier != catalog.TierDedicatedDB || tenant.State != catalog.StateActive {
 		t.Fatalf("catalog after move: %+v", tenant)
