@@ -98,6 +98,8 @@ type Move struct {
 	// ETA of the copy, from the current rate.
 	ETA      string `json:"eta,omitempty"`
 	Attempts int    `json:"switch_attempts,omitempty"`
+	// Took is the time spent in each phase (by this or earlier runs).
+	Took map[Phase]time.Duration `json:"took_ns,omitempty"`
 
 	FreezeEpoch uint64        `json:"freeze_epoch,omitempty"`
 	FlipEpoch   uint64        `json:"flip_epoch,omitempty"`
@@ -114,7 +116,7 @@ type Move struct {
 type Options struct {
 	// KeyColumn is the tenant key column (tenant_id).
 	KeyColumn string `json:"key_column,omitempty"`
-	// ChunkRows is the copy chunk size (50,000).
+	// ChunkRows is the copy chunk size (250,000).
 	ChunkRows int `json:"chunk_rows,omitempty"`
 	// RateRows limits the copy to this many rows per second (0: unlimited).
 	RateRows float64 `json:"rate_rows,omitempty"`
@@ -134,7 +136,7 @@ func (o *Options) setDefaults() {
 		o.KeyColumn = "tenant_id"
 	}
 	if o.ChunkRows == 0 {
-		o.ChunkRows = 50_000
+		o.ChunkRows = 250_000
 	}
 	if o.Retention == 0 {
 		o.Retention = 24 * time.Hour

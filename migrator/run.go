@@ -164,6 +164,10 @@ func (r *run) drive(ctx context.Context) error {
 		if r.m.Phase == PhaseRetained && phase == PhaseRetained {
 			return nil // waiting out the retention window
 		}
+		if r.m.Took == nil {
+			r.m.Took = map[Phase]time.Duration{}
+		}
+		r.m.Took[phase] += time.Since(start)
 		log.Info("move phase done", "phase", phase, "next", r.m.Phase, "took", time.Since(start).Round(time.Millisecond))
 		if err := r.save(ctx); err != nil {
 			if errors.Is(err, errAbortRequested) {

@@ -69,7 +69,7 @@ func runMove(ctx context.Context, args []string) error {
 	dry := fs.Bool("dry-run", false, "run the preflight only and print the report; change nothing")
 	reason := fs.String("reason", "operator", "why (kept in the move record)")
 	var opts migrator.Options
-	fs.IntVar(&opts.ChunkRows, "chunk", 50_000, "rows per copy chunk")
+	fs.IntVar(&opts.ChunkRows, "chunk", 250_000, "rows per copy chunk")
 	fs.Float64Var(&opts.RateRows, "rate", 0, "copy at most this many rows per second (0: unlimited)")
 	fs.DurationVar(&opts.Retention, "retention", 24*time.Hour, "keep the fenced source copy this long")
 	tenant, rest := splitFirstArg(args)

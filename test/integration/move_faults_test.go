@@ -327,12 +327,4 @@ func TestMoveStopsOnDDL(t *testing.T) {
 	}
 }
 
-func sqlxMust(t *testing.T, dsn string) *sqlx.DB {
-	t.Helper()
-	db, err := sqlx.Connect("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
+func sqlxMust(t *testing.T, dsn string) *sqlx.DB { return sqlxMustB(t, dsn) }

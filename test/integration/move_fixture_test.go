@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,7 +35,9 @@ type moveStack struct {
 	hc                             *http.Client
 }
 
-func newMoveStack(t *testing.T) *moveStack {
+func newMoveStack(t *testing.T) *moveStack { return newMoveStackTB(t) }
+
+func newMoveStackTB(t testing.TB) *moveStack {
 	t.Helper()
 	c := harness.ConsulT(t)
 	s := &moveStack{stack: &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}}
@@ -177,10 +182,10 @@ type writerStorm struct {
 	requests  atomic.Int64
 	// log has one entry per acknowledged write: when it started, how long
 	// it took and which target served it.
-	log []stormWrite
-	failLog   []string
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	log     []stormWrite
+	failLog []string
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 func (s *moveStack) startStorm(tenant string, writers int, pace time.Duration) *writerStorm {
@@ -215,7 +220,9 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 		base := w.s.routers[(n+i)%len(w.s.routers)].url + "/t/" + w.tenant + "/orders"
 		op := rng.IntN(10)
 		start := time.Now()
-		record := func(by string) { w.log = append(w.log, stormWrite{start: start, took: time.Since(start), servedBy: by}) }
+		record := func(by string) {
+			w.log = append(w.log, stormWrite{start: start, took: time.Since(start), servedBy: by})
+		}
 		switch {
 		case op < 5 || len(mine) == 0:
 			item := fmt.Sprintf("w%d-%d", n, i)
@@ -286,6 +293,87 @@ func (w *writerStorm) p99(from, to time.Time) (time.Duration, int) {
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)*99/100], len(d)
+}
+
+// seedTenantBulk creates a shared-pool tenant with n orders written
+// straight into the pool database.
+func (s *moveStack) seedTenantBulk(id string, n int) {
+	s.t.Helper()
+	s.tenant(id, "free", catalog.TierShared, "pool-1")
+	db := sqlxMustB(s.t, s.pgPool.DSN("pool"))
+	if _, err := db.Exec(`INSERT INTO orders (tenant_id, item, quantity, price_cents, attrs)
+		SELECT $1, 'bulk-' || g, g % 100 + 1, g, jsonb_build_object('n', g) FROM generate_series(1, $2::int) g`, id, n); err != nil {
+		s.t.Fatal(err)
+	}
+	waitFor(s.t, 15*time.Second, "tenant served", func() bool {
+		resp, err := s.hc.Get(s.routers[0].url + "/t/" + id + "/orders?limit=1")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// holdQuantiles merges the routers' hold histograms and interpolates the
+// 50th and 99th percentiles (seconds); key -1 holds the count.
+func (s *moveStack) holdQuantiles(t testing.TB) map[float64]float64 {
+	buckets := map[float64]float64{}
+	var count float64
+	for _, r := range s.routers {
+		for _, line := range strings.Split(scrape(t, r.admin), "\n") {
+			if strings.HasPrefix(line, "switchyard_router_hold_seconds_bucket{le=\"") {
+				var le, n float64
+				rest := strings.TrimPrefix(line, "switchyard_router_hold_seconds_bucket{le=\"")
+				q := strings.Index(rest, "\"")
+				if rest[:q] == "+Inf" {
+					le = math.Inf(1)
+				} else {
+					le, _ = strconv.ParseFloat(rest[:q], 64)
+				}
+				n, _ = strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndex(rest, " "):]), 64)
+				buckets[le] += n
+			}
+			if strings.HasPrefix(line, "switchyard_router_hold_seconds_count ") {
+				n, _ := strconv.ParseFloat(strings.TrimPrefix(line, "switchyard_router_hold_seconds_count "), 64)
+				count += n
+			}
+		}
+	}
+	les := make([]float64, 0, len(buckets))
+	for le := range buckets {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	out := map[float64]float64{-1: count}
+	for _, q := range []float64{0.5, 0.99} {
+		rank := q * count
+		prevLe, prevN := 0.0, 0.0
+		for _, le := range les {
+			if buckets[le] >= rank {
+				if math.IsInf(le, 1) {
+					out[q] = prevLe
+				} else if buckets[le] == prevN {
+					out[q] = le
+				} else {
+					out[q] = prevLe + (le-prevLe)*(rank-prevN)/(buckets[le]-prevN)
+				}
+				break
+			}
+			prevLe, prevN = le, buckets[le]
+		}
+	}
+	return out
+}
+
+func sqlxMustB(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
+	db, err := sqlx.Connect("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func (w *writerStorm) halt() {
