@@ -61,8 +61,13 @@ BEGIN
 		RAISE EXCEPTION 'switchyard: a fence changed during this transaction; retry it'
 			USING ERRCODE = '40001';
 	END IF;
-	IF TG_OP = 'DELETE' AND current_setting('switchyard.cleanup', true) = tenant THEN
-		RETURN OLD; -- the retention cleanup deleting the fenced copy
+	IF current_setting('switchyard.bypass', true) = tenant THEN
+		-- Switchyard itself: the retention cleanup deleting a fenced copy,
+		-- or a quick move back re-syncing a retained copy.
+		IF TG_OP = 'DELETE' THEN
+			RETURN OLD;
+		END IF;
+		RETURN NEW;
 	END IF;
 	IF EXISTS (SELECT 1 FROM switchyard.fences f WHERE f.tenant_id = tenant) THEN
 		RAISE EXCEPTION 'switchyard: tenant % is fenced on this database (moved or moving); retry through the router', tenant

@@ -21,7 +21,7 @@ const (
 
 // deleteTenantRows deletes the tenant's rows from every table, children
 // first, in small batches. The guard lets these deletes through (and only
-// these) by the switchyard.cleanup setting.
+// these) by the switchyard.bypass setting.
 func deleteTenantRows(ctx context.Context, db *sqlx.DB, tables []Table, keyColumn, tenant string) (int64, error) {
 	var total int64
 	for i := len(tables) - 1; i >= 0; i-- {
@@ -51,7 +51,7 @@ func deleteOnce(ctx context.Context, db *sqlx.DB, q, tenant string) (int64, erro
 		return 0, err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT set_config('switchyard.cleanup', $1, true)`, tenant); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('switchyard.bypass', $1, true)`, tenant); err != nil {
 		return 0, err
 	}
 	res, err := tx.ExecContext(ctx, q, tenant)
@@ -67,6 +67,14 @@ func deleteOnce(ctx context.Context, db *sqlx.DB, q, tenant string) (int64, erro
 // guard, then the switchyard schema if nothing else uses it.
 func (r *run) cleanupSource(ctx context.Context) error {
 	log := r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)
+	// Never delete the copy the tenant is served from (it may have been
+	// moved back onto this source since).
+	if t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant); err != nil {
+		return err
+	} else if t.Target == r.m.From {
+		log.Info("the tenant lives on this move's source again: nothing to clean up")
+		return nil
+	}
 	if r.from.Tier == catalog.TierDedicatedDB {
 		r.src.Close()
 		r.src = nil

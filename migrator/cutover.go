@@ -131,6 +131,13 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	}
 	mark("sequences", t0)
 
+	// A retained copy we re-synced is still fenced: let it take writes.
+	if m.Resync {
+		if err := removeGuard(budget, r.dst, r.tables, m.Tenant); err != nil {
+			return err
+		}
+	}
+
 	// 7. Flip.
 	t0 = time.Now()
 	flipped, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
@@ -164,7 +171,30 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	if _, err := r.src.ExecContext(post, `DELETE FROM switchyard.changes WHERE tenant_id = $1`, m.Tenant); err != nil {
 		log.Warn("drop captured changes", "err", err)
 	}
+	if m.Resync {
+		_ = dropGuardSchemaIfUnused(post, r.dst)
+		r.supersede(post)
+	}
 	return nil
+}
+
+// supersede closes the earlier move whose retained copy this move took
+// back into service: its cleanup must never run.
+func (r *run) supersede(ctx context.Context) {
+	moves, err := r.mg.moves.list(ctx)
+	if err != nil {
+		return
+	}
+	for _, old := range moves {
+		if old.ID == r.m.ID || old.Tenant != r.m.Tenant || old.Phase != PhaseRetained || old.From != r.m.To {
+			continue
+		}
+		old.Phase, old.Status = PhaseDone, StatusDone
+		old.Error = "superseded: the tenant moved back onto its retained copy in move " + r.m.ID
+		if err := r.mg.moves.save(ctx, old); err != nil {
+			r.mg.log.Warn("close superseded move", "move", old.ID, "err", err)
+		}
+	}
 }
 
 func fmtSteps(steps map[string]time.Duration) string {

@@ -98,6 +98,10 @@ type Move struct {
 	// ETA of the copy, from the current rate.
 	ETA      string `json:"eta,omitempty"`
 	Attempts int    `json:"switch_attempts,omitempty"`
+	// Resync: the destination held a retained copy of the tenant from an
+	// earlier move (a quick move back): the copy phase re-syncs it by
+	// difference instead of copying everything.
+	Resync bool `json:"resync,omitempty"`
 	// Took is the time spent in each phase (by this or earlier runs).
 	Took map[Phase]time.Duration `json:"took_ns,omitempty"`
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/switchyard/switchyard/catalog"
 )
 
@@ -180,7 +182,11 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 			} else {
 				rep.add("destination schema", true, "tenant tables match", "")
 			}
-			if !inMove {
+			retained := retainedBy(ctx, dst, t.ID)
+			if retained != "" {
+				rep.add("destination copy", true, "a retained copy from move "+retained+" is there: it will be re-synced by difference (quick move back)", "")
+			}
+			if !inMove && retained == "" {
 				for _, tb := range dtables {
 					var n int64
 					if err := dst.GetContext(ctx, &n, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, tb.Ident(), quoteIdents([]string{key})), t.ID); err != nil {
@@ -202,6 +208,18 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 	}
 	rep.add("sequences", true, fmt.Sprintf("%d sequences will be moved past the source's values: %v", len(seqs), seqs), "")
 	return rep, nil
+}
+
+// retainedBy returns the id of the move whose fenced copy of the tenant
+// the database keeps, or "".
+func retainedBy(ctx context.Context, db *sqlx.DB, tenant string) string {
+	var exists bool
+	if err := db.GetContext(ctx, &exists, `SELECT to_regclass('switchyard.fences') IS NOT NULL`); err != nil || !exists {
+		return ""
+	}
+	var move string
+	_ = db.GetContext(ctx, &move, `SELECT move_id FROM switchyard.fences WHERE tenant_id = $1`, tenant)
+	return move
 }
 
 // redact hides a DSN's password.

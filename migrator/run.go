@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // the "postgres" driver
+	"github.com/lib/pq" // also the "postgres" driver
 
 	"github.com/switchyard/switchyard/catalog"
 )
@@ -214,7 +214,14 @@ func (r *run) step(ctx context.Context) error {
 		if err := r.checkDDL(ctx); err != nil {
 			return err
 		}
-		if err := r.copyAll(ctx); err != nil {
+		if !r.m.Resync && retainedBy(ctx, r.dst, r.m.Tenant) != "" {
+			r.m.Resync = true
+		}
+		copyAll := r.copyAll
+		if r.m.Resync {
+			copyAll = r.resync
+		}
+		if err := copyAll(ctx); err != nil {
 			return err
 		}
 		r.m.Phase = PhaseCatchUp
@@ -360,24 +367,106 @@ func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkRes
 		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 {
 			return res, err
 		}
-		var done []string
-		for _, p := range r.m.Tables {
-			if p.Done {
-				done = append(done, p.Table)
+		idx := 0
+		for i, t := range r.tables {
+			if t.Key() == c.table.Key() {
+				idx = i
 			}
 		}
-		a := r.applier()
-		a.only = done
-		for {
-			n, _, err := a.applyBatch(ctx)
-			if err != nil {
-				return res, err
-			}
-			if n == 0 {
-				break
-			}
+		if err := r.applyDone(ctx, idx); err != nil {
+			return res, err
 		}
 	}
+}
+
+// resync brings a retained copy on the destination up to date by
+// difference: rows gone from the source are deleted (children first), rows
+// missing or different are upserted (parents first). Only what changed since
+// the earlier move is written.
+func (r *run) resync(ctx context.Context) error {
+	a := r.applier()
+	key := r.m.Options.KeyColumn
+	r.m.Tables = make([]TableProgress, len(r.tables))
+	diffs := make([][]json.RawMessage, len(r.tables))
+	gone := make([][]json.RawMessage, len(r.tables))
+	for i, t := range r.tables {
+		src, err := keyHashes(ctx, r.src, t, key, r.m.Tenant, nil)
+		if err != nil {
+			return err
+		}
+		dst, err := keyHashes(ctx, r.dst, t, key, r.m.Tenant, nil)
+		if err != nil {
+			return err
+		}
+		for k, h := range src {
+			if dst[k] != h {
+				diffs[i] = append(diffs[i], json.RawMessage(k))
+			}
+		}
+		for k := range dst {
+			if _, ok := src[k]; !ok {
+				gone[i] = append(gone[i], json.RawMessage(k))
+			}
+		}
+		r.m.Tables[i] = TableProgress{Table: t.Key(), TotalRows: int64(len(src))}
+	}
+	apply := func(i int, keys []json.RawMessage) error {
+		for len(keys) > 0 {
+			n := min(len(keys), 500)
+			err := a.sync(ctx, map[string][]json.RawMessage{r.tables[i].Key(): keys[:n]})
+			var pqErr *pq.Error
+			if errors.As(err, &pqErr) && pqErr.Code == "23503" {
+				// Rows whose parents were written after the parents'
+				// diff: those parents are in the change capture.
+				if err = r.applyDone(ctx, i); err == nil {
+					err = a.sync(ctx, map[string][]json.RawMessage{r.tables[i].Key(): keys[:n]})
+				}
+			}
+			if err != nil {
+				return err
+			}
+			r.m.Tables[i].Rows += int64(n)
+			keys = keys[n:]
+		}
+		return nil
+	}
+	for i := len(r.tables) - 1; i >= 0; i-- {
+		if err := apply(i, gone[i]); err != nil {
+			return err
+		}
+	}
+	for i := range r.tables {
+		if err := apply(i, diffs[i]); err != nil {
+			return err
+		}
+		r.m.Tables[i].Rows, r.m.Tables[i].Done = r.m.Tables[i].TotalRows, true
+	}
+	r.mg.log.Info("re-synced the retained copy by difference", "move", r.m.ID, "changed", sumLens(diffs), "gone", sumLens(gone))
+	return nil
+}
+
+// applyDone applies the captured changes of the tables before index i
+// (the parents, already re-synced or copied).
+func (r *run) applyDone(ctx context.Context, i int) error {
+	a := r.applier()
+	a.only = []string{}
+	for _, t := range r.tables[:i] {
+		a.only = append(a.only, t.Key())
+	}
+	for {
+		n, _, err := a.applyBatch(ctx)
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+}
+
+func sumLens(x [][]json.RawMessage) int {
+	n := 0
+	for _, v := range x {
+		n += len(v)
+	}
+	return n
 }
 
 func (r *run) eta() string {

@@ -196,3 +196,63 @@ func TestMoveEveryDirection(t *testing.T) {
 		t.Fatalf("create onto a taken cluster: %v", err)
 	}
 }
+
+// Within the retention window a tenant moves back quickly: the retained,
+// fenced copy on the old target is re-synced by difference instead of
+// copied again, and the earlier move is closed so its cleanup never runs.
+func TestQuickMoveBack(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("fickle", "free", catalog.TierShared, "pool-1", 300)
+	ctx := context.Background()
+	mg := s.migrator(nil)
+	storm := s.startStorm("fickle", 2, 3*time.Millisecond)
+	up, _, err := mg.Create(ctx, migrator.Request{Tenant: "fickle", To: "db-1", Options: migrator.Options{Retention: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, up.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // writes land on db-1 only
+	rep, err := mg.Preflight(ctx, migrator.Request{Tenant: "fickle", To: "pool-1"})
+	if err != nil || !rep.OK {
+		t.Fatalf("preflight of the move back: %v %s", err, rep.Summary())
+	}
+	back, _, err := mg.Create(ctx, migrator.Request{Tenant: "fickle", To: "pool-1", Options: migrator.Options{Retention: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, back.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	storm.halt()
+	back, _ = mg.Get(ctx, back.ID)
+	if back.Phase != migrator.PhaseDone || !back.Resync {
+		t.Fatalf("move back: phase %s resync %v: %s", back.Phase, back.Resync, back.Error)
+	}
+	var copied int64
+	for _, tp := range back.Tables {
+		copied += tp.Rows
+	}
+	t.Logf("move back re-synced in %s (copy phase), pause %s", back.Took[migrator.PhaseCopy], back.Pause)
+	up, _ = mg.Get(ctx, up.ID)
+	if up.Phase != migrator.PhaseDone || !strings.Contains(up.Error, "superseded") {
+		t.Fatalf("the first move was not closed: %s %s", up.Phase, up.Error)
+	}
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d failed requests: %v", f, storm.failLog)
+	}
+	storm.checkModel(t, s.pgPool.DSN("pool"))
+	if left := leftoversIn(t, s.pgPool.DSN("pool"), "nobody"); len(left) > 0 {
+		t.Fatalf("pool left with %v", left)
+	}
+	if left := leftoversIn(t, dsnOf(t, s, "db-1", "fickle"), "fickle"); len(left) > 0 {
+		t.Fatalf("db-1 left with %v", left)
+	}
+	// Running the first move again (as ResumeAll would) deletes nothing.
+	if err := mg.Run(ctx, up.ID); err != nil {
+		t.Fatal(err)
+	}
+	storm.checkModel(t, s.pgPool.DSN("pool"))
+}
