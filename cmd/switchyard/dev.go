@@ -7,16 +7,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/examples/orders"
 	"github.com/switchyard/switchyard/router"
 	"github.com/switchyard/switchyard/test/harness"
@@ -33,6 +38,10 @@ type devStack struct {
 	secret   []byte
 	routerOn string
 	adminOn  string
+
+	controllerOn string
+	tokens       map[string]string // role → token
+	hookSecret   []byte
 }
 
 func runDev(ctx context.Context, args []string) error {
@@ -40,6 +49,7 @@ func runDev(ctx context.Context, args []string) error {
 	dataDir := fs.String("data", ".data", "where the stack keeps its data (survives restarts)")
 	listen := fs.String("listen", "127.0.0.1:8080", "router listen address")
 	admin := fs.String("admin", "127.0.0.1:9080", "router admin address")
+	ctlListen := fs.String("controller", "127.0.0.1:7070", "control API address")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -53,7 +63,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	// PostgreSQL runs as the postgres user when we are root: it must reach the data dir.
 	_ = os.Chmod(dir, 0o755)
-	d := &devStack{dataDir: dir, log: newLogger(*logLevel), pg: map[string]*harness.Postgres{}, routerOn: *listen, adminOn: *admin}
+	d := &devStack{dataDir: dir, log: newLogger(*logLevel), pg: map[string]*harness.Postgres{}, routerOn: *listen, adminOn: *admin, controllerOn: *ctlListen}
 	defer d.stop()
 	if err := d.start(ctx, *listen, *admin); err != nil {
 		return err
@@ -83,7 +93,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	d.stops = append(d.stops, func() { _ = d.consul.Stop() })
 	d.step("Consul at http://" + d.consul.HTTPAddr())
 
-	for _, name := range []string{"pool", "dedicated", "cluster-1"} {
+	for _, name := range []string{"pool", "dedicated", "cluster-1", "cluster-2"} {
 		pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{
 			DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
 			Settings: map[string]string{"fsync": "on"},
@@ -99,7 +109,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		return err
 	}
 	client := d.consul.Client()
-	for _, service := range []string{"app-shared", "app-shared", "app-cl-1"} {
+	for _, service := range []string{"app-shared", "app-shared", "app-cl-1", "app-cl-2"} {
 		cfg := orders.DefaultConfig(service, client)
 		cfg.Logger = d.log
 		app, err := orders.New(cfg)
@@ -136,7 +146,90 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		return errors.New("router: catalog did not load in 30s")
 	}
 	d.step(fmt.Sprintf("router at http://%s (admin http://%s)", listen, admin))
-	return d.waitServed(ctx)
+	if err := d.waitServed(ctx); err != nil {
+		return err
+	}
+	ctl, err := controller.New(controller.Config{
+		Listen: d.controllerOn, ID: "dev-controller", Logger: d.log, Retention: time.Hour,
+		Tokens:        map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
+		WebhookSecret: d.hookSecret,
+	}, client)
+	if err != nil {
+		return err
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	cdone := make(chan error, 1)
+	go func() { cdone <- ctl.Run(cctx) }()
+	d.stops = append(d.stops, func() { ccancel(); <-cdone })
+	if _, err := ctl.Addr(ctx); err != nil {
+		return err
+	}
+	d.step("control API at http://" + d.controllerOn)
+	lctx, lcancel := context.WithCancel(context.Background())
+	ldone := make(chan struct{})
+	go func() { d.load(lctx); close(ldone) }()
+	d.stops = append(d.stops, func() { lcancel(); <-ldone })
+	d.step("steady load running through the router (acme, hooli, globex, initech); a tally prints every 15s")
+	return nil
+}
+
+// load keeps a steady stream of writes and reads going through the router
+// for every demo tenant and prints a tally, so a move's effect on users is
+// visible: the failed count should stay at zero.
+func (d *devStack) load(ctx context.Context) {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	var total, failed atomic.Int64
+	var lastFail atomic.Value
+	var wg sync.WaitGroup
+	for _, id := range []string{"acme", "hooli", "globex", "initech"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				url := "http://" + d.routerOn + "/t/" + id + "/orders"
+				var resp *http.Response
+				var err error
+				if i%2 == 0 {
+					resp, err = hc.Post(url, "application/json", strings.NewReader(fmt.Sprintf(`{"item":"load-%d","quantity":1,"price_cents":100}`, i)))
+				} else {
+					resp, err = hc.Get(url + "?limit=5")
+				}
+				total.Add(1)
+				if err != nil {
+					if ctx.Err() == nil {
+						failed.Add(1)
+						lastFail.Store(fmt.Sprintf("%s: %v", id, err))
+					}
+				} else {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode >= 400 {
+						failed.Add(1)
+						lastFail.Store(fmt.Sprintf("%s: %d", id, resp.StatusCode))
+					}
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-tick.C:
+			msg := fmt.Sprintf("load: %d requests through the router, %d failed", total.Load(), failed.Load())
+			if f, ok := lastFail.Load().(string); ok {
+				msg += " (last failure " + f + ")"
+			}
+			fmt.Println("  • " + msg)
+		}
+	}
 }
 
 func (d *devStack) logFile(name string) *os.File {
@@ -163,11 +256,26 @@ func (d *devStack) seed(ctx context.Context) error {
 			return err
 		}
 	}
+	d.tokens = map[string]string{}
+	for _, role := range []string{"operator", "billing", "viewer"} {
+		tok, err := d.persistentSecret("token-" + role)
+		if err != nil {
+			return err
+		}
+		d.tokens[role] = tok
+	}
+	hook, err := d.persistentSecret("webhook-secret")
+	if err != nil {
+		return err
+	}
+	d.hookSecret = []byte(hook)
 	if err := d.pg["pool"].CreateDatabase(ctx, "pool"); err != nil {
 		return err
 	}
-	if err := d.pg["cluster-1"].CreateDatabase(ctx, "app"); err != nil {
-		return err
+	for _, c := range []string{"cluster-1", "cluster-2"} {
+		if err := d.pg[c].CreateDatabase(ctx, "app"); err != nil {
+			return err
+		}
 	}
 	store := catalog.NewStore(d.consul.Client(), "")
 	if err := store.Init(ctx, catalog.DefaultBuckets); err != nil {
@@ -180,6 +288,8 @@ func (d *devStack) seed(ctx context.Context) error {
 			Capacity: catalog.Capacity{Tenants: 100}, Labels: map[string]string{"region": "local"}},
 		{ID: "cl-1", Tier: catalog.TierDedicatedCluster, Service: "app-cl-1", DSN: d.pg["cluster-1"].DSN("app"),
 			Capacity: catalog.Capacity{Tenants: 1}, Labels: map[string]string{"region": "local"}},
+		{ID: "cl-2", Tier: catalog.TierDedicatedCluster, Service: "app-cl-2", DSN: d.pg["cluster-2"].DSN("app"),
+			Capacity: catalog.Capacity{Tenants: 1}, Labels: map[string]string{"region": "local"}},
 	}
 	for _, t := range targets {
 		err := store.CreateTarget(ctx, t)
@@ -190,7 +300,7 @@ func (d *devStack) seed(ctx context.Context) error {
 			return fmt.Errorf("target %s: %w", t.ID, err)
 		}
 	}
-	for _, dsn := range []string{d.pg["pool"].DSN("pool"), d.pg["cluster-1"].DSN("app")} {
+	for _, dsn := range []string{d.pg["pool"].DSN("pool"), d.pg["cluster-1"].DSN("app"), d.pg["cluster-2"].DSN("app")} {
 		if err := ensureSchema(ctx, dsn); err != nil {
 			return err
 		}
@@ -199,6 +309,7 @@ func (d *devStack) seed(ctx context.Context) error {
 		{ID: "acme", Plan: "free", Tier: catalog.TierShared, Target: "pool-1"},
 		{ID: "globex", Plan: "pro", Tier: catalog.TierDedicatedDB, Target: "db-1"},
 		{ID: "initech", Plan: "enterprise", Tier: catalog.TierDedicatedCluster, Target: "cl-1"},
+		{ID: "hooli", Plan: "free", Tier: catalog.TierShared, Target: "pool-1"},
 	} {
 		if t.Tier == catalog.TierDedicatedDB {
 			if err := d.pg["dedicated"].CreateDatabase(ctx, catalog.DatabaseName(t.ID)); err != nil {
@@ -212,8 +323,20 @@ func (d *devStack) seed(ctx context.Context) error {
 			return fmt.Errorf("tenant %s: %w", t.ID, err)
 		}
 	}
-	d.step("catalog: targets pool-1 (shared), db-1 (dedicated-db), cl-1 (dedicated-cluster); tenants acme, globex, initech")
+	d.step("catalog: targets pool-1 (shared), db-1 (dedicated-db), cl-1 and cl-2 (dedicated-cluster); tenants acme, hooli, globex, initech")
 	return nil
+}
+
+// persistentSecret returns a random secret kept in the data dir.
+func (d *devStack) persistentSecret(name string) (string, error) {
+	file := filepath.Join(d.dataDir, name)
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	_, _ = rand.Read(buf)
+	v := hex.EncodeToString(buf)
+	return v, os.WriteFile(file, []byte(v), 0o600)
 }
 
 func ensureSchema(ctx context.Context, dsn string) error {
@@ -228,7 +351,7 @@ func ensureSchema(ctx context.Context, dsn string) error {
 // waitServed waits until each demo tenant answers through the router.
 func (d *devStack) waitServed(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
-	for _, id := range []string{"acme", "globex", "initech"} {
+	for _, id := range []string{"acme", "hooli", "globex", "initech"} {
 		for {
 			status, err := httpStatus(ctx, "http://"+d.routerOn+"/t/"+id+"/orders")
 			if err == nil && status == 200 {
@@ -264,7 +387,19 @@ Switchyard is running. Three tenants, one per tier, each answered by its own tie
   curl -si %[1]s/t/nobody/orders | head -1
   curl -si -H 'X-Tenant-ID: initech' %[1]s/t/acme/orders | grep X-Served-By
 
+The whole story — sales upgrades hooli from free to enterprise; billing's signed
+webhook tells Switchyard; hooli moves from the shared pool to its own cluster
+(cl-2) while the load above keeps running, with no failed request:
+
+  export CONSUL_HTTP_ADDR=%[4]s SWITCHYARD_CONTROLLER=http://%[6]s SWITCHYARD_TOKEN=%[7]s
+  bin/switchyard billing plan-changed hooli enterprise --secret-file %[5]s/webhook-secret
+  bin/switchyard moves ls                      # then: bin/switchyard moves watch <id>
+  bin/switchyard tenants ls                    # hooli: enterprise, dedicated-cluster, cl-2
+  curl -si %[1]s/t/hooli/orders | grep X-Served-By
+  curl -s -H "Authorization: Bearer $SWITCHYARD_TOKEN" http://%[6]s/v1/audit | head -c 600; echo
+
+Operators: bin/switchyard targets ls | rebalance --dry-run | tenants create <id> --plan pro
 Router admin: http://%[3]s/readyz  http://%[3]s/metrics      Consul UI: http://%[4]s/ui
 Logs and data: %[5]s    Press Ctrl-C to stop everything.
-`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir)
+`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir, d.controllerOn, d.tokens["operator"])
 }

@@ -22,11 +22,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"dev":    {"run the whole stack locally (Consul, PostgreSQL, apps, router, demo tenants)", runDev},
-	"router": {"run the tenant router", runRouter},
-	"app":    {"run an instance of the reference orders app", runApp},
-	"move":   {"move a tenant to another target online (--dry-run: preflight only)", runMove},
-	"moves":  {"list, show, watch, abort, retry or resume moves", runMoves},
+	"dev":        {"run the whole stack locally (Consul, PostgreSQL, apps, router, demo tenants)", runDev},
+	"router":     {"run the tenant router", runRouter},
+	"app":        {"run an instance of the reference orders app", runApp},
+	"move":       {"move a tenant to another target online (--dry-run: preflight only)", runMove},
+	"moves":      {"list, show, watch, abort, retry or resume moves", runMoves},
+	"controller": {"run a control API replica (leader-elected move scheduler)", runController},
+	"tenants":    {"ls, get, create, set-plan (through the control API)", runTenants},
+	"targets":    {"ls, register, cordon, drain (through the control API)", runTargets},
+	"rebalance":  {"plan (--dry-run, default) or --apply a rebalance of the shared pools", runRebalance},
+	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},
 }
 
 func usage() {

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/switchyard/switchyard/controller"
+)
+
+func runController(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	var cfg controller.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "API listen address")
+	fs.StringVar(&cfg.ID, "id", "", "replica id (default host-pid)")
+	consulAddr := fs.String("consul", envOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul HTTP address")
+	fs.StringVar(&cfg.Prefix, "catalog-prefix", "switchyard", "catalog KV prefix")
+	tokens := fs.String("tokens", os.Getenv("SWITCHYARD_API_TOKENS"), "token:role,… (roles: viewer, billing, operator); or $SWITCHYARD_API_TOKENS")
+	secret := fs.String("webhook-secret", os.Getenv("SWITCHYARD_WEBHOOK_SECRET"), "billing webhook HMAC secret; or $SWITCHYARD_WEBHOOK_SECRET")
+	fs.IntVar(&cfg.MaxConcurrentMoves, "max-moves", 2, "moves the leader runs at once")
+	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", 10*time.Second, "leader lock session TTL")
+	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy this long")
+	fs.Float64Var(&cfg.MoveRateRows, "move-rate", 0, "copy rate limit per move, rows/s (0: unlimited)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	toks, err := controller.ParseTokens(*tokens)
+	if err != nil {
+		return err
+	}
+	if len(toks) == 0 {
+		return errors.New("no API tokens: pass -tokens token:role,… or set SWITCHYARD_API_TOKENS")
+	}
+	cfg.Tokens, cfg.WebhookSecret, cfg.Logger = toks, []byte(strings.TrimSpace(*secret)), newLogger(*logLevel)
+	client, err := consulClient(*consulAddr)
+	if err != nil {
+		return err
+	}
+	srv, err := controller.New(cfg, client)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,100 @@
+package controller
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
+	"github.com/switchyard/switchyard/placement"
+)
+
+// apiError is every error body: a stable code and a human message.
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func fail(c *gin.Context, status int, code, msg string) {
+	c.AbortWithStatusJSON(status, apiError{Error: code, Message: msg})
+}
+
+// failErr maps a domain error to a status and code.
+func failErr(c *gin.Context, err error) {
+	switch {
+	case errors.Is(err, catalog.ErrInvalid):
+		fail(c, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, migrator.ErrMoveNotFound):
+		fail(c, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, catalog.ErrExists):
+		fail(c, http.StatusConflict, "exists", err.Error())
+	case errors.Is(err, catalog.ErrConflict), errors.Is(err, migrator.ErrMoveExists):
+		fail(c, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, migrator.ErrTooLateToAbort):
+		fail(c, http.StatusConflict, "too_late", err.Error())
+	case errors.Is(err, migrator.ErrPreflight):
+		fail(c, http.StatusUnprocessableEntity, "preflight_failed", err.Error())
+	case errors.Is(err, placement.ErrNoTarget):
+		fail(c, http.StatusUnprocessableEntity, "no_target", err.Error())
+	case errors.Is(err, placement.ErrUnknownPlan):
+		fail(c, http.StatusBadRequest, "unknown_plan", err.Error())
+	case errors.Is(err, placement.ErrInvalidInput), errors.Is(err, placement.ErrInvalidConfig):
+		fail(c, http.StatusUnprocessableEntity, "cannot_plan", err.Error())
+	case errors.Is(err, placement.ErrUnknownTarget):
+		fail(c, http.StatusNotFound, "not_found", err.Error())
+	default:
+		fail(c, http.StatusServiceUnavailable, "unavailable", "the control plane could not complete the request; retry")
+		c.Error(err) //nolint:errcheck // logged by the access log
+	}
+}
+
+// bindJSON decodes a body strictly: unknown fields and trailing data are
+// errors that name what was wrong.
+func bindJSON(c *gin.Context, v any) bool {
+	if c.ContentType() != "application/json" && c.Request.ContentLength != 0 {
+		fail(c, http.StatusUnsupportedMediaType, "bad_content_type", "send application/json")
+		return false
+	}
+	dec := jsonDecoder(c.Request.Body)
+	if err := dec.Decode(v); err != nil {
+		fail(c, http.StatusBadRequest, "bad_json", "request body: "+strings.TrimPrefix(err.Error(), "json: "))
+		return false
+	}
+	if dec.More() {
+		fail(c, http.StatusBadRequest, "bad_json", "request body: trailing data after the JSON object")
+		return false
+	}
+	return true
+}
+
+// auth checks the bearer token and that its role is one of allowed.
+func (s *Server) auth(allowed ...Role) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.GetHeader("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || tok == "" {
+			c.Header("WWW-Authenticate", `Bearer realm="switchyard"`)
+			fail(c, http.StatusUnauthorized, "unauthenticated", "send Authorization: Bearer <token>")
+			return
+		}
+		role, ok := s.cfg.Tokens[tok]
+		if !ok {
+			fail(c, http.StatusUnauthorized, "unauthenticated", "unknown token")
+			return
+		}
+		for _, r := range allowed {
+			if r == role {
+				c.Set("role", role)
+				c.Set("actor", string(role)+":"+tokenID(tok))
+				c.Next()
+				return
+			}
+		}
+		fail(c, http.StatusForbidden, "forbidden", "role "+string(role)+" may not do this")
+	}
+}
+
+func actor(c *gin.Context) string { return c.GetString("actor") }

@@ -1,0 +1,87 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hashicorp/consul/api"
+)
+
+// auditEntry is one line of the audit log: who, what, when, why, and the
+// move (and the pause it caused) a change led to.
+type auditEntry struct {
+	At     time.Time `json:"at"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Tenant string    `json:"tenant,omitempty"`
+	Target string    `json:"target,omitempty"`
+	Move   string    `json:"move,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+	// Filled in when read: the linked move's state and the pause it caused.
+	MovePhase string `json:"move_phase,omitempty"`
+	PauseMS   *int64 `json:"pause_ms,omitempty"`
+}
+
+// audit appends an entry under <prefix>/audit/ (keys sort by time). An
+// audit write failure is logged, never fails the request that caused it.
+func (s *Server) audit(ctx context.Context, e auditEntry) {
+	e.At = time.Now().UTC()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	key := s.cfg.Prefix + "/audit/" + e.At.Format("20060102T150405.000000000") + "-" + hex.EncodeToString(b)
+	data, _ := json.Marshal(e)
+	if _, err := s.client.KV().Put(&api.KVPair{Key: key, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		s.log.Warn("audit write failed", "err", err, "action", e.Action)
+	}
+	s.log.Info("audit", "actor", e.Actor, "action", e.Action, "tenant", e.Tenant, "target", e.Target, "move", e.Move, "detail", e.Detail)
+}
+
+func (s *Server) listAudit(c *gin.Context) {
+	ctx := c.Request.Context()
+	limit := 200
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5000 {
+			fail(c, http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 5000")
+			return
+		}
+		limit = n
+	}
+	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/audit/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Key > pairs[j].Key })
+	out := []auditEntry{}
+	for _, p := range pairs {
+		var e auditEntry
+		if json.Unmarshal(p.Value, &e) != nil {
+			continue
+		}
+		if t := c.Query("tenant"); t != "" && e.Tenant != t {
+			continue
+		}
+		if e.Move != "" {
+			if m, err := s.migrator.Get(ctx, e.Move); err == nil {
+				e.MovePhase = string(m.Phase)
+				if !m.Switched.IsZero() {
+					ms := m.Pause.Milliseconds()
+					e.PauseMS = &ms
+				}
+			}
+		}
+		out = append(out, e)
+		if len(out) == limit {
+			break
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"entries": out})
+}

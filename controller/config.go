@@ -1,0 +1,116 @@
+// Package controller is Switchyard's control plane: the API that billing and
+// operators call (tenants, plans, targets, moves, rebalancing, audit), a
+// billing webhook, and a leader-elected scheduler that carries moves out.
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Role is what a bearer token may do.
+type Role string
+
+// Roles, from least to most powerful.
+const (
+	RoleViewer   Role = "viewer"   // read everything
+	RoleBilling  Role = "billing"  // read, create tenants, change plans
+	RoleOperator Role = "operator" // everything
+)
+
+// Config configures a controller. Zero values take the defaults.
+type Config struct {
+	// Listen is the API address (127.0.0.1:7070).
+	Listen string
+	// ID names this replica (hostname-pid).
+	ID string
+	// Prefix is the catalog's Consul KV prefix (switchyard).
+	Prefix string
+	// Tokens maps bearer tokens to roles.
+	Tokens map[string]Role
+	// WebhookSecret verifies billing webhook signatures (HMAC-SHA256).
+	WebhookSecret []byte
+	// MaxConcurrentMoves bounds the moves the leader runs at once (2).
+	MaxConcurrentMoves int
+	// LeaderTTL is the session TTL of the leader lock (10s).
+	LeaderTTL time.Duration
+	// Retention keeps a moved tenant's source copy this long (24h).
+	Retention time.Duration
+	// MoveRateRows limits each move's copy (0: unlimited).
+	MoveRateRows float64
+	Logger       *slog.Logger
+}
+
+// SetDefaults fills in zero values.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7070"
+	}
+	if c.ID == "" {
+		h, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	if c.Prefix == "" {
+		c.Prefix = "switchyard"
+	}
+	if c.MaxConcurrentMoves == 0 {
+		c.MaxConcurrentMoves = 2
+	}
+	if c.LeaderTTL == 0 {
+		c.LeaderTTL = 10 * time.Second
+	}
+	if c.Retention == 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every setting that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if len(c.Tokens) == 0 {
+		errs = append(errs, errors.New("no API tokens configured"))
+	}
+	for tok, role := range c.Tokens {
+		if len(tok) < 16 {
+			errs = append(errs, errors.New("API tokens must be at least 16 characters"))
+		}
+		if role != RoleViewer && role != RoleBilling && role != RoleOperator {
+			errs = append(errs, fmt.Errorf("unknown role %q", role))
+		}
+	}
+	if len(c.WebhookSecret) > 0 && len(c.WebhookSecret) < 32 {
+		errs = append(errs, errors.New("webhook secret must be at least 32 bytes"))
+	}
+	if c.MaxConcurrentMoves < 1 || c.LeaderTTL < 0 || c.Retention < 0 || c.MoveRateRows < 0 {
+		errs = append(errs, errors.New("concurrency must be at least 1 and durations not negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseTokens reads "token:role,token:role".
+func ParseTokens(s string) (map[string]Role, error) {
+	out := map[string]Role{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		tok, role, ok := strings.Cut(part, ":")
+		if !ok {
+			return nil, fmt.Errorf("token entry %q: want token:role", part)
+		}
+		out[tok] = Role(role)
+	}
+	return out, nil
+}

@@ -1,0 +1,148 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/migrator"
+)
+
+// campaign competes for the leader lock until ctx ends; while it holds the
+// lock it runs the scheduler. A replica that loses the lock (or dies) leaves
+// its moves to the next leader, which resumes them.
+func (s *Server) campaign(ctx context.Context) {
+	for ctx.Err() == nil {
+		lock, err := s.client.LockOpts(&api.LockOptions{
+			Key: s.cfg.Prefix + "/controller/leader", Value: []byte(s.cfg.ID),
+			SessionOpts: &api.SessionEntry{Name: "switchyard-controller-" + s.cfg.ID, TTL: s.cfg.LeaderTTL.String(),
+				LockDelay: time.Millisecond, Behavior: api.SessionBehaviorRelease},
+			LockWaitTime: time.Second,
+		})
+		if err != nil {
+			s.log.Warn("leader lock", "err", err)
+			if sleepCtx(ctx, time.Second) != nil {
+				return
+			}
+			continue
+		}
+		lost, err := lock.Lock(ctx.Done())
+		if err != nil || lost == nil {
+			if err != nil {
+				s.log.Warn("leader election", "err", err)
+				_ = sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		s.leader.Store(true)
+		s.metrics.leader.Set(1)
+		s.log.Info("this replica is the leader")
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lost:
+				s.log.Warn("lost leadership")
+			case <-lctx.Done():
+			}
+			cancel()
+		}()
+		s.schedule(lctx)
+		cancel()
+		s.leader.Store(false)
+		s.metrics.leader.Set(0)
+		_ = lock.Unlock()
+	}
+}
+
+// schedule runs unfinished moves, at most MaxConcurrentMoves at a time,
+// and cleans up retained ones whose window is over.
+func (s *Server) schedule(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := s.scheduleOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduler", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) scheduleOnce(ctx context.Context) error {
+	moves, err := s.migrator.List(ctx)
+	if err != nil {
+		return err
+	}
+	counts := map[[2]string]int{}
+	for _, m := range moves {
+		counts[[2]string{string(m.Phase), string(m.Status)}]++
+	}
+	s.metrics.moves.Reset()
+	for k, n := range counts {
+		s.metrics.moves.WithLabelValues(k[0], k[1]).Set(float64(n))
+	}
+	// Oldest first.
+	for i := len(moves) - 1; i >= 0; i-- {
+		m := moves[i]
+		if m.Terminal() || m.Status == migrator.StatusPaused {
+			continue
+		}
+		if m.Phase == migrator.PhaseRetained && time.Now().Before(m.RetainUntil) {
+			continue
+		}
+		s.mu.Lock()
+		busy := len(s.running)
+		already := s.running[m.ID]
+		if already || busy >= s.cfg.MaxConcurrentMoves {
+			s.mu.Unlock()
+			continue
+		}
+		s.running[m.ID] = true
+		s.mu.Unlock()
+		go s.runMove(ctx, m.ID)
+	}
+	return nil
+}
+
+func (s *Server) runMove(ctx context.Context, id string) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("move runner panicked", "move", id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+		s.mu.Lock()
+		delete(s.running, id)
+		s.mu.Unlock()
+	}()
+	err := s.migrator.Run(ctx, id)
+	switch {
+	case err == nil, errors.Is(err, migrator.ErrLocked), ctx.Err() != nil:
+	default:
+		s.log.Warn("move stopped", "move", id, "err", err)
+	}
+	if m, gerr := s.migrator.Get(context.WithoutCancel(ctx), id); gerr == nil && (m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseAborted) {
+		action := "move.switched"
+		if m.Phase == migrator.PhaseAborted {
+			action = "move.aborted"
+		}
+		s.audit(context.WithoutCancel(ctx), auditEntry{Actor: "controller:" + s.cfg.ID, Action: action, Tenant: m.Tenant, Move: m.ID,
+			Detail: fmt.Sprintf("%s → %s, pause %s", m.From, m.To, m.Pause.Round(time.Millisecond))})
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,219 @@
+package controller
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
+	"github.com/switchyard/switchyard/placement"
+)
+
+type targetView struct {
+	catalog.Target
+	TenantCount int `json:"tenant_count"`
+}
+
+func (s *Server) listTargets(c *gin.Context) {
+	loads, _, err := s.loads(c.Request.Context())
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	out := make([]targetView, 0, len(loads))
+	for _, l := range loads {
+		l.Target.DSN = redactDSN(l.Target.DSN)
+		out = append(out, targetView{Target: l.Target, TenantCount: l.Tenants})
+	}
+	c.JSON(http.StatusOK, gin.H{"targets": out})
+}
+
+func (s *Server) registerTarget(c *gin.Context) {
+	var t catalog.Target
+	if !bindJSON(c, &t) {
+		return
+	}
+	if err := s.store.CreateTarget(c.Request.Context(), t); err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "target.register", Target: t.ID, Detail: fmt.Sprintf("%s, service %s", t.Tier, t.Service)})
+	t.DSN = redactDSN(t.DSN)
+	c.JSON(http.StatusCreated, t)
+}
+
+type cordonRequest struct {
+	Cordoned *bool `json:"cordoned"`
+}
+
+func (s *Server) cordonTarget(c *gin.Context) {
+	var req cordonRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.Cordoned == nil {
+		fail(c, http.StatusBadRequest, "invalid", `body must set "cordoned": true or false`)
+		return
+	}
+	t, err := s.store.UpdateTarget(c.Request.Context(), c.Param("id"), func(t *catalog.Target) error { t.Cordoned = *req.Cordoned; return nil })
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "target.cordon", Target: t.ID, Detail: fmt.Sprintf("cordoned=%v", t.Cordoned)})
+	t.DSN = redactDSN(t.DSN)
+	c.JSON(http.StatusOK, t)
+}
+
+type dryRunRequest struct {
+	DryRun   bool    `json:"dry_run"`
+	MaxMoves int     `json:"max_moves,omitempty"`
+	Spread   float64 `json:"spread,omitempty"`
+}
+
+type planResponse struct {
+	Plan  placement.Plan   `json:"plan"`
+	Moves []*migrator.Move `json:"moves,omitempty"`
+}
+
+// drainTarget cordons the target and moves every tenant off it (dry_run:
+// only the plan).
+func (s *Server) drainTarget(c *gin.Context) {
+	var req dryRunRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	ctx := c.Request.Context()
+	id := c.Param("id")
+	if _, _, err := s.store.GetTarget(ctx, id); err != nil {
+		failErr(c, err)
+		return
+	}
+	targets, tenants, err := s.loads(ctx)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	plan, err := placement.PlanDrain(id, targets, tenants, placement.Config{})
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if req.DryRun {
+		c.JSON(http.StatusOK, planResponse{Plan: plan})
+		return
+	}
+	if _, err := s.store.UpdateTarget(ctx, id, func(t *catalog.Target) error { t.Cordoned = true; return nil }); err != nil {
+		failErr(c, err)
+		return
+	}
+	moves, err := s.startMoves(c, plan, "drain of "+id)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, planResponse{Plan: plan, Moves: moves})
+}
+
+func (s *Server) rebalance(c *gin.Context) {
+	var req dryRunRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.MaxMoves < 0 || req.MaxMoves > 10000 || req.Spread < 0 || req.Spread >= 1 {
+		fail(c, http.StatusBadRequest, "invalid", "max_moves must be 0..10000 and spread in [0, 1)")
+		return
+	}
+	ctx := c.Request.Context()
+	targets, tenants, err := s.loads(ctx)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	cfg := placement.RebalanceConfig{MaxMoves: req.MaxMoves, Spread: req.Spread, Metric: placement.MetricTenants}
+	plan, err := placement.PlanRebalance(targets, tenants, cfg)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if req.DryRun {
+		c.JSON(http.StatusOK, planResponse{Plan: plan})
+		return
+	}
+	moves, err := s.startMoves(c, plan, "rebalance")
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, planResponse{Plan: plan, Moves: moves})
+}
+
+// startMoves creates the plan's moves; the leader runs them, a bounded
+// number at a time.
+func (s *Server) startMoves(c *gin.Context, plan placement.Plan, why string) ([]*migrator.Move, error) {
+	var out []*migrator.Move
+	for _, pm := range plan.Moves {
+		m, _, err := s.migrator.Create(c.Request.Context(), migrator.Request{Tenant: pm.Tenant, To: pm.To, Reason: why + ": " + pm.Reason + " (by " + actor(c) + ")",
+			Options: migrator.Options{Retention: s.cfg.Retention, RateRows: s.cfg.MoveRateRows}})
+		if err != nil {
+			return out, fmt.Errorf("move %s → %s: %w", pm.Tenant, pm.To, err)
+		}
+		s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "move.start", Tenant: pm.Tenant, Move: m.ID, Detail: why + ": " + pm.Reason})
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (s *Server) listMoves(c *gin.Context) {
+	moves, err := s.migrator.List(c.Request.Context())
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if moves == nil {
+		moves = []*migrator.Move{}
+	}
+	c.JSON(http.StatusOK, gin.H{"moves": moves})
+}
+
+func (s *Server) getMove(c *gin.Context) {
+	m, err := s.migrator.Get(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"move": m, "progress": m.Progress()})
+}
+
+func (s *Server) abortMove(c *gin.Context) {
+	ctx := c.Request.Context()
+	m, err := s.migrator.Get(ctx, c.Param("id"))
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseDone {
+		failErr(c, migrator.ErrTooLateToAbort)
+		return
+	}
+	m, err = s.migrator.Abort(ctx, m.ID)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(ctx, auditEntry{Actor: actor(c), Action: "move.abort", Tenant: m.Tenant, Move: m.ID})
+	c.JSON(http.StatusAccepted, gin.H{"move": m})
+}
+
+func (s *Server) retryMove(c *gin.Context) {
+	ctx := c.Request.Context()
+	m, err := s.migrator.Retry(ctx, c.Param("id"))
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(ctx, auditEntry{Actor: actor(c), Action: "move.retry", Tenant: m.Tenant, Move: m.ID})
+	c.JSON(http.StatusAccepted, gin.H{"move": m})
+}

@@ -1,0 +1,245 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
+	"github.com/switchyard/switchyard/placement"
+)
+
+type createTenantRequest struct {
+	ID     string            `json:"id"`
+	Plan   string            `json:"plan"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+type tenantResponse struct {
+	Tenant    catalog.Tenant `json:"tenant"`
+	Placement string         `json:"placement,omitempty"`
+	Move      *migrator.Move `json:"move,omitempty"`
+}
+
+// loads gathers what placement needs: every target with its tenant count,
+// and every tenant.
+func (s *Server) loads(ctx context.Context) ([]placement.TargetLoad, []placement.TenantLoad, error) {
+	targets, err := s.store.ListTargets(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tenants, err := s.store.ListTenants(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	count := map[string]int{}
+	var tl []placement.TenantLoad
+	for _, t := range tenants {
+		count[t.Target]++
+		tl = append(tl, placement.TenantLoad{Tenant: t})
+	}
+	var out []placement.TargetLoad
+	for _, t := range targets {
+		out = append(out, placement.TargetLoad{Target: t, Tenants: count[t.ID]})
+	}
+	return out, tl, nil
+}
+
+func (s *Server) createTenant(c *gin.Context) {
+	var req createTenantRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	ctx := c.Request.Context()
+	if !catalog.ValidID(req.ID) {
+		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("id %q must be a lowercase DNS label (a-z, 0-9, '-', at most 63)", req.ID))
+		return
+	}
+	policy, err := s.store.Policy(ctx)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	tier, err := placement.TierFor(policy, req.Plan)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	candidate := catalog.Tenant{ID: req.ID, Plan: req.Plan, Tier: tier, Target: "pending", State: catalog.StateActive, Labels: req.Labels}
+	if err := candidate.Validate(); err != nil {
+		failErr(c, err)
+		return
+	}
+	if _, err := s.store.GetTenant(ctx, req.ID); err == nil {
+		fail(c, http.StatusConflict, "exists", fmt.Sprintf("tenant %q already exists", req.ID))
+		return
+	}
+	targets, _, err := s.loads(ctx)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	decision, err := placement.Choose(placement.TenantLoad{Tenant: candidate}, tier, targets, placement.Config{})
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	target, _, err := s.store.GetTarget(ctx, decision.Target)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if tier == catalog.TierDedicatedDB {
+		if err := migrator.CreateTenantDatabase(ctx, target, req.ID); err != nil {
+			failErr(c, err)
+			return
+		}
+	}
+	candidate.Target = target.ID
+	created, err := s.store.CreateTenant(ctx, candidate)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(ctx, auditEntry{Actor: actor(c), Action: "tenant.create", Tenant: req.ID, Detail: decision.Reason})
+	c.JSON(http.StatusCreated, tenantResponse{Tenant: created, Placement: decision.Reason})
+}
+
+func (s *Server) getTenant(c *gin.Context) {
+	t, err := s.store.GetTenant(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, t)
+}
+
+func (s *Server) listTenants(c *gin.Context) {
+	limit := 100
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			fail(c, http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	if v := c.Query("tier"); v != "" && !catalog.Tier(v).Valid() {
+		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("tier %q is not a tier", v))
+		return
+	}
+	tenants, err := s.store.ListTenants(c.Request.Context())
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	sort.Slice(tenants, func(i, j int) bool { return tenants[i].ID < tenants[j].ID })
+	after := c.Query("after")
+	out := []catalog.Tenant{}
+	next := ""
+	for _, t := range tenants {
+		if after != "" && t.ID <= after {
+			continue
+		}
+		if (c.Query("tier") != "" && string(t.Tier) != c.Query("tier")) || (c.Query("target") != "" && t.Target != c.Query("target")) ||
+			(c.Query("plan") != "" && t.Plan != c.Query("plan")) || (c.Query("state") != "" && string(t.State) != c.Query("state")) {
+			continue
+		}
+		if len(out) == limit {
+			next = out[len(out)-1].ID
+			break
+		}
+		out = append(out, t)
+	}
+	c.JSON(http.StatusOK, gin.H{"tenants": out, "next_after": next})
+}
+
+type setPlanRequest struct {
+	Plan   string `json:"plan"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Server) setPlan(c *gin.Context) {
+	var req setPlanRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	res, status, err := s.changePlan(c.Request.Context(), c.Param("id"), req.Plan, actor(c), req.Reason)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.JSON(status, res)
+}
+
+// changePlan records a plan and, when the plan's tier differs from where
+// the tenant is, starts the move that puts it there (202). Shared by the
+// API and the billing webhook.
+func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (tenantResponse, int, error) {
+	policy, err := s.store.Policy(ctx)
+	if err != nil {
+		return tenantResponse{}, 0, err
+	}
+	tier, err := placement.TierFor(policy, plan)
+	if err != nil {
+		return tenantResponse{}, 0, err
+	}
+	cur, err := s.store.GetTenant(ctx, id)
+	if err != nil {
+		return tenantResponse{}, 0, err
+	}
+	var move *migrator.Move
+	var why string
+	if tier != cur.Tier {
+		targets, _, err := s.loads(ctx)
+		if err != nil {
+			return tenantResponse{}, 0, err
+		}
+		decision, err := placement.Choose(placement.TenantLoad{Tenant: cur}, tier, targets, placement.Config{})
+		if err != nil {
+			return tenantResponse{}, 0, err
+		}
+		why = decision.Reason
+		if reason == "" {
+			reason = fmt.Sprintf("plan %s → %s", cur.Plan, plan)
+		}
+		m, _, err := s.migrator.Create(ctx, migrator.Request{Tenant: id, To: decision.Target, Reason: reason + " (by " + who + ")",
+			Options: migrator.Options{Retention: s.cfg.Retention, RateRows: s.cfg.MoveRateRows}})
+		if err != nil {
+			return tenantResponse{}, 0, err
+		}
+		move = m
+	}
+	updated, err := s.store.UpdateTenant(ctx, id, func(t *catalog.Tenant) error { t.Plan = plan; return nil })
+	if err != nil {
+		return tenantResponse{}, 0, err
+	}
+	e := auditEntry{Actor: who, Action: "tenant.plan", Tenant: id, Detail: fmt.Sprintf("plan %s → %s: %s", cur.Plan, plan, reason)}
+	if move != nil {
+		e.Move = move.ID
+		e.Detail += "; " + why
+	}
+	s.audit(ctx, e)
+	if move == nil {
+		return tenantResponse{Tenant: updated}, http.StatusOK, nil
+	}
+	return tenantResponse{Tenant: updated, Placement: why, Move: move}, http.StatusAccepted, nil
+}
+
+func (s *Server) offboardTenant(c *gin.Context) {
+	ctx := c.Request.Context()
+	id := c.Param("id")
+	t, err := s.store.UpdateTenant(ctx, id, func(t *catalog.Tenant) error { t.State = catalog.StateDisabled; return nil })
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	s.audit(ctx, auditEntry{Actor: actor(c), Action: "tenant.offboard", Tenant: id,
+		Detail: fmt.Sprintf("served no more; data on %s kept for the retention window (%s)", t.Target, s.cfg.Retention)})
+	c.JSON(http.StatusAccepted, t)
+}

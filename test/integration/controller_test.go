@@ -1,0 +1,422 @@
+package integration
+
+import (
+	"os/exec"
+	"syscall"
+
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/switchyard/switchyard/test/harness"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/controller"
+	"github.com/switchyard/switchyard/migrator"
+)
+
+var (
+	tokViewer   = "viewer-token-0123456789"
+	tokBilling  = "billing-token-0123456789"
+	tokOperator = "operator-token-0123456789"
+	hookSecret  = []byte("webhook-secret-0123456789abcdef0123")
+)
+
+func controllerConfig() controller.Config {
+	return controller.Config{
+		Listen:        "127.0.0.1:0",
+		Tokens:        map[string]controller.Role{tokViewer: controller.RoleViewer, tokBilling: controller.RoleBilling, tokOperator: controller.RoleOperator},
+		WebhookSecret: hookSecret, LeaderTTL: time.Second, Retention: time.Hour,
+	}
+}
+
+// startController runs a replica in-process; it returns its base URL.
+func (s *moveStack) startController(edit func(*controller.Config)) (*controller.Server, string, context.CancelFunc) {
+	s.t.Helper()
+	cfg := controllerConfig()
+	cfg.Logger = testLogger(s.t)
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := controller.New(cfg, s.consul.Client())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	addr, err := srv.Addr(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cancel(); <-done })
+	return srv, "http://" + addr, cancel
+}
+
+func call(t testing.TB, method, url, token string, body any, hdr map[string]string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		rd = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(data, &out)
+	return resp.StatusCode, out
+}
+
+// Every endpoint × every role, missing and bad tokens: 401 without a valid
+// token, 403 for a role that may not, never a 5xx, and every error a JSON
+// body with a code and a message.
+func TestControllerAuthorizationMatrix(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("acme", "free", catalog.TierShared, "pool-1", 0)
+	_, base, _ := s.startController(nil)
+	type ep struct {
+		method, path string
+		body         any
+		allowed      []string
+	}
+	all := []string{"viewer", "billing", "operator"}
+	eps := []ep{
+		{"GET", "/v1/tenants", nil, all},
+		{"POST", "/v1/tenants", map[string]any{"id": "matrix-new", "plan": "free"}, []string{"billing", "operator"}},
+		{"GET", "/v1/tenants/acme", nil, all},
+		{"PUT", "/v1/tenants/acme/plan", map[string]any{"plan": "starter"}, []string{"billing", "operator"}},
+		{"DELETE", "/v1/tenants/nobody", nil, []string{"operator"}},
+		{"GET", "/v1/targets", nil, all},
+		{"POST", "/v1/targets", map[string]any{"id": "pool-9", "tier": "shared", "service": "app-shared", "dsn": "postgres://x@127.0.0.1:1/p"}, []string{"operator"}},
+		{"POST", "/v1/targets/pool-2/cordon", map[string]any{"cordoned": false}, []string{"operator"}},
+		{"POST", "/v1/targets/pool-2/drain", map[string]any{"dry_run": true}, []string{"operator"}},
+		{"GET", "/v1/moves", nil, all},
+		{"GET", "/v1/moves/none", nil, all},
+		{"POST", "/v1/moves/none/abort", nil, []string{"operator"}},
+		{"POST", "/v1/moves/none/retry", nil, []string{"operator"}},
+		{"POST", "/v1/rebalance", map[string]any{"dry_run": true}, []string{"operator"}},
+		{"GET", "/v1/audit", nil, all},
+	}
+	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
+	for _, e := range eps {
+		for who, tok := range tokens {
+			t.Run(e.method+" "+e.path+" as "+who, func(t *testing.T) {
+				status, body := call(t, e.method, base+e.path, tok, e.body, nil)
+				allowed := false
+				for _, a := range e.allowed {
+					allowed = allowed || a == who
+				}
+				switch {
+				case who == "none" || who == "bad":
+					if status != 401 {
+						t.Fatalf("status %d, want 401", status)
+					}
+				case !allowed:
+					if status != 403 {
+						t.Fatalf("status %d, want 403", status)
+					}
+				default:
+					if status == 401 || status == 403 {
+						t.Fatalf("status %d for an allowed role", status)
+					}
+				}
+				if status >= 500 {
+					t.Fatalf("status %d: %v", status, body)
+				}
+				if status >= 400 && (body["error"] == nil || body["message"] == nil) {
+					t.Fatalf("error body without code and message: %v", body)
+				}
+			})
+		}
+	}
+}
+
+// Malformed JSON and fuzzed fields get a 4xx that says what was wrong,
+// never a 5xx, and change nothing.
+func TestControllerRejectsBadInput(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("acme", "free", catalog.TierShared, "pool-1", 0)
+	_, base, _ := s.startController(nil)
+	ctx := context.Background()
+	before, _ := s.store.ListTenants(ctx)
+	beforeTargets, _ := s.store.ListTargets(ctx)
+	bad := []struct {
+		method, path string
+		body         string
+	}{
+		{"POST", "/v1/tenants", `{`},
+		{"POST", "/v1/tenants", `[]`},
+		{"POST", "/v1/tenants", `{"id": "Bad ID", "plan": "free"}`},
+		{"POST", "/v1/tenants", `{"id": "ok-id", "plan": "platinum"}`},
+		{"POST", "/v1/tenants", `{"id": "ok-id", "plan": "free", "extra": 1}`},
+		{"POST", "/v1/tenants", `{"id": "acme", "plan": "free"}`},
+		{"POST", "/v1/tenants", `{"id": 12, "plan": "free"}`},
+		{"POST", "/v1/tenants", `{"id": "ok-id", "plan": "free", "labels": {"Region!": "x"}}`},
+		{"POST", "/v1/tenants", `{"id": "ok-id", "plan": "free"} trailing`},
+		{"PUT", "/v1/tenants/acme/plan", `{"plan": ""}`},
+		{"PUT", "/v1/tenants/acme/plan", `{"plan": "../../etc"}`},
+		{"PUT", "/v1/tenants/nobody/plan", `{"plan": "pro"}`},
+		{"POST", "/v1/targets", `{"id": "x", "tier": "gold", "service": "s", "dsn": "postgres://h/d"}`},
+		{"POST", "/v1/targets", `{"id": "x", "tier": "shared", "service": "s", "dsn": "mysql://h/d"}`},
+		{"POST", "/v1/targets", `{"id": "pool-1", "tier": "shared", "service": "s", "dsn": "postgres://h/d"}`},
+		{"POST", "/v1/targets/pool-1/cordon", `{}`},
+		{"POST", "/v1/targets/pool-1/cordon", `{"cordoned": "yes"}`},
+		{"POST", "/v1/rebalance", `{"spread": 7}`},
+		{"POST", "/v1/rebalance", `{"max_moves": -1}`},
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	junk := []any{nil, "", "x", strings.Repeat("a", 300), -1, 1e308, true, []any{1}, map[string]any{"a": 1}, "\u0000", "tenant\nid", "émoji🙂"}
+	for i := 0; i < 60; i++ {
+		body := map[string]any{"id": junk[rng.IntN(len(junk))], "plan": junk[rng.IntN(len(junk))]}
+		if rng.IntN(2) == 0 {
+			body["labels"] = junk[rng.IntN(len(junk))]
+		}
+		data, _ := json.Marshal(body)
+		bad = append(bad, struct{ method, path, body string }{"POST", "/v1/tenants", string(data)})
+		data, _ = json.Marshal(map[string]any{"plan": junk[rng.IntN(len(junk))], "reason": junk[rng.IntN(len(junk))]})
+		bad = append(bad, struct{ method, path, body string }{"PUT", "/v1/tenants/acme/plan", string(data)})
+	}
+	for _, b := range bad {
+		status, body := call(t, b.method, base+b.path, tokOperator, b.body, nil)
+		if status < 400 || status >= 500 {
+			if !(status == 200 && b.path == "/v1/tenants/acme/plan") { // a valid plan may come out of the junk
+				t.Errorf("%s %s %s: status %d", b.method, b.path, b.body, status)
+			}
+		}
+		if status >= 400 && (body["error"] == nil || body["message"] == nil) {
+			t.Errorf("%s %s: error body %v", b.method, b.path, body)
+		}
+	}
+	after, _ := s.store.ListTenants(ctx)
+	afterTargets, _ := s.store.ListTargets(ctx)
+	if len(after) != len(before) || len(afterTargets) != len(beforeTargets) {
+		t.Fatalf("bad input changed the catalog: tenants %d → %d, targets %d → %d", len(before), len(after), len(beforeTargets), len(afterTargets))
+	}
+	if m, _ := s.migrator(nil).List(ctx); len(m) != 0 {
+		t.Fatalf("bad input started %d moves", len(m))
+	}
+}
+
+// The OpenAPI document and the routes agree, both ways.
+func TestControllerOpenAPIMatchesRoutes(t *testing.T) {
+	s := newStack(t)
+	srv, err := controller.New(controllerConfig(), s.consul.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/openapi.json", nil))
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			documented[strings.ToUpper(m)+" "+p] = true
+		}
+	}
+	served := map[string]bool{}
+	for _, r := range srv.Routes() {
+		if !strings.HasPrefix(r.Path, "/v1/") || r.Path == "/v1/openapi.json" {
+			continue
+		}
+		p := r.Path
+		for _, seg := range strings.Split(p, "/") {
+			if strings.HasPrefix(seg, ":") {
+				p = strings.Replace(p, seg, "{"+seg[1:]+"}", 1)
+			}
+		}
+		served[r.Method+" "+p] = true
+	}
+	for k := range served {
+		if !documented[k] {
+			t.Errorf("route %s is not in the OpenAPI document", k)
+		}
+	}
+	for k := range documented {
+		if !served[k] {
+			t.Errorf("the OpenAPI document lists %s, which is not served", k)
+		}
+	}
+	if len(served) < 10 {
+		t.Fatalf("only %d routes found", len(served))
+	}
+}
+
+func webhook(t testing.TB, base string, ev controller.BillingEvent, at time.Time, secret []byte) (int, map[string]any) {
+	body, _ := json.Marshal(ev)
+	return call(t, "POST", base+"/v1/webhooks/billing", "", string(body),
+		map[string]string{controller.SignatureHeader: controller.SignWebhook(secret, body, at)})
+}
+
+// A plan change through the billing webhook puts the tenant on the right
+// tier while writers run through the router: zero failed requests, data
+// equal. The webhook is signed, idempotent by event id and replay-safe, and
+// the audit log links the change to its move and the pause it caused.
+func TestPlanChangeThroughBillingWebhook(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("climber", "free", catalog.TierShared, "pool-1", 300)
+	_, base, _ := s.startController(nil)
+	storm := s.startStorm("climber", 2, 3*time.Millisecond)
+	ev := controller.BillingEvent{ID: "evt_1", Type: "plan.changed", Tenant: "climber", Plan: "enterprise"}
+	if st, _ := webhook(t, base, ev, time.Now(), []byte("wrong-secret-0123456789abcdef012345")); st != 401 {
+		t.Fatalf("badly signed webhook: %d", st)
+	}
+	if st, _ := webhook(t, base, ev, time.Now().Add(-time.Hour), hookSecret); st != 401 {
+		t.Fatalf("stale webhook (a replay): %d", st)
+	}
+	status, body := webhook(t, base, ev, time.Now(), hookSecret)
+	if status != 202 {
+		t.Fatalf("webhook: %d %v", status, body)
+	}
+	move := body["move"].(map[string]any)
+	if move["to"] != "cl-1" {
+		t.Fatalf("moving to %v, want the dedicated cluster", move["to"])
+	}
+	// Redelivery: same answer, no second move.
+	status2, body2 := webhook(t, base, ev, time.Now(), hookSecret)
+	if status2 != 202 || body2["move"].(map[string]any)["id"] != move["id"] {
+		t.Fatalf("redelivered webhook: %d %v", status2, body2)
+	}
+	ctx := context.Background()
+	waitFor(t, 60*time.Second, "move switched", func() bool {
+		m, err := s.migrator(nil).Get(ctx, move["id"].(string))
+		return err == nil && (m.Phase == migrator.PhaseRetained || m.Status == migrator.StatusPaused)
+	})
+	time.Sleep(200 * time.Millisecond)
+	storm.halt()
+	m, _ := s.migrator(nil).Get(ctx, move["id"].(string))
+	if m.Phase != migrator.PhaseRetained {
+		t.Fatalf("move: %s %s", m.Phase, m.Error)
+	}
+	tenant, _ := s.store.GetTenant(ctx, "climber")
+	if tenant.Plan != "enterprise" || tenant.Tier != catalog.TierDedicatedCluster || tenant.Target != "cl-1" {
+		t.Fatalf("tenant after the plan change: %+v", tenant)
+	}
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d failed requests: %v", f, storm.failLog)
+	}
+	storm.checkModel(t, dsnOf(t, s, "cl-1", "climber"))
+	moves, _ := s.migrator(nil).List(ctx)
+	if len(moves) != 1 {
+		t.Fatalf("%d moves, want 1", len(moves))
+	}
+	waitFor(t, 5*time.Second, "audit links the move and its pause", func() bool {
+		_, audit := call(t, "GET", base+"/v1/audit?tenant=climber", tokViewer, nil, nil)
+		for _, e := range audit["entries"].([]any) {
+			en := e.(map[string]any)
+			if en["action"] == "tenant.plan" && en["move"] == move["id"] && en["pause_ms"] != nil && en["actor"] == "billing-webhook" {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("plan change free → enterprise through the webhook: move %s, pause %s, %d requests, 0 failed", m.ID, m.Pause, storm.requests.Load())
+	_ = fmt.Sprint
+}
+
+// Two controller replicas; the leader is SIGKILLed in the middle of a move:
+// the other replica takes over and finishes it.
+func TestControllerFailover(t *testing.T) {
+	bin := switchyardBinary(t)
+	s := newMoveStack(t)
+	s.seedTenantBulk("slowmover", 3000)
+	tokens := tokOperator + ":operator"
+	var procs []*exec.Cmd
+	var urls []string
+	for i := 0; i < 2; i++ {
+		port, err := harness.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("http://127.0.0.1:%d", port)
+		cmd := exec.Command(bin, "controller", "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-consul", s.consul.HTTPAddr(),
+			"-tokens", tokens, "-leader-ttl", "1s", "-move-rate", "1500", "-id", fmt.Sprintf("replica-%d", i), "-log-level", "warn")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		procs = append(procs, cmd)
+		urls = append(urls, url)
+		waitFor(t, 15*time.Second, "replica ready", func() bool {
+			resp, err := http.Get(url + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
+	}
+	leader := -1
+	waitFor(t, 15*time.Second, "a leader", func() bool {
+		for i, u := range urls {
+			_, body := call(t, "GET", u+"/readyz", "", nil, nil)
+			if body["leader"] == true {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	storm := s.startStorm("slowmover", 1, 5*time.Millisecond)
+	status, body := call(t, "PUT", urls[1-leader]+"/v1/tenants/slowmover/plan", tokOperator, map[string]any{"plan": "pro"}, nil)
+	if status != 202 {
+		t.Fatalf("plan change: %d %v", status, body)
+	}
+	id := body["move"].(map[string]any)["id"].(string)
+	ctx := context.Background()
+	mg := s.migrator(nil)
+	waitFor(t, 30*time.Second, "move copying", func() bool {
+		m, err := mg.Get(ctx, id)
+		return err == nil && m.Phase == migrator.PhaseCopy && m.Progress() > 0.1
+	})
+	if err := procs[leader].Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed leader replica-%d during the copy", leader)
+	waitFor(t, 60*time.Second, "the other replica finishes the move", func() bool {
+		m, err := mg.Get(ctx, id)
+		return err == nil && (m.Phase == migrator.PhaseRetained || m.Status == migrator.StatusPaused)
+	})
+	_, rz := call(t, "GET", urls[1-leader]+"/readyz", "", nil, nil)
+	if rz["leader"] != true {
+		t.Fatal("the surviving replica is not the leader")
+	}
+	storm.halt()
+	m, _ := mg.Get(ctx, id)
+	if m.Phase != migrator.PhaseRetained {
+		t.Fatalf("move: %s %s", m.Phase, m.Error)
+	}
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d failed requests: %v", f, storm.failLog)
+	}
+	storm.checkModel(t, dsnOf(t, s, "db-1", "slowmover"))
+}
