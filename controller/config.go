@@ -4,13 +4,19 @@
 package controller
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/switchyard/switchyard/catalog"
 )
 
 // Role is what a bearer token may do.
@@ -43,7 +49,11 @@ type Config struct {
 	Retention time.Duration
 	// MoveRateRows limits each move's copy (0: unlimited).
 	MoveRateRows float64
-	Logger       *slog.Logger
+	// ProvisionCluster, when no registered dedicated cluster is free, makes
+	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
+	// and an app instance) and returns it; the controller registers it.
+	ProvisionCluster func(ctx context.Context, tenant string) (catalog.Target, error)
+	Logger           *slog.Logger
 }
 
 // SetDefaults fills in zero values.
@@ -113,4 +123,26 @@ func ParseTokens(s string) (map[string]Role, error) {
 		out[tok] = Role(role)
 	}
 	return out, nil
+}
+
+// CommandProvisioner runs a command to make a new dedicated cluster: it gets
+// the tenant id in $SWITCHYARD_TENANT and prints the new target as JSON.
+func CommandProvisioner(command string) func(ctx context.Context, tenant string) (catalog.Target, error) {
+	return func(ctx context.Context, tenant string) (catalog.Target, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", "-c", command)
+		cmd.Env = append(os.Environ(), "SWITCHYARD_TENANT="+tenant)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return catalog.Target{}, fmt.Errorf("provisioning hook: %w: %s", err, stderr.String())
+		}
+		var t catalog.Target
+		if err := json.Unmarshal(out, &t); err != nil {
+			return catalog.Target{}, fmt.Errorf("provisioning hook printed no target JSON: %w", err)
+		}
+		return t, nil
+	}
 }

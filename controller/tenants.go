@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -43,11 +44,40 @@ func (s *Server) loads(ctx context.Context) ([]placement.TargetLoad, []placement
 		count[t.Target]++
 		tl = append(tl, placement.TenantLoad{Tenant: t})
 	}
+	// Moves under way already claim room on their destination.
+	moves, err := s.migrator.List(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range moves {
+		if m.Phase != migrator.PhaseRetained && !m.Terminal() {
+			count[m.To]++
+		}
+	}
 	var out []placement.TargetLoad
 	for _, t := range targets {
 		out = append(out, placement.TargetLoad{Target: t, Tenants: count[t.ID]})
 	}
 	return out, tl, nil
+}
+
+// choose places a tenant; when no dedicated cluster is free and a
+// provisioner is configured, it makes one and places the tenant there.
+func (s *Server) choose(ctx context.Context, t catalog.Tenant, tier catalog.Tier, targets []placement.TargetLoad) (placement.Decision, error) {
+	d, err := placement.Choose(placement.TenantLoad{Tenant: t}, tier, targets, placement.Config{})
+	if err == nil || !errors.Is(err, placement.ErrNoTarget) || tier != catalog.TierDedicatedCluster || s.cfg.ProvisionCluster == nil {
+		return d, err
+	}
+	s.log.Info("no free dedicated cluster: provisioning one", "tenant", t.ID)
+	nt, perr := s.cfg.ProvisionCluster(ctx, t.ID)
+	if perr != nil {
+		return d, fmt.Errorf("%w; provisioning a new cluster failed: %v", err, perr)
+	}
+	if perr := s.store.CreateTarget(ctx, nt); perr != nil && !errors.Is(perr, catalog.ErrExists) {
+		return d, fmt.Errorf("%w; registering the new cluster %s: %v", err, nt.ID, perr)
+	}
+	s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "target.provision", Target: nt.ID, Tenant: t.ID, Detail: "new dedicated cluster"})
+	return placement.Decision{Target: nt.ID, Reason: fmt.Sprintf("%s → %s: a dedicated cluster provisioned for it", t.ID, nt.ID)}, nil
 }
 
 func (s *Server) createTenant(c *gin.Context) {
@@ -84,7 +114,7 @@ func (s *Server) createTenant(c *gin.Context) {
 		failErr(c, err)
 		return
 	}
-	decision, err := placement.Choose(placement.TenantLoad{Tenant: candidate}, tier, targets, placement.Config{})
+	decision, err := s.choose(ctx, candidate, tier, targets)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -200,7 +230,7 @@ func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (
 		if err != nil {
 			return tenantResponse{}, 0, err
 		}
-		decision, err := placement.Choose(placement.TenantLoad{Tenant: cur}, tier, targets, placement.Config{})
+		decision, err := s.choose(ctx, cur, tier, targets)
 		if err != nil {
 			return tenantResponse{}, 0, err
 		}

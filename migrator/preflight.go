@@ -113,6 +113,15 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 				n++
 			}
 		}
+		moves, err := mg.moves.list(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range moves {
+			if m.To == to.ID && m.Tenant != t.ID && m.Phase != PhaseRetained && !m.Terminal() {
+				n++ // another move is on its way there
+			}
+		}
 		rep.add("dedicated cluster free", n == 0, fmt.Sprintf("%d other tenants on %s", n, to.ID), "a dedicated cluster serves one tenant: choose a free one")
 	} else if to.Capacity.Tenants > 0 && !inMove {
 		tenants, err := mg.catalog.ListTenants(ctx)

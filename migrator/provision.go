@@ -74,3 +74,29 @@ func (r *run) provision(ctx context.Context) error {
 	r.m.Tables = nil
 	return nil
 }
+
+// CreateTenantDatabase creates a new tenant's own database on a
+// dedicated-db target (the app gives it its schema on first use). It is a
+// no-op for other tiers and for a database that exists.
+func CreateTenantDatabase(ctx context.Context, target catalog.Target, tenant string) error {
+	if target.Tier != catalog.TierDedicatedDB {
+		return nil
+	}
+	admin, err := openDB(ctx, target.DSN)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", target.ID, err)
+	}
+	defer admin.Close()
+	name := catalog.DatabaseName(tenant)
+	var exists bool
+	if err := admin.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}

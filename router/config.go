@@ -7,6 +7,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -46,6 +47,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	Breaker BreakerConfig
+
+	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
+	// listener (off: profiles reveal internals and cost CPU).
+	AdminPprof bool
 }
 
 // ExtractConfig says how a request names its tenant.
@@ -80,8 +85,10 @@ func (c *Config) SetDefaults() {
 		c.AdminListen = "127.0.0.1:9080"
 	}
 	if c.ID == "" {
+		// Unique per instance: two routers sharing an id would share one
+		// cutover registration, and a cutover would wait for only one.
 		h, _ := os.Hostname()
-		c.ID = fmt.Sprintf("%s-%d", h, os.Getpid())
+		c.ID = fmt.Sprintf("%s-%d-%04x", h, os.Getpid(), rand.Uint32()&0xffff)
 	}
 	if c.ReadHeaderTimeout == 0 {
 		c.ReadHeaderTimeout = 5 * time.Second

@@ -34,6 +34,7 @@ type devStack struct {
 	consul   *harness.Consul
 	pg       map[string]*harness.Postgres
 	apps     []*orders.Server
+	mu       sync.Mutex
 	stops    []func()
 	secret   []byte
 	routerOn string
@@ -75,10 +76,58 @@ func runDev(ctx context.Context, args []string) error {
 }
 
 func (d *devStack) stop() {
-	for i := len(d.stops) - 1; i >= 0; i-- {
-		d.stops[i]()
-	}
+	d.mu.Lock()
+	stops := d.stops
 	d.stops = nil
+	d.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
+
+func (d *devStack) onStop(f func()) {
+	d.mu.Lock()
+	d.stops = append(d.stops, f)
+	d.mu.Unlock()
+}
+
+// startCluster starts dedicated cluster n beyond the seeded ones: its own
+// PostgreSQL (data in pg-cluster-<n>) with the app schema, and an app
+// instance registered as app-cl-<n>. It returns the target to register.
+func (d *devStack) startCluster(ctx context.Context, n int) (catalog.Target, error) {
+	name := fmt.Sprintf("cluster-%d", n)
+	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{
+		DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
+		Settings: map[string]string{"fsync": "on"},
+	})
+	if err != nil {
+		return catalog.Target{}, fmt.Errorf("postgres %s: %w", name, err)
+	}
+	d.onStop(func() { _ = pg.Stop() })
+	if err := pg.CreateDatabase(ctx, "app"); err != nil {
+		return catalog.Target{}, err
+	}
+	if err := ensureSchema(ctx, pg.DSN("app")); err != nil {
+		return catalog.Target{}, err
+	}
+	service := fmt.Sprintf("app-cl-%d", n)
+	cfg := orders.DefaultConfig(service, d.consul.Client())
+	cfg.Logger = d.log
+	app, err := orders.New(cfg)
+	if err != nil {
+		return catalog.Target{}, err
+	}
+	if err := app.Start(ctx); err != nil {
+		return catalog.Target{}, err
+	}
+	d.onStop(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = app.Stop(sctx)
+	})
+	d.step(fmt.Sprintf("PostgreSQL %-10s at %s, orders app %s at http://%s", name, pg.Addr(), service, app.Addr()))
+	return catalog.Target{ID: fmt.Sprintf("cl-%d", n), Tier: catalog.TierDedicatedCluster, Service: service, DSN: pg.DSN("app"),
+		Capacity: catalog.Capacity{Tenants: 1}, Labels: map[string]string{"region": "local"}}, nil
 }
 
 func (d *devStack) step(msg string) { fmt.Printf("  • %s\n", msg) }
@@ -90,7 +139,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	if err != nil {
 		return fmt.Errorf("consul: %w", err)
 	}
-	d.stops = append(d.stops, func() { _ = d.consul.Stop() })
+	d.onStop(func() { _ = d.consul.Stop() })
 	d.step("Consul at http://" + d.consul.HTTPAddr())
 
 	for _, name := range []string{"pool", "dedicated", "cluster-1", "cluster-2"} {
@@ -102,7 +151,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 			return fmt.Errorf("postgres %s: %w", name, err)
 		}
 		d.pg[name] = pg
-		d.stops = append(d.stops, func() { _ = pg.Stop() })
+		d.onStop(func() { _ = pg.Stop() })
 		d.step(fmt.Sprintf("PostgreSQL %-10s at %s", name, pg.Addr()))
 	}
 	if err := d.seed(ctx); err != nil {
@@ -120,12 +169,27 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 			return fmt.Errorf("app %s: %w", service, err)
 		}
 		d.apps = append(d.apps, app)
-		d.stops = append(d.stops, func() {
+		d.onStop(func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_ = app.Stop(sctx)
 		})
 		d.step(fmt.Sprintf("orders app %-10s at http://%s", service, app.Addr()))
+	}
+	// Clusters provisioned on demand in earlier runs come back too.
+	extra, _ := filepath.Glob(filepath.Join(d.dataDir, "pg-cluster-*"))
+	for _, dir := range extra {
+		var n int
+		if _, err := fmt.Sscanf(filepath.Base(dir), "pg-cluster-%d", &n); err != nil || n < 3 {
+			continue
+		}
+		t, err := d.startCluster(ctx, n)
+		if err != nil {
+			return err
+		}
+		if _, err := catalog.NewStore(client, "").UpdateTarget(ctx, t.ID, func(cur *catalog.Target) error { cur.DSN = t.DSN; return nil }); err != nil {
+			d.log.Warn("provisioned cluster not in the catalog", "target", t.ID, "err", err)
+		}
 	}
 	r, err := router.New(router.Config{
 		Listen: listen, AdminListen: admin, ID: "dev-router",
@@ -137,7 +201,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	d.stops = append(d.stops, func() { cancel(); <-done })
+	d.onStop(func() { cancel(); <-done })
 	select {
 	case <-r.Watcher().Ready():
 	case err := <-done:
@@ -153,6 +217,19 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		Listen: d.controllerOn, ID: "dev-controller", Logger: d.log, Retention: time.Hour,
 		Tokens:        map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
 		WebhookSecret: d.hookSecret,
+		ProvisionCluster: func(ctx context.Context, tenant string) (catalog.Target, error) {
+			d.mu.Lock()
+			n := 3
+			for {
+				if _, err := os.Stat(filepath.Join(d.dataDir, fmt.Sprintf("pg-cluster-%d", n))); err != nil {
+					break
+				}
+				n++
+			}
+			d.mu.Unlock()
+			fmt.Printf("  • provisioning dedicated cluster cl-%d for %s (a new PostgreSQL and app instance)\n", n, tenant)
+			return d.startCluster(ctx, n)
+		},
 	}, client)
 	if err != nil {
 		return err
@@ -160,7 +237,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	cctx, ccancel := context.WithCancel(context.Background())
 	cdone := make(chan error, 1)
 	go func() { cdone <- ctl.Run(cctx) }()
-	d.stops = append(d.stops, func() { ccancel(); <-cdone })
+	d.onStop(func() { ccancel(); <-cdone })
 	if _, err := ctl.Addr(ctx); err != nil {
 		return err
 	}
@@ -168,7 +245,7 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	lctx, lcancel := context.WithCancel(context.Background())
 	ldone := make(chan struct{})
 	go func() { d.load(lctx); close(ldone) }()
-	d.stops = append(d.stops, func() { lcancel(); <-ldone })
+	d.onStop(func() { lcancel(); <-ldone })
 	d.step("steady load running through the router (acme, hooli, globex, initech); a tally prints every 15s")
 	return nil
 }
@@ -237,7 +314,7 @@ func (d *devStack) logFile(name string) *os.File {
 	if err != nil {
 		return nil
 	}
-	d.stops = append(d.stops, func() { _ = f.Close() })
+	d.onStop(func() { _ = f.Close() })
 	return f
 }
 

@@ -156,7 +156,12 @@ func (s *moveStack) do(method, url string, body any) (order, int, string) {
 	var o order
 	data, _ := io.ReadAll(resp.Body)
 	_ = json.Unmarshal(data, &o)
-	return o, resp.StatusCode, resp.Header.Get("X-Served-By")
+	by := resp.Header.Get("X-Served-By")
+	if resp.StatusCode >= 500 {
+		// Failures carry the error body, so a test can say whose 5xx it was.
+		by = fmt.Sprintf("%s %s", by, bytes.TrimSpace(data))
+	}
+	return o, resp.StatusCode, by
 }
 
 // writerStorm runs concurrent clients doing inserts, updates and deletes on
@@ -229,7 +234,7 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			o, status, by := w.s.do("POST", base, map[string]any{"item": item, "quantity": rng.IntN(100) + 1, "price_cents": rng.IntN(10000)})
 			w.requests.Add(1)
 			if status != 201 {
-				w.fail(fmt.Sprintf("POST: %d", status))
+				w.fail(fmt.Sprintf("POST: %d %s", status, by))
 				continue
 			}
 			w.mu.Lock()
@@ -245,7 +250,7 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			o, status, by := w.s.do("PUT", fmt.Sprintf("%s/%d", base, id), map[string]any{"item": fmt.Sprintf("upd-%d", i), "quantity": q, "price_cents": 1})
 			w.requests.Add(1)
 			if status != 200 {
-				w.fail(fmt.Sprintf("PUT %d: %d", id, status))
+				w.fail(fmt.Sprintf("PUT %d: %d %s", id, status, by))
 				continue
 			}
 			w.mu.Lock()
@@ -260,7 +265,7 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			_, status, by := w.s.do("DELETE", fmt.Sprintf("%s/%d", base, id), nil)
 			w.requests.Add(1)
 			if status != 204 {
-				w.fail(fmt.Sprintf("DELETE %d: %d", id, status))
+				w.fail(fmt.Sprintf("DELETE %d: %d %s", id, status, by))
 				continue
 			}
 			mine = append(mine[:k], mine[k+1:]...)

@@ -35,6 +35,10 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	s.seedTenant("stormy", "free", catalog.TierShared, "pool-1", 300)
 	s.seedTenant("neighbour", "free", catalog.TierShared, "pool-1", 10)
 	ctx := context.Background()
+	waitFor(t, 10*time.Second, "both routers registered for cutovers", func() bool {
+		live, _ := s.store.LiveRouters(ctx)
+		return len(live) == 2
+	})
 	mg := s.migrator(nil)
 	storm := s.startStorm("stormy", 4, 2*time.Millisecond)
 	neighbours := s.startStorm("neighbour", 1, 5*time.Millisecond)
