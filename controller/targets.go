@@ -101,6 +101,9 @@ func (s *Server) drainTarget(c *gin.Context) {
 		failErr(c, err)
 		return
 	}
+	if plan.Moves == nil {
+		plan.Moves = []placement.Move{}
+	}
 	if req.DryRun {
 		c.JSON(http.StatusOK, planResponse{Plan: plan})
 		return
@@ -137,6 +140,9 @@ func (s *Server) rebalance(c *gin.Context) {
 	if err != nil {
 		failErr(c, err)
 		return
+	}
+	if plan.Moves == nil {
+		plan.Moves = []placement.Move{}
 	}
 	if req.DryRun {
 		c.JSON(http.StatusOK, planResponse{Plan: plan})

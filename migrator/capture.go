@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -118,6 +120,28 @@ func advisoryKey(tenant string) string {
 // installGuard creates the guard triggers for tenant on every table, in
 // mode "capture" (fence check + change capture) or "fence" (check only).
 func installGuard(ctx context.Context, db *sqlx.DB, tables []Table, keyColumn, tenant, mode string) error {
+	return retryDDL(ctx, func() error { return installGuardOnce(ctx, db, tables, keyColumn, tenant, mode) })
+}
+
+// retryDDL retries guard DDL that lost a deadlock or timed out on a lock
+// (writers and other moves' DDL on the same tables): PostgreSQL aborts one
+// side, and trying again is the cure.
+func retryDDL(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < 6; attempt++ {
+		err = f()
+		var pqErr *pq.Error
+		if err == nil || !errors.As(err, &pqErr) || (pqErr.Code != "40P01" && pqErr.Code != "55P03") {
+			return err
+		}
+		if serr := sleepCtx(ctx, time.Duration(50<<attempt)*time.Millisecond); serr != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func installGuardOnce(ctx context.Context, db *sqlx.DB, tables []Table, keyColumn, tenant, mode string) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("install guard: %w", err)
@@ -170,12 +194,19 @@ func installGuard(ctx context.Context, db *sqlx.DB, tables []Table, keyColumn, t
 // removeGuard drops the tenant's triggers, fence and pending changes. It is
 // harmless where none exist.
 func removeGuard(ctx context.Context, db *sqlx.DB, tables []Table, tenant string) error {
+	return retryDDL(ctx, func() error { return removeGuardOnce(ctx, db, tables, tenant) })
+}
+
+func removeGuardOnce(ctx context.Context, db *sqlx.DB, tables []Table, tenant string) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("remove guard: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('switchyard:ddl'))`); err != nil {
 		return err
 	}
 	base := triggerBase(tenant)

@@ -77,29 +77,30 @@ func (c RebalanceConfig) spread() float64 {
 
 // Move is one tenant changing target.
 type Move struct {
-	Tenant string
-	From   string
-	To     string
+	Tenant string `json:"tenant"`
+	From   string `json:"from"`
+	To     string `json:"to"`
 	// Bytes is the tenant's size: what the migrator will copy.
-	Bytes int64
+	Bytes int64 `json:"bytes"`
 	// Reason says why this tenant, from here, to there.
-	Reason string
+	Reason string `json:"reason"`
 }
 
 // Plan is a set of moves and what they do.
 type Plan struct {
 	// Moves, to be applied in order.
-	Moves []Move
+	Moves []Move `json:"moves"`
 	// Before and After are each considered target's utilisation before and
 	// after the moves: by the balanced metric for PlanRebalance, by the
 	// largest utilisation fraction (TargetLoad.Utilisation) for PlanDrain.
-	Before, After map[string]float64
+	Before map[string]float64 `json:"before"`
+	After  map[string]float64 `json:"after"`
 	// Converged reports that the plan reaches its goal: for PlanRebalance
 	// every pool within the band, for PlanDrain every tenant placed.
-	Converged bool
+	Converged bool `json:"converged"`
 	// Note summarises the plan: the band, the moves, and when not converged
 	// why not.
-	Note string
+	Note string `json:"note"`
 }
 
 // PlanRebalance proposes moves between shared pools (targets of tier shared;

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/migrator"
@@ -45,16 +47,19 @@ func TestRebalanceThreePools(t *testing.T) {
 	if err := s.store.BulkLoad(ctx, tenants, nil); err != nil {
 		t.Fatal(err)
 	}
+	dbs := map[string]*sqlx.DB{}
+	for target, name := range dbName {
+		dbs[target] = sqlxMust(t, s.pgPool.DSN(name))
+	}
 	for _, tn := range tenants {
-		db := sqlxMust(t, s.pgPool.DSN(dbName[tn.Target]))
+		db := dbs[tn.Target]
 		if _, err := db.Exec(`INSERT INTO orders (tenant_id, item, quantity, price_cents) SELECT $1, 'o' || g, g, g FROM generate_series(1, 5) g`, tn.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
 	checksum := func(id, target string) string {
 		var sum string
-		db := sqlxMust(t, s.pgPool.DSN(dbName[target]))
-		_ = db.Get(&sum, `SELECT count(*) || ':' || coalesce(string_agg(md5(item || quantity || price_cents), ',' ORDER BY id), '') FROM orders WHERE tenant_id = $1`, id)
+		_ = dbs[target].Get(&sum, `SELECT count(*) || ':' || coalesce(string_agg(md5(item || quantity || price_cents), ',' ORDER BY id), '') FROM orders WHERE tenant_id = $1`, id)
 		return sum
 	}
 	before := map[string]string{}
