@@ -47,6 +47,9 @@ type Config struct {
 	LeaderTTL time.Duration
 	// Retention keeps a moved tenant's source copy this long (24h).
 	Retention time.Duration
+	// HousekeepingEvery is how often the leader measures tenant sizes and
+	// removes offboarded tenants past retention (1m).
+	HousekeepingEvery time.Duration
 	// MoveRateRows limits each move's copy (0: unlimited).
 	MoveRateRows float64
 	// ProvisionCluster, when no registered dedicated cluster is free, makes
@@ -76,6 +79,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour
+	}
+	if c.HousekeepingEvery == 0 {
+		c.HousekeepingEvery = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -63,6 +63,20 @@ func (s *Server) campaign(ctx context.Context) {
 func (s *Server) schedule(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	go func() {
+		// Tenant data sizes for the planner, measured off the request path.
+		for {
+			if err := s.measureBytes(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("measuring tenant sizes", "err", err)
+			}
+			if err := s.removeOffboarded(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("removing offboarded tenants", "err", err)
+			}
+			if sleepCtx(ctx, s.cfg.HousekeepingEvery) != nil {
+				return
+			}
+		}
+	}()
 	for {
 		if err := s.scheduleOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("scheduler", "err", err)

@@ -13,7 +13,9 @@ import (
 
 type targetView struct {
 	catalog.Target
-	TenantCount int `json:"tenant_count"`
+	TenantCount int     `json:"tenant_count"`
+	Bytes       int64   `json:"bytes"`
+	RPS         float64 `json:"rps"`
 }
 
 func (s *Server) listTargets(c *gin.Context) {
@@ -25,7 +27,7 @@ func (s *Server) listTargets(c *gin.Context) {
 	out := make([]targetView, 0, len(loads))
 	for _, l := range loads {
 		l.Target.DSN = redactDSN(l.Target.DSN)
-		out = append(out, targetView{Target: l.Target, TenantCount: l.Tenants})
+		out = append(out, targetView{Target: l.Target, TenantCount: l.Tenants, Bytes: l.Bytes, RPS: l.RPS})
 	}
 	c.JSON(http.StatusOK, gin.H{"targets": out})
 }

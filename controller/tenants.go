@@ -2,13 +2,16 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/migrator"
@@ -38,11 +41,19 @@ func (s *Server) loads(ctx context.Context) ([]placement.TargetLoad, []placement
 	if err != nil {
 		return nil, nil, err
 	}
+	size, rps, err := s.tenantFigures(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	count := map[string]int{}
+	bytes := map[string]int64{}
+	rate := map[string]float64{}
 	var tl []placement.TenantLoad
 	for _, t := range tenants {
 		count[t.Target]++
-		tl = append(tl, placement.TenantLoad{Tenant: t})
+		bytes[t.Target] += size[t.ID]
+		rate[t.Target] += rps[t.ID]
+		tl = append(tl, placement.TenantLoad{Tenant: t, Bytes: size[t.ID], RPS: rps[t.ID]})
 	}
 	// Moves under way already claim room on their destination.
 	moves, err := s.migrator.List(ctx)
@@ -56,7 +67,7 @@ func (s *Server) loads(ctx context.Context) ([]placement.TargetLoad, []placement
 	}
 	var out []placement.TargetLoad
 	for _, t := range targets {
-		out = append(out, placement.TargetLoad{Target: t, Tenants: count[t.ID]})
+		out = append(out, placement.TargetLoad{Target: t, Tenants: count[t.ID], Bytes: bytes[t.ID], RPS: rate[t.ID]})
 	}
 	return out, tl, nil
 }
@@ -269,7 +280,60 @@ func (s *Server) offboardTenant(c *gin.Context) {
 		failErr(c, err)
 		return
 	}
+	rec, _ := json.Marshal(offboarding{Tenant: id, RemoveAfter: time.Now().UTC().Add(s.cfg.Retention)})
+	if _, err := s.client.KV().Put(&api.KVPair{Key: s.cfg.Prefix + "/offboard/" + id, Value: rec}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		failErr(c, err)
+		return
+	}
 	s.audit(ctx, auditEntry{Actor: actor(c), Action: "tenant.offboard", Tenant: id,
-		Detail: fmt.Sprintf("served no more; data on %s kept for the retention window (%s)", t.Target, s.cfg.Retention)})
+		Detail: fmt.Sprintf("served no more; data on %s removed after the retention window (%s)", t.Target, s.cfg.Retention)})
 	c.JSON(http.StatusAccepted, t)
+}
+
+// offboarding schedules the removal of an offboarded tenant's data.
+type offboarding struct {
+	Tenant      string    `json:"tenant"`
+	RemoveAfter time.Time `json:"remove_after"`
+}
+
+// removeOffboarded deletes the data and the catalog entry of tenants whose
+// offboarding retention is over (run by the leader).
+func (s *Server) removeOffboarded(ctx context.Context) error {
+	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/offboard/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, p := range pairs {
+		var o offboarding
+		if json.Unmarshal(p.Value, &o) != nil || time.Now().Before(o.RemoveAfter) {
+			continue
+		}
+		t, err := s.store.GetTenant(ctx, o.Tenant)
+		if errors.Is(err, catalog.ErrNotFound) {
+			_, _ = s.client.KV().Delete(p.Key, nil)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if t.State != catalog.StateDisabled {
+			_, _ = s.client.KV().Delete(p.Key, nil) // re-enabled meanwhile
+			continue
+		}
+		target, _, err := s.store.GetTarget(ctx, t.Target)
+		if err != nil {
+			return err
+		}
+		n, err := migrator.DeleteTenantData(ctx, target, t.ID, "")
+		if err != nil {
+			return fmt.Errorf("offboard %s: %w", t.ID, err)
+		}
+		if err := s.store.DeleteTenant(ctx, t.ID); err != nil {
+			return err
+		}
+		_, _ = s.client.KV().Delete(p.Key, nil)
+		s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "tenant.removed", Tenant: t.ID, Target: t.Target,
+			Detail: fmt.Sprintf("retention over: data removed (%d rows)", n)})
+	}
+	return nil
 }

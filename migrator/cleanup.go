@@ -161,3 +161,31 @@ func (r *run) abort(ctx context.Context) error {
 	log.Info("move aborted; the tenant stays on the source")
 	return r.save(ctx)
 }
+
+// DeleteTenantData removes an offboarded tenant's data from its target: the
+// tenant's own database on a dedicated-db target, its rows (in small
+// batches, children first) anywhere else.
+func DeleteTenantData(ctx context.Context, target catalog.Target, tenant, keyColumn string) (int64, error) {
+	if keyColumn == "" {
+		keyColumn = "tenant_id"
+	}
+	if target.Tier == catalog.TierDedicatedDB {
+		admin, err := openDB(ctx, target.DSN)
+		if err != nil {
+			return 0, err
+		}
+		defer admin.Close()
+		_, err = admin.ExecContext(ctx, `DROP DATABASE IF EXISTS `+pq.QuoteIdentifier(catalog.DatabaseName(tenant))+` WITH (FORCE)`)
+		return 0, err
+	}
+	db, err := openDB(ctx, target.DSN)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	tables, err := discoverTables(ctx, db, keyColumn)
+	if err != nil {
+		return 0, err
+	}
+	return deleteTenantRows(ctx, db, tables, keyColumn, tenant)
+}

@@ -420,3 +420,51 @@ func TestControllerFailover(t *testing.T) {
 	}
 	storm.checkModel(t, dsnOf(t, s, "db-1", "slowmover"))
 }
+
+// Offboarding: the tenant is served no more at once; after the retention
+// window its data and its catalog entry go. Meanwhile the leader measures
+// tenant sizes in PostgreSQL for the planner.
+func TestOffboardAndLoadFigures(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenant("leaver", "free", catalog.TierShared, "pool-1", 20)
+	s.seedTenant("stayer", "free", catalog.TierShared, "pool-1", 5)
+	_, base, _ := s.startController(func(c *controller.Config) {
+		c.Retention = 300 * time.Millisecond
+		c.HousekeepingEvery = 200 * time.Millisecond
+	})
+	waitFor(t, 10*time.Second, "tenant sizes measured", func() bool {
+		_, body := call(t, "GET", base+"/v1/targets", tokViewer, nil, nil)
+		for _, tg := range body["targets"].([]any) {
+			m := tg.(map[string]any)
+			if m["id"] == "pool-1" && m["bytes"].(float64) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if st, _ := call(t, "DELETE", base+"/v1/tenants/leaver", tokOperator, nil, nil); st != 202 {
+		t.Fatalf("offboard: %d", st)
+	}
+	waitFor(t, 5*time.Second, "router refuses the offboarded tenant", func() bool {
+		resp, err := s.hc.Get(s.routers[0].url + "/t/leaver/orders")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 403
+	})
+	ctx := context.Background()
+	waitFor(t, 15*time.Second, "data and catalog entry removed", func() bool {
+		_, err := s.store.GetTenant(ctx, "leaver")
+		return err != nil
+	})
+	var n int
+	_ = sqlxMust(t, s.pgPool.DSN("pool")).Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'leaver'`)
+	if n != 0 {
+		t.Fatalf("%d rows of the offboarded tenant remain", n)
+	}
+	_ = sqlxMust(t, s.pgPool.DSN("pool")).Get(&n, `SELECT count(*) FROM orders WHERE tenant_id = 'stayer'`)
+	if n != 5 {
+		t.Fatalf("the other tenant has %d rows, want 5", n)
+	}
+}

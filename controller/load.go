@@ -1,0 +1,135 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// Load figures feed the planner, gathered off the request path:
+//
+//	<prefix>/load/routers/<router id>   {"at", "window_s", "rps": {tenant: requests/s}}
+//	                                    written by each router every few seconds
+//	<prefix>/load/bytes/<target id>     {"at", "bytes": {tenant: bytes}}
+//	                                    measured in PostgreSQL by the leader
+type routerLoad struct {
+	At      time.Time          `json:"at"`
+	WindowS float64            `json:"window_s"`
+	RPS     map[string]float64 `json:"rps"`
+}
+
+type bytesLoad struct {
+	At    time.Time        `json:"at"`
+	Bytes map[string]int64 `json:"bytes"`
+}
+
+// tenantFigures returns tenant → bytes and tenant → requests/s as last
+// reported (routers' reports older than a minute are ignored).
+func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[string]float64, error) {
+	bytes := map[string]int64{}
+	rps := map[string]float64{}
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/load/bytes/", q)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range pairs {
+		var b bytesLoad
+		if json.Unmarshal(p.Value, &b) == nil {
+			for t, n := range b.Bytes {
+				bytes[t] += n
+			}
+		}
+	}
+	pairs, _, err = s.client.KV().List(s.cfg.Prefix+"/load/routers/", q)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range pairs {
+		var r routerLoad
+		if json.Unmarshal(p.Value, &r) == nil && time.Since(r.At) < time.Minute {
+			for t, v := range r.RPS {
+				rps[t] += v
+			}
+		}
+	}
+	return bytes, rps, nil
+}
+
+// measureBytes records every tenant's data size per target, from
+// PostgreSQL (row sizes summed per tenant over the tenant tables).
+func (s *Server) measureBytes(ctx context.Context) error {
+	targets, err := s.store.ListTargets(ctx)
+	if err != nil {
+		return err
+	}
+	tenants, err := s.store.ListTenants(ctx)
+	if err != nil {
+		return err
+	}
+	for _, tg := range targets {
+		out := bytesLoad{At: time.Now().UTC(), Bytes: map[string]int64{}}
+		var dsns []string
+		if tg.Tier == catalog.TierDedicatedDB {
+			for _, t := range tenants {
+				if t.Target == tg.ID {
+					d, _ := tg.DSNFor(t.ID)
+					dsns = append(dsns, d)
+				}
+			}
+		} else {
+			dsns = []string{tg.DSN}
+		}
+		for _, dsn := range dsns {
+			if err := sizeTenants(ctx, dsn, out.Bytes); err != nil {
+				s.log.Debug("measuring tenant sizes", "target", tg.ID, "err", err)
+			}
+		}
+		data, _ := json.Marshal(out)
+		if _, err := s.client.KV().Put(&api.KVPair{Key: s.cfg.Prefix + "/load/bytes/" + tg.ID, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sizeTenants(ctx context.Context, dsn string, into map[string]int64) error {
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var tables []string
+	if err := db.SelectContext(cctx, &tables, `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.columns
+		WHERE column_name = 'tenant_id' AND table_schema NOT IN ('pg_catalog', 'information_schema', 'switchyard')`); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		rows, err := db.QueryContext(cctx, fmt.Sprintf(`SELECT tenant_id::text, sum(pg_column_size(x.*))::bigint FROM %s x GROUP BY 1`, t))
+		if err != nil {
+			if strings.Contains(err.Error(), "does not exist") {
+				continue
+			}
+			return fmt.Errorf("%s: %w", pq.QuoteIdentifier(t), err)
+		}
+		for rows.Next() {
+			var id string
+			var n int64
+			if err := rows.Scan(&id, &n); err == nil {
+				into[id] += n
+			}
+		}
+		rows.Close()
+	}
+	return nil
+}
