@@ -1,6 +1,8 @@
 package router
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +18,10 @@ type Metrics struct {
 	holdSeconds      prometheus.Histogram
 	retries          prometheus.Counter
 	acks             prometheus.Counter
+
+	// Children of requests and upstreamLatency, cached by label values.
+	requestChildren sync.Map // requestKey → prometheus.Counter
+	latencyChildren sync.Map // latencyKey → prometheus.Observer
 }
 
 // NewMetrics registers the router's series, plus the Go and process

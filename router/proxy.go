@@ -31,6 +31,7 @@ type Proxy struct {
 	metrics   *Metrics
 	log       *slog.Logger
 	rp        *httputil.ReverseProxy
+	transport upstreamTransport
 	inflight  *Inflight
 }
 
@@ -47,19 +48,8 @@ type reqStateKey struct{}
 // NewProxy builds the request handler.
 func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
 	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
-	transport := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
-	}
+	transport := newUpstreamTransport(cfg)
+	p.transport = transport
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries},
@@ -78,7 +68,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	tier, target := "", ""
 	defer func() {
-		p.metrics.requests.WithLabelValues(tier, target, statusText(rec.status)).Inc()
+		p.metrics.requestCounter(tier, target, statusText(rec.status)).Inc()
 	}()
 	if headerBytes(r) > p.cfg.MaxHeaderBytes {
 		writeError(rec, http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", "", 0)
@@ -111,7 +101,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(rec, r.Body, p.cfg.MaxBodyBytes)
 	}
-	st := &reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
+	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
+	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
 
@@ -222,7 +213,7 @@ func uitoa(v uint64) string {
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if st, ok := resp.Request.Context().Value(reqStateKey{}).(*reqState); ok {
-		p.metrics.upstreamLatency.WithLabelValues(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
+		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
 	}
 	return nil
 }
@@ -276,6 +267,7 @@ func headerBytes(r *http.Request) int {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	st     reqState
 }
 
 func (s *statusRecorder) WriteHeader(code int) {

@@ -157,6 +157,7 @@ func (r *Router) Run(ctx context.Context) error {
 	stopBG()
 	wg.Wait()
 	r.upstreams.Close()
+	r.proxy.transport.CloseIdleConnections()
 	r.log.Info("router stopped")
 	return runErr
 }
@@ -209,6 +210,9 @@ func (r *Router) adminHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
+	if r.cfg.AdminPprof {
+		registerPprof(mux)
+	}
 	return mux
 }
 

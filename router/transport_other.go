@@ -1,0 +1,5 @@
+//go:build !unix
+
+package router
+
+func fdIdleAndOpen(uintptr) bool { return true }
