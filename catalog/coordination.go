@@ -162,3 +162,21 @@ func (s *Store) WatchFreezes(ctx context.Context, index uint64, wait time.Durati
 	}
 	return out, meta.LastIndex, nil
 }
+
+// RouterLoad is one router's request rates per tenant over a window, kept
+// under <prefix>/load/routers/<router id>.
+type RouterLoad struct {
+	At      time.Time          `json:"at"`
+	WindowS float64            `json:"window_s"`
+	RPS     map[string]float64 `json:"rps"`
+}
+
+// PutLoad publishes the router's load report, held by its session.
+func (rs *RouterSession) PutLoad(ctx context.Context, l RouterLoad) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, _, err = rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.prefix + "/load/routers/" + rs.ID, Value: data, Session: rs.Session}, writeOpts(ctx))
+	return err
+}

@@ -20,12 +20,6 @@ import (
 //	                                    written by each router every few seconds
 //	<prefix>/load/bytes/<target id>     {"at", "bytes": {tenant: bytes}}
 //	                                    measured in PostgreSQL by the leader
-type routerLoad struct {
-	At      time.Time          `json:"at"`
-	WindowS float64            `json:"window_s"`
-	RPS     map[string]float64 `json:"rps"`
-}
-
 type bytesLoad struct {
 	At    time.Time        `json:"at"`
 	Bytes map[string]int64 `json:"bytes"`
@@ -54,7 +48,7 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 		return nil, nil, err
 	}
 	for _, p := range pairs {
-		var r routerLoad
+		var r catalog.RouterLoad
 		if json.Unmarshal(p.Value, &r) == nil && time.Since(r.At) < time.Minute {
 			for t, v := range r.RPS {
 				rps[t] += v

@@ -131,7 +131,10 @@ func retryDDL(ctx context.Context, f func() error) error {
 	for attempt := 0; attempt < 6; attempt++ {
 		err = f()
 		var pqErr *pq.Error
-		if err == nil || !errors.As(err, &pqErr) || (pqErr.Code != "40P01" && pqErr.Code != "55P03") {
+		// 40P01 deadlock, 55P03 lock timeout; 42P01/3F000: another move
+		// dropped the switchyard schema after this transaction's catalog
+		// cache looked (a new transaction sees the truth).
+		if err == nil || !errors.As(err, &pqErr) || (pqErr.Code != "40P01" && pqErr.Code != "55P03" && pqErr.Code != "42P01" && pqErr.Code != "3F000") {
 			return err
 		}
 		if serr := sleepCtx(ctx, time.Duration(50<<attempt)*time.Millisecond); serr != nil {
@@ -296,6 +299,10 @@ func unfence(ctx context.Context, db *sqlx.DB, tenant string) error {
 // dropGuardSchemaIfUnused removes the switchyard schema once no tenant's
 // guard, change or fence is left in the database.
 func dropGuardSchemaIfUnused(ctx context.Context, db *sqlx.DB) error {
+	return retryDDL(ctx, func() error { return dropGuardSchemaOnce(ctx, db) })
+}
+
+func dropGuardSchemaOnce(ctx context.Context, db *sqlx.DB) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ func (a *acknowledger) run(ctx context.Context) {
 		}
 		a.r.log.Info("router registered for cutover acks", "session", sess.Session)
 		sctx, cancel := context.WithCancel(ctx)
+		go a.reportLoad(sctx, sess)
 		go func() {
 			select {
 			case <-sess.Done():
@@ -115,4 +116,31 @@ func (a *acknowledger) forget(f catalog.Freeze) {
 		delete(a.acked, f.Tenant)
 	}
 	a.mu.Unlock()
+}
+
+// loadReportEvery is how often a router publishes its per-tenant request
+// rates for the planner.
+const loadReportEvery = 5 * time.Second
+
+// reportLoad publishes the requests per second of every tenant this router
+// served in the last window, under the router's session (it vanishes with
+// the router). Only active tenants appear.
+func (a *acknowledger) reportLoad(ctx context.Context, sess *catalog.RouterSession) {
+	last := time.Now()
+	a.r.inflight.TakeCounts()
+	for {
+		if sleepCtx(ctx, loadReportEvery) != nil {
+			return
+		}
+		counts := a.r.inflight.TakeCounts()
+		window := time.Since(last).Seconds()
+		last = time.Now()
+		rps := make(map[string]float64, len(counts))
+		for t, n := range counts {
+			rps[t] = float64(n) / window
+		}
+		if err := sess.PutLoad(ctx, catalog.RouterLoad{At: last.UTC(), WindowS: window, RPS: rps}); err != nil {
+			a.r.log.Debug("load report", "err", err)
+		}
+	}
 }

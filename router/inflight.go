@@ -14,6 +14,8 @@ type Inflight struct {
 	shards [inflightShards]struct {
 		mu sync.Mutex
 		n  map[string]int
+		// total counts requests per tenant since the last TakeCounts.
+		total map[string]int
 	}
 }
 
@@ -22,6 +24,7 @@ func NewInflight() *Inflight {
 	f := &Inflight{}
 	for i := range f.shards {
 		f.shards[i].n = map[string]int{}
+		f.shards[i].total = map[string]int{}
 	}
 	return f
 }
@@ -40,6 +43,7 @@ func (f *Inflight) Enter(id string) func() {
 	s := &f.shards[f.shard(id)]
 	s.mu.Lock()
 	s.n[id]++
+	s.total[id]++
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
@@ -68,4 +72,21 @@ func (f *Inflight) WaitIdle(ctx context.Context, id string) error {
 		}
 	}
 	return nil
+}
+
+// TakeCounts returns the requests per tenant since the previous call and
+// starts counting afresh (the load report reads it off the request path).
+func (f *Inflight) TakeCounts() map[string]int {
+	out := map[string]int{}
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		t := s.total
+		s.total = map[string]int{}
+		s.mu.Unlock()
+		for k, v := range t {
+			out[k] += v
+		}
+	}
+	return out
 }

@@ -442,6 +442,33 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		}
 		return false
 	})
+	// Request rates: routers count per tenant and publish to Consul.
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := s.hc.Get(s.routers[0].url + "/t/stayer/orders?limit=1"); err == nil {
+				resp.Body.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	waitFor(t, 20*time.Second, "request rates reported", func() bool {
+		_, body := call(t, "GET", base+"/v1/targets", tokViewer, nil, nil)
+		for _, tg := range body["targets"].([]any) {
+			m := tg.(map[string]any)
+			if m["id"] == "pool-1" && m["rps"].(float64) > 1 {
+				t.Logf("pool-1 load: %.0f bytes, %.1f requests/s", m["bytes"], m["rps"])
+				return true
+			}
+		}
+		return false
+	})
+	close(stop)
 	if st, _ := call(t, "DELETE", base+"/v1/tenants/leaver", tokOperator, nil, nil); st != 202 {
 		t.Fatalf("offboard: %d", st)
 	}
