@@ -495,3 +495,27 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		t.Fatalf("the other tenant has %d rows, want 5", n)
 	}
 }
+
+// Idempotency-Key: a repeated POST gets the first answer and does nothing
+// twice; the same key with another body is refused.
+func TestControllerIdempotencyKey(t *testing.T) {
+	s := newMoveStack(t)
+	_, base, _ := s.startController(nil)
+	hdr := map[string]string{"Idempotency-Key": "create-once-42"}
+	st1, b1 := call(t, "POST", base+"/v1/tenants", tokBilling, map[string]any{"id": "once", "plan": "free"}, hdr)
+	st2, b2 := call(t, "POST", base+"/v1/tenants", tokBilling, map[string]any{"id": "once", "plan": "free"}, hdr)
+	if st1 != 201 || st2 != 201 || fmt.Sprint(b1) != fmt.Sprint(b2) {
+		t.Fatalf("repeat with the same key: %d %v then %d %v", st1, b1, st2, b2)
+	}
+	st3, b3 := call(t, "POST", base+"/v1/tenants", tokBilling, map[string]any{"id": "twice", "plan": "free"}, hdr)
+	if st3 != 422 {
+		t.Fatalf("same key, other body: %d %v", st3, b3)
+	}
+	if _, err := s.store.GetTenant(context.Background(), "twice"); err == nil {
+		t.Fatal("the refused request created a tenant")
+	}
+	// Without a key, a repeat is a conflict, not a second tenant.
+	if st, _ := call(t, "POST", base+"/v1/tenants", tokBilling, map[string]any{"id": "once", "plan": "free"}, nil); st != 409 {
+		t.Fatalf("repeat without a key: %d", st)
+	}
+}
