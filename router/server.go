@@ -162,6 +162,17 @@ func (r *Router) Run(ctx context.Context) error {
 	return runErr
 }
 
+// upstreamsSynced reports whether a pool is watched for every service the
+// targets name (the sync runs just after each snapshot swap).
+func (r *Router) upstreamsSynced(targets map[string]*catalog.Target) bool {
+	for _, t := range targets {
+		if r.upstreams.pool(t.Service) == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // syncUpstreams watches every backend service any target names.
 func (r *Router) syncUpstreams(ctx context.Context) {
 	for {
@@ -202,6 +213,11 @@ func (r *Router) adminHandler() http.Handler {
 		}
 		select {
 		case <-r.watcher.Ready():
+			if !r.upstreams.Loaded() || !r.upstreamsSynced(r.watcher.Snapshot().Targets()) {
+				body["status"] = "backend health not loaded"
+				writeJSON(w, http.StatusServiceUnavailable, body)
+				return
+			}
 			body["status"] = "ready"
 			writeJSON(w, http.StatusOK, body)
 		default:

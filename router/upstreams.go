@@ -105,6 +105,16 @@ func (u *Upstreams) Sync(ctx context.Context, services map[string]struct{}) {
 	}
 }
 
+// Loaded reports whether every watched pool has loaded its instances once.
+func (u *Upstreams) Loaded() bool {
+	for _, p := range *u.view.Load() {
+		if !p.loaded.Load() {
+			return false
+		}
+	}
+	return true
+}
+
 // Wait blocks until every watched pool has loaded once, or ctx ends.
 func (u *Upstreams) Wait(ctx context.Context) error {
 	for {

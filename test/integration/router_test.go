@@ -26,8 +26,12 @@ func TestRouterRoutesEachTierToItsOwnBackend(t *testing.T) {
 	r := s.router(nil)
 	hc := &http.Client{Timeout: 5 * time.Second}
 	waitFor(t, 10*time.Second, "backends healthy", func() bool {
-		resp, _ := get(t, hc, r.url+"/t/bigco/x", nil)
-		return resp.StatusCode == 200
+		for _, id := range []string{"freeco", "proco", "bigco"} {
+			if resp, _ := get(t, hc, r.url+"/t/"+id+"/x", nil); resp.StatusCode != 200 {
+				return false
+			}
+		}
+		return true
 	})
 
 	type want struct {
