@@ -780,7 +780,10 @@ func validHeaderValue(v string) bool {
 	return true
 }
 
-var tokenTable = func() (t [256]bool) {
+var tokenTable = alnumPlus("!#$%&'*+-.^_`|~")
+
+// alnumPlus is a byte set of ASCII letters and digits plus extra.
+func alnumPlus(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -790,8 +793,8 @@ var tokenTable = func() (t [256]bool) {
 	for c := 'A'; c <= 'Z'; c++ {
 		t[c] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}

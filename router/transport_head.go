@@ -26,21 +26,7 @@ func canWriteHead(req *http.Request) bool {
 	return true
 }
 
-var plainHostByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for _, c := range ".-_:[]" {
-		t[c] = true
-	}
-	return t
-}()
+var plainHostByte = alnumPlus(".-_:[]")
 
 // reqWriteExclude are the headers http.Request.Write writes itself (or
 // not at all) rather than from Header.
