@@ -33,6 +33,8 @@ func failErr(c *gin.Context, err error) {
 		fail(c, http.StatusConflict, "exists", err.Error())
 	case errors.Is(err, catalog.ErrConflict), errors.Is(err, migrator.ErrMoveExists):
 		fail(c, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, migrator.ErrStaleDatabase):
+		fail(c, http.StatusConflict, "stale_database", err.Error())
 	case errors.Is(err, migrator.ErrTooLateToAbort):
 		fail(c, http.StatusConflict, "too_late", err.Error())
 	case errors.Is(err, migrator.ErrPreflight):

@@ -236,6 +236,22 @@ func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (
 	}
 	var move *migrator.Move
 	var why string
+	active, err := s.migrator.ActiveMove(ctx, id)
+	if err != nil {
+		return tenantResponse{}, 0, err
+	}
+	if active != nil {
+		// A move is under way: the new plan must agree with where it goes.
+		if active.ToTier != tier {
+			return tenantResponse{}, 0, fmt.Errorf("%w: move %s is taking the tenant to %s (%s); abort it first", migrator.ErrMoveExists, active.ID, active.To, active.ToTier)
+		}
+		updated, err := s.store.UpdateTenant(ctx, id, func(t *catalog.Tenant) error { t.Plan = plan; return nil })
+		if err != nil {
+			return tenantResponse{}, 0, err
+		}
+		s.audit(ctx, auditEntry{Actor: who, Action: "tenant.plan", Tenant: id, Move: active.ID, Detail: fmt.Sprintf("plan %s → %s: already moving to %s", cur.Plan, plan, active.To)})
+		return tenantResponse{Tenant: updated, Move: active}, http.StatusAccepted, nil
+	}
 	if tier != cur.Tier {
 		targets, _, err := s.loads(ctx)
 		if err != nil {

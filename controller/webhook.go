@@ -112,7 +112,8 @@ func (s *Server) billingWebhook(c *gin.Context) {
 	ctx := c.Request.Context()
 	key := s.cfg.Prefix + "/webhooks/" + ev.ID
 	// Claim the event id; a redelivery finds it and gets the first answer.
-	claim, _ := json.Marshal(gin.H{"status": 0})
+	// A claim whose handler died (no outcome after a minute) is taken over.
+	claim, _ := json.Marshal(gin.H{"status": 0, "claimed": time.Now().UTC()})
 	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: key, Value: claim, ModifyIndex: 0}, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil {
 		failErr(c, err)
@@ -125,17 +126,27 @@ func (s *Server) billingWebhook(c *gin.Context) {
 			return
 		}
 		var stored struct {
-			Status int             `json:"status"`
-			Body   json.RawMessage `json:"body"`
+			Status  int             `json:"status"`
+			Body    json.RawMessage `json:"body"`
+			Claimed time.Time       `json:"claimed"`
 		}
 		_ = json.Unmarshal(pair.Value, &stored)
 		if stored.Status == 0 {
-			fail(c, http.StatusConflict, "in_progress", "this event is being handled; retry later")
+			stale := time.Since(stored.Claimed) > time.Minute
+			if !stale {
+				fail(c, http.StatusConflict, "in_progress", "this event is being handled; retry later")
+				return
+			}
+			ok, _, err := s.client.KV().CAS(&api.KVPair{Key: key, Value: claim, ModifyIndex: pair.ModifyIndex}, (&api.WriteOptions{}).WithContext(ctx))
+			if err != nil || !ok {
+				fail(c, http.StatusConflict, "in_progress", "this event is being handled; retry later")
+				return
+			}
+		} else {
+			c.Header("X-Switchyard-Duplicate", "true")
+			c.Data(stored.Status, "application/json", stored.Body)
 			return
 		}
-		c.Header("X-Switchyard-Duplicate", "true")
-		c.Data(stored.Status, "application/json", stored.Body)
-		return
 	}
 	res, status, err := s.changePlan(ctx, ev.Tenant, ev.Plan, "billing-webhook", "billing event "+ev.ID)
 	if err != nil {

@@ -69,12 +69,14 @@ func (r *run) cleanupSource(ctx context.Context) error {
 	log := r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)
 	// Never delete the copy the tenant is served from (it may have been
 	// moved back onto this source since).
-	if t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant); err != nil {
+	if t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant); err != nil && !errors.Is(err, catalog.ErrNotFound) {
 		return err
-	} else if t.Target == r.m.From {
+	} else if err == nil && t.Target == r.m.From {
 		log.Info("the tenant lives on this move's source again: nothing to clean up")
 		return nil
 	}
+	// (An offboarded tenant is no longer in the catalog: its retained copy
+	// goes all the same.)
 	if r.from.Tier == catalog.TierDedicatedDB {
 		r.src.Close()
 		r.src = nil
@@ -110,6 +112,13 @@ func (r *run) cleanupSource(ctx context.Context) error {
 // destination).
 func (r *run) abort(ctx context.Context) error {
 	log := r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)
+	// The catalog is the truth: a tenant already served from the
+	// destination must never lose that copy to an abort.
+	if t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant); err == nil && t.Target == r.m.To && r.m.From != r.m.To {
+		if r.m.Phase != PhaseDone {
+			r.m.Phase = PhaseRetained
+		}
+	}
 	if r.m.Phase == PhaseRetained || r.m.Phase == PhaseDone {
 		r.m.Status = StatusDone
 		if r.m.Phase == PhaseRetained {

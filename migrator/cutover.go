@@ -44,22 +44,9 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	steps := map[string]time.Duration{}
 	mark := func(name string, since time.Time) { steps[name] = time.Since(since) }
 
-	// 1. Freeze.
+	// 1. Freeze. The rollback is armed first: a freeze whose answer was
+	// lost may still have committed.
 	t0 := time.Now()
-	frozen, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
-		if t.Target != m.From {
-			return fmt.Errorf("tenant is on %s, not %s: %w", t.Target, m.From, catalog.ErrConflict)
-		}
-		if t.State != catalog.StateActive {
-			return fmt.Errorf("tenant is %s, not active: %w", t.State, catalog.ErrConflict)
-		}
-		t.State = catalog.StateFrozen
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("freeze: %w", err)
-	}
-	m.FreezeEpoch = frozen.Epoch
 	fenced := false
 	defer func() {
 		if err == nil {
@@ -68,10 +55,35 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		// Roll back with a fresh context: the budget may be spent.
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer rcancel()
+		if m.FreezeEpoch == 0 {
+			// Did the freeze commit although it reported an error?
+			if t, gerr := r.mg.catalog.GetTenant(rctx, m.Tenant); gerr == nil && t.State == catalog.StateFrozen && t.Target == m.From {
+				m.FreezeEpoch = t.Epoch
+			}
+		}
 		if rerr := r.rollbackSwitch(rctx, fenced); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			err = errors.Join(err, fmt.Errorf("%w: %v", errRollbackFailed, rerr))
 		}
 	}()
+	frozen, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
+		if t.Target != m.From {
+			return fmt.Errorf("tenant is on %s, not %s: %w", t.Target, m.From, catalog.ErrConflict)
+		}
+		switch t.State {
+		case catalog.StateActive:
+			t.State = catalog.StateFrozen
+		case catalog.StateFrozen:
+			// Frozen by an earlier attempt of this move (one move per
+			// tenant holds the lock): adopt it.
+		default:
+			return fmt.Errorf("tenant is %s, not active: %w", t.State, catalog.ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("freeze: %w", err)
+	}
+	m.FreezeEpoch = frozen.Epoch
 	if err := r.mg.catalog.PutFreeze(budget, catalog.Freeze{Tenant: m.Tenant, Epoch: frozen.Epoch, Move: m.ID}); err != nil {
 		return err
 	}
@@ -147,6 +159,15 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		t.Target, t.Tier, t.State = m.To, m.ToTier, catalog.StateActive
 		return nil
 	})
+	if err != nil && !errors.Is(err, catalog.ErrConflict) {
+		// The answer was lost, not the write perhaps: the catalog says.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		t, gerr := r.mg.catalog.GetTenant(rctx, m.Tenant)
+		rcancel()
+		if gerr == nil && t.Target == m.To && t.State == catalog.StateActive && t.Epoch > frozen.Epoch {
+			flipped, err = t, nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("flip: %w", err)
 	}
@@ -287,9 +308,16 @@ func (r *run) rollbackSwitch(ctx context.Context, fenced bool) error {
 	if err := r.mg.catalog.ClearFreeze(ctx, r.m.Tenant); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) > 0 {
+		return errors.Join(errs...) // keep FreezeEpoch: the next run finishes the rollback
+	}
 	r.m.FreezeEpoch = 0
-	return errors.Join(errs...)
+	return nil
 }
+
+// errRollbackFailed marks a switch that could not be undone completely; the
+// move then stays in the switch phase so the next run reconciles it.
+var errRollbackFailed = errors.New("rollback incomplete")
 
 var errNoChange = errors.New("no change needed")
 

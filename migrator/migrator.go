@@ -115,6 +115,16 @@ func (mg *Migrator) Create(ctx context.Context, req Request) (*Move, *PreflightR
 	return created, report, nil
 }
 
+// ActiveMove returns the tenant's unfinished move (one not yet switched or
+// aborted), or nil.
+func (mg *Migrator) ActiveMove(ctx context.Context, tenant string) (*Move, error) {
+	id, err := mg.moves.activeMove(ctx, tenant)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	return mg.moves.get(ctx, id)
+}
+
 // Get returns a move.
 func (mg *Migrator) Get(ctx context.Context, id string) (*Move, error) { return mg.moves.get(ctx, id) }
 
@@ -136,6 +146,9 @@ func (mg *Migrator) Abort(ctx context.Context, id string) (*Move, error) {
 		}
 		if m.Phase == PhaseRetained || m.Phase == PhaseDone {
 			return m, ErrTooLateToAbort
+		}
+		if t, err := mg.catalog.GetTenant(ctx, m.Tenant); err == nil && t.Target == m.To {
+			return m, ErrTooLateToAbort // flipped, whatever the record says
 		}
 		m.Status = StatusAborting
 		if err := mg.moves.save(ctx, m); err != nil {

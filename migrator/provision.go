@@ -3,6 +3,7 @@ package migrator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -75,9 +76,14 @@ func (r *run) provision(ctx context.Context) error {
 	return nil
 }
 
+// ErrStaleDatabase: a new tenant's database name is taken by a database
+// left from an earlier tenant with the same id.
+var ErrStaleDatabase = errors.New("a database for this tenant id already exists")
+
 // CreateTenantDatabase creates a new tenant's own database on a
 // dedicated-db target (the app gives it its schema on first use). It is a
-// no-op for other tiers and for a database that exists.
+// no-op for other tiers. It refuses a database that exists already: it can
+// only hold an earlier tenant's data, never a new tenant's.
 func CreateTenantDatabase(ctx context.Context, target catalog.Target, tenant string) error {
 	if target.Tier != catalog.TierDedicatedDB {
 		return nil
@@ -93,9 +99,9 @@ func CreateTenantDatabase(ctx context.Context, target catalog.Target, tenant str
 		return err
 	}
 	if exists {
-		return nil
+		return fmt.Errorf("%w: %s on %s (drop it once its data is no longer needed)", ErrStaleDatabase, name, target.ID)
 	}
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil && !strings.Contains(err.Error(), "already exists") {
+	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
 	return nil

@@ -245,8 +245,8 @@ func (r *run) step(ctx context.Context) error {
 			r.m.Phase = PhaseRetained
 			return nil
 		}
-		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || ctx.Err() != nil {
-			return err
+		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || errors.Is(err, errRollbackFailed) || ctx.Err() != nil {
+			return err // paused in the switch phase: recoverSwitch reconciles on retry
 		}
 		r.m.Attempts++
 		r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)

@@ -128,3 +128,15 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+func TestRouterOwnedHeaders(t *testing.T) {
+	for k, want := range map[string]bool{
+		"X-Tenant-Id": true, "X-Tenant_id": true, "X_tenant-Id": true, "x-tenant-target": true,
+		"X-Forwarded-For": true, "X-Forwarded_Host": true, "Forwarded": true, "forwarded": true,
+		"X-Tenant": false, "Forwarded-X": false, "Authorization": false, "X-Request-Id": false, "X-Tenantx-Id": false,
+	} {
+		if got := routerOwned(k); got != want {
+			t.Errorf("routerOwned(%q) = %v, want %v", k, got, want)
+		}
+	}
+}

@@ -122,7 +122,7 @@ func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (ca
 				holdStart = time.Now()
 			}
 			var status int
-			route, status = p.hold(r.Context(), snap, tenant, p.cfg.HoldMax-time.Since(holdStart))
+			route, snap, status = p.hold(r.Context(), snap, tenant, p.cfg.HoldMax-time.Since(holdStart))
 			switch status {
 			case 0:
 			case http.StatusNotFound:
@@ -135,7 +135,6 @@ func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (ca
 				rec.status = status
 				return route, nil, nil, false
 			}
-			snap = p.catalog.Snapshot()
 		}
 		if route.State != catalog.StateActive {
 			writeError(rec, http.StatusForbidden, "tenant_disabled", "the tenant is not served", tenant, 0)
@@ -151,9 +150,13 @@ func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (ca
 		// acknowledges a freeze only when nothing is in flight, so re-check
 		// now that this request counts; if the tenant moved on, start over
 		// (and be held).
-		if now := p.catalog.Snapshot(); now != snap && attempt < 5 {
+		if now := p.catalog.Snapshot(); now != snap {
 			if r2, ok := now.Lookup(tenant); !ok || r2.Epoch != route.Epoch {
 				release()
+				if attempt >= 5 {
+					writeError(rec, http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", tenant, 1)
+					return route, nil, nil, false
+				}
 				continue
 			}
 		}
@@ -177,17 +180,38 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	for k := range out.Header {
-		if len(k) > 9 && strings.EqualFold(k[:9], "X-Tenant-") {
+		if routerOwned(k) {
 			delete(out.Header, k)
 		}
 	}
-	delete(out.Header, "Forwarded")
 	out.Header[HeaderTenantID] = []string{st.route.ID}
 	out.Header[HeaderTenantTier] = []string{string(st.route.Tier)}
 	out.Header[HeaderTenantTarget] = []string{st.route.Target}
 	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
 	pr.SetXForwarded()
 	out.Host = pr.In.Host
+}
+
+// routerOwned reports headers only the router may set: X-Tenant-*,
+// Forwarded and X-Forwarded-*, also spelled with underscores, which CGI,
+// WSGI and Rack servers read as the same header.
+func routerOwned(k string) bool {
+	hasPrefix := func(p string) bool {
+		if len(k) < len(p) {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			c := k[i]
+			if c == '_' {
+				c = '-'
+			}
+			if c|0x20 != p[i]|0x20 {
+				return false
+			}
+		}
+		return true
+	}
+	return hasPrefix("x-tenant-") || hasPrefix("x-forwarded-") || (len(k) == len("forwarded") && hasPrefix("forwarded"))
 }
 
 func ensureSlash(p string) string {

@@ -222,14 +222,6 @@ func (t *syncTransport) poolFor(addr string) *idlePool {
 	return v.(*idlePool)
 }
 
-// recentIdle is how long a connection may have been idle and still be
-// used for a replayable request without the liveness check: if the backend
-// closed it meanwhile, the request fails before any response byte and is
-// sent again on a fresh connection. Longer idle connections are checked,
-// so an unsolicited answer a server sends before closing an idle
-// connection (such as a 408) is never taken for the response.
-const recentIdle = time.Second
-
 func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, replayable bool) (*upConn, error) {
 	p := t.poolFor(addr)
 	if !fresh {
@@ -240,7 +232,11 @@ func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, replaya
 				break
 			}
 			idle := now.Sub(c.idleAt)
-			if idle > t.idleTimeout || ((!replayable || idle > recentIdle) && !c.alive()) {
+			// Every reused connection is checked (one non-blocking read):
+			// bytes a backend sent after a response's end — or a 408 before
+			// closing — must never be read as the next request's answer,
+			// which may be another tenant's.
+			if idle > t.idleTimeout || !c.alive() {
 				c.close()
 				continue
 			}

@@ -519,3 +519,33 @@ func TestControllerIdempotencyKey(t *testing.T) {
 		t.Fatalf("repeat without a key: %d", st)
 	}
 }
+
+// A plan change while a move is under way must agree with it: another tier
+// is refused (409), the same tier returns the move under way; a new tenant
+// never inherits a database left by an earlier tenant with its id.
+func TestControllerPlanChangeDuringMoveAndStaleDatabase(t *testing.T) {
+	s := newMoveStack(t)
+	s.seedTenantBulk("busy", 3000)
+	_, base, _ := s.startController(func(c *controller.Config) { c.MoveRateRows = 1000 })
+	st, body := call(t, "PUT", base+"/v1/tenants/busy/plan", tokBilling, map[string]any{"plan": "pro"}, nil)
+	if st != 202 {
+		t.Fatalf("upgrade: %d %v", st, body)
+	}
+	id := body["move"].(map[string]any)["id"]
+	if st, body := call(t, "PUT", base+"/v1/tenants/busy/plan", tokBilling, map[string]any{"plan": "free"}, nil); st != 409 {
+		t.Fatalf("downgrade during the move: %d %v", st, body)
+	}
+	st, body = call(t, "PUT", base+"/v1/tenants/busy/plan", tokBilling, map[string]any{"plan": "pro"}, nil)
+	if st != 202 || body["move"].(map[string]any)["id"] != id {
+		t.Fatalf("same plan again: %d %v", st, body)
+	}
+	if err := s.pgDedicated.CreateDatabase(context.Background(), "tenant_ghost"); err != nil {
+		t.Fatal(err)
+	}
+	if st, body := call(t, "POST", base+"/v1/tenants", tokBilling, map[string]any{"id": "ghost", "plan": "pro"}, nil); st != 409 || body["error"] != "stale_database" {
+		t.Fatalf("create over a stale database: %d %v", st, body)
+	}
+	if _, err := s.store.GetTenant(context.Background(), "ghost"); err == nil {
+		t.Fatal("the refused create left a tenant")
+	}
+}

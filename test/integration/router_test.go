@@ -50,6 +50,7 @@ func TestRouterRoutesEachTierToItsOwnBackend(t *testing.T) {
 		{"unknown tenant", "/t/nobody/orders", nil, 404, want{}},
 		{"spoofed X-Tenant-ID is stripped", "/t/freeco/orders", map[string]string{"X-Tenant-ID": "bigco", "X-Tenant-Target": "cl-1", "X-Tenant-Tier": "dedicated-cluster"}, 200, want{"app-shared", "shared", "pool-1"}},
 		{"Connection header cannot strip router headers", "/t/freeco/orders", map[string]string{"Connection": "X-Tenant-ID, X-Tenant-Target, X-Tenant-Tier", "X-Tenant-ID": "bigco"}, 200, want{"app-shared", "shared", "pool-1"}},
+		{"underscore spellings are stripped too", "/t/freeco/orders", map[string]string{"X-Tenant_Id": "bigco", "X_Forwarded_For": "10.9.9.9"}, 200, want{"app-shared", "shared", "pool-1"}},
 		{"spoofed X-Tenant-ID alone names no tenant", "/orders", map[string]string{"X-Tenant-ID": "bigco"}, 400, want{}},
 		{"forged host against token", "/orders", map[string]string{"Host": "bigco.saas.test", "Authorization": "Bearer " + router.SignToken(jwtSecret, "freeco", time.Minute)}, 400, want{}},
 		{"forged host against path", "/t/freeco/x", map[string]string{"Host": "bigco.saas.test"}, 400, want{}},
@@ -80,6 +81,11 @@ func TestRouterRoutesEachTierToItsOwnBackend(t *testing.T) {
 			}
 			if h.Get("X-Tenant-Tier") != tc.want.tier || h.Get("X-Tenant-Target") != tc.want.target {
 				t.Fatalf("upstream tier/target = %q/%q, want %q/%q", h.Get("X-Tenant-Tier"), h.Get("X-Tenant-Target"), tc.want.tier, tc.want.target)
+			}
+			for k := range h {
+				if strings.Contains(k, "_") {
+					t.Fatalf("upstream got the client's %s header", k)
+				}
 			}
 			if len(h.Values("X-Tenant-Tier")) != 1 || len(h.Values("X-Tenant-Target")) != 1 {
 				t.Fatalf("duplicated tenant headers: %v", h)
