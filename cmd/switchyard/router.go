@@ -58,6 +58,7 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-timeout", 30*time.Second, "wait for backend response headers")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", 32<<20, "largest request body")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header", 64<<10, "largest request header block")
+	fs.BoolVar(&cfg.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on the admin listener")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
