@@ -2,7 +2,9 @@ package controller
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -100,3 +102,18 @@ func (s *Server) auth(allowed ...Role) gin.HandlerFunc {
 }
 
 func actor(c *gin.Context) string { return c.GetString("actor") }
+
+// queryLimit reads the "limit" query parameter (def when absent); it
+// answers 400 itself and returns false when the value is not in 1..max.
+func queryLimit(c *gin.Context, def, max int) (int, bool) {
+	v := c.Query("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("limit must be an integer from 1 to %d", max))
+		return 0, false
+	}
+	return n, true
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -45,14 +44,9 @@ func (s *Server) audit(ctx context.Context, e auditEntry) {
 
 func (s *Server) listAudit(c *gin.Context) {
 	ctx := c.Request.Context()
-	limit := 200
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 5000 {
-			fail(c, http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 5000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(c, 200, 5000)
+	if !ok {
+		return
 	}
 	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/audit/", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {

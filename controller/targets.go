@@ -99,6 +99,15 @@ func (s *Server) drainTarget(c *gin.Context) {
 		return
 	}
 	plan, err := placement.PlanDrain(id, targets, tenants, placement.Config{})
+	s.answerPlan(c, plan, err, req.DryRun, "drain of "+id, func() error {
+		_, err := s.store.UpdateTarget(ctx, id, func(t *catalog.Target) error { t.Cordoned = true; return nil })
+		return err
+	})
+}
+
+// answerPlan answers a planning request: the plan alone for a dry run (200),
+// otherwise before() then the plan's moves started (202).
+func (s *Server) answerPlan(c *gin.Context, plan placement.Plan, err error, dryRun bool, why string, before func() error) {
 	if err != nil {
 		failErr(c, err)
 		return
@@ -106,15 +115,17 @@ func (s *Server) drainTarget(c *gin.Context) {
 	if plan.Moves == nil {
 		plan.Moves = []placement.Move{}
 	}
-	if req.DryRun {
+	if dryRun {
 		c.JSON(http.StatusOK, planResponse{Plan: plan})
 		return
 	}
-	if _, err := s.store.UpdateTarget(ctx, id, func(t *catalog.Target) error { t.Cordoned = true; return nil }); err != nil {
-		failErr(c, err)
-		return
+	if before != nil {
+		if err := before(); err != nil {
+			failErr(c, err)
+			return
+		}
 	}
-	moves, err := s.startMoves(c, plan, "drain of "+id)
+	moves, err := s.startMoves(c, plan, why)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -139,23 +150,7 @@ func (s *Server) rebalance(c *gin.Context) {
 	}
 	cfg := placement.RebalanceConfig{MaxMoves: req.MaxMoves, Spread: req.Spread, Metric: placement.MetricTenants}
 	plan, err := placement.PlanRebalance(targets, tenants, cfg)
-	if err != nil {
-		failErr(c, err)
-		return
-	}
-	if plan.Moves == nil {
-		plan.Moves = []placement.Move{}
-	}
-	if req.DryRun {
-		c.JSON(http.StatusOK, planResponse{Plan: plan})
-		return
-	}
-	moves, err := s.startMoves(c, plan, "rebalance")
-	if err != nil {
-		failErr(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, planResponse{Plan: plan, Moves: moves})
+	s.answerPlan(c, plan, err, req.DryRun, "rebalance", nil)
 }
 
 // startMoves creates the plan's moves; the leader runs them, a bounded

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -161,14 +160,9 @@ func (s *Server) getTenant(c *gin.Context) {
 }
 
 func (s *Server) listTenants(c *gin.Context) {
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			fail(c, http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 1000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(c, 100, 1000)
+	if !ok {
+		return
 	}
 	if v := c.Query("tier"); v != "" && !catalog.Tier(v).Valid() {
 		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("tier %q is not a tier", v))

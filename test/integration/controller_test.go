@@ -340,7 +340,6 @@ func TestPlanChangeThroughBillingWebhook(t *testing.T) {
 		return false
 	})
 	t.Logf("plan change free → enterprise through the webhook: move %s, pause %s, %d requests, 0 failed", m.ID, m.Pause, storm.requests.Load())
-	_ = fmt.Sprint
 }
 
 // Two controller replicas; the leader is SIGKILLed in the middle of a move:
