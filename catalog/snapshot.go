@@ -241,3 +241,20 @@ func (s *Snapshot) Len() int {
 // Changed is closed once a newer snapshot has replaced this one. Waiting on
 // it is how a router holds a frozen tenant's request until the catalog moves.
 func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
+
+// Range calls fn for every tenant in the snapshot (id and target). It reads
+// the whole snapshot: for the control plane, never the request path.
+func (s *Snapshot) Range(fn func(id, target string)) {
+	if s == nil {
+		return
+	}
+	for _, b := range s.buckets {
+		for i := range b.slots {
+			e := &b.slots[i]
+			if e.idLen == 0 {
+				continue
+			}
+			fn(b.ids[e.off:e.off+uint32(e.idLen)], s.names[e.target])
+		}
+	}
+}

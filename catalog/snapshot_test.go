@@ -86,3 +86,21 @@ func benchLookup(b *testing.B, working int) {
 	b.ReportMetric(perTenant, "heap-bytes/tenant")
 	runtime.KeepAlive(s)
 }
+
+func TestSnapshotRange(t *testing.T) {
+	tenants := millionTenants(3000)
+	s, err := snapshotFromTenants(tenants, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	s.Range(func(id, target string) { seen[id] = target })
+	if len(seen) != len(tenants) {
+		t.Fatalf("range saw %d tenants, want %d", len(seen), len(tenants))
+	}
+	for _, tn := range tenants {
+		if seen[tn.ID] != tn.Target {
+			t.Fatalf("%s: target %q, want %q", tn.ID, seen[tn.ID], tn.Target)
+		}
+	}
+}

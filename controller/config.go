@@ -52,6 +52,8 @@ type Config struct {
 	HousekeepingEvery time.Duration
 	// MoveRateRows limits each move's copy (0: unlimited).
 	MoveRateRows float64
+	// MoveChunkRows is each move's copy chunk (0: the migrator's default).
+	MoveChunkRows int
 	// ProvisionCluster, when no registered dedicated cluster is free, makes
 	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
 	// and an app instance) and returns it; the controller registers it.

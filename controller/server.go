@@ -31,6 +31,7 @@ type Server struct {
 	client   *api.Client
 	store    *catalog.Store
 	migrator *migrator.Migrator
+	watcher  *catalog.Watcher
 	log      *slog.Logger
 	engine   *gin.Engine
 	leader   atomic.Bool
@@ -60,6 +61,11 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
 		running: map[string]bool{}, ready: make(chan struct{})}
 	s.migrator = migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL})
+	w, err := catalog.NewWatcher(client, catalog.WatcherConfig{Prefix: cfg.Prefix, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s.watcher = w
 	s.metrics = newMetrics()
 	gin.SetMode(gin.ReleaseMode)
 	s.engine = s.routes()
@@ -108,8 +114,9 @@ func (s *Server) Run(ctx context.Context) error {
 	bg, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.campaign(bg) }()
+	go func() { defer wg.Done(); _ = s.watcher.Run(bg) }()
 	s.log.Info("controller listening", "addr", ln.Addr().String())
 	var runErr error
 	select {

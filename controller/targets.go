@@ -159,7 +159,7 @@ func (s *Server) startMoves(c *gin.Context, plan placement.Plan, why string) ([]
 	var out []*migrator.Move
 	for _, pm := range plan.Moves {
 		m, _, err := s.migrator.Create(c.Request.Context(), migrator.Request{Tenant: pm.Tenant, To: pm.To, Reason: why + ": " + pm.Reason + " (by " + actor(c) + ")",
-			Options: migrator.Options{Retention: s.cfg.Retention, RateRows: s.cfg.MoveRateRows}})
+			Options: s.moveOptions()})
 		if err != nil {
 			return out, fmt.Errorf("move %s → %s: %w", pm.Tenant, pm.To, err)
 		}

@@ -71,6 +71,49 @@ func (s *Server) loads(ctx context.Context) ([]placement.TargetLoad, []placement
 	return out, tl, nil
 }
 
+// targetLoads is loads without the tenant list, for placing one tenant:
+// counts come from the controller's catalog snapshot (kept current by a
+// blocking-query watch) instead of reading every bucket, so it stays cheap
+// at a million tenants. Before the snapshot is loaded it falls back to loads.
+func (s *Server) targetLoads(ctx context.Context) ([]placement.TargetLoad, error) {
+	select {
+	case <-s.watcher.Ready():
+	default:
+		t, _, err := s.loads(ctx)
+		return t, err
+	}
+	targets, err := s.store.ListTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, rps, err := s.tenantFigures(ctx)
+	if err != nil {
+		return nil, err
+	}
+	count := map[string]int{}
+	bytes := map[string]int64{}
+	rate := map[string]float64{}
+	s.watcher.Snapshot().Range(func(id, target string) {
+		count[target]++
+		bytes[target] += size[id]
+		rate[target] += rps[id]
+	})
+	moves, err := s.migrator.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range moves {
+		if m.Phase != migrator.PhaseRetained && !m.Terminal() {
+			count[m.To]++
+		}
+	}
+	out := make([]placement.TargetLoad, 0, len(targets))
+	for _, t := range targets {
+		out = append(out, placement.TargetLoad{Target: t, Tenants: count[t.ID], Bytes: bytes[t.ID], RPS: rate[t.ID]})
+	}
+	return out, nil
+}
+
 // choose places a tenant; when no dedicated cluster is free and a
 // provisioner is configured, it makes one and places the tenant there.
 func (s *Server) choose(ctx context.Context, t catalog.Tenant, tier catalog.Tier, targets []placement.TargetLoad) (placement.Decision, error) {
@@ -119,7 +162,7 @@ func (s *Server) createTenant(c *gin.Context) {
 		fail(c, http.StatusConflict, "exists", fmt.Sprintf("tenant %q already exists", req.ID))
 		return
 	}
-	targets, _, err := s.loads(ctx)
+	targets, err := s.targetLoads(ctx)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -247,7 +290,7 @@ func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (
 		return tenantResponse{Tenant: updated, Move: active}, http.StatusAccepted, nil
 	}
 	if tier != cur.Tier {
-		targets, _, err := s.loads(ctx)
+		targets, err := s.targetLoads(ctx)
 		if err != nil {
 			return tenantResponse{}, 0, err
 		}
@@ -260,7 +303,7 @@ func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (
 			reason = fmt.Sprintf("plan %s → %s", cur.Plan, plan)
 		}
 		m, _, err := s.migrator.Create(ctx, migrator.Request{Tenant: id, To: decision.Target, Reason: reason + " (by " + who + ")",
-			Options: migrator.Options{Retention: s.cfg.Retention, RateRows: s.cfg.MoveRateRows}})
+			Options: s.moveOptions()})
 		if err != nil {
 			return tenantResponse{}, 0, err
 		}
@@ -346,4 +389,9 @@ func (s *Server) removeOffboarded(ctx context.Context) error {
 			Detail: fmt.Sprintf("retention over: data removed (%d rows)", n)})
 	}
 	return nil
+}
+
+// moveOptions are the options of every move the controller starts.
+func (s *Server) moveOptions() migrator.Options {
+	return migrator.Options{Retention: s.cfg.Retention, RateRows: s.cfg.MoveRateRows, ChunkRows: s.cfg.MoveChunkRows}
 }

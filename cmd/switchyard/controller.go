@@ -24,6 +24,7 @@ func runController(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", 10*time.Second, "leader lock session TTL")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy this long")
 	fs.Float64Var(&cfg.MoveRateRows, "move-rate", 0, "copy rate limit per move, rows/s (0: unlimited)")
+	fs.IntVar(&cfg.MoveChunkRows, "move-chunk", 0, "copy chunk per move, rows (0: the default, 250,000)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -358,7 +358,7 @@ func TestControllerFailover(t *testing.T) {
 		}
 		url := fmt.Sprintf("http://127.0.0.1:%d", port)
 		cmd := exec.Command(bin, "controller", "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-consul", s.consul.HTTPAddr(),
-			"-tokens", tokens, "-leader-ttl", "1s", "-move-rate", "1500", "-id", fmt.Sprintf("replica-%d", i), "-log-level", "warn")
+			"-tokens", tokens, "-leader-ttl", "1s", "-move-rate", "1500", "-move-chunk", "300", "-id", fmt.Sprintf("replica-%d", i), "-log-level", "warn")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
