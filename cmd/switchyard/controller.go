@@ -25,6 +25,7 @@ func runController(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy this long")
 	fs.Float64Var(&cfg.MoveRateRows, "move-rate", 0, "copy rate limit per move, rows/s (0: unlimited)")
 	fs.IntVar(&cfg.MoveChunkRows, "move-chunk", 0, "copy chunk per move, rows (0: the default, 250,000)")
+	hook := fs.String("provision-hook", "", "command that makes a new dedicated cluster when none is free: gets $SWITCHYARD_TENANT, prints the target as JSON")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -37,6 +38,9 @@ func runController(ctx context.Context, args []string) error {
 		return errors.New("no API tokens: pass -tokens token:role,… or set SWITCHYARD_API_TOKENS")
 	}
 	cfg.Tokens, cfg.WebhookSecret, cfg.Logger = toks, []byte(strings.TrimSpace(*secret)), newLogger(*logLevel)
+	if *hook != "" {
+		cfg.ProvisionCluster = controller.CommandProvisioner(*hook)
+	}
 	client, err := consulClient(*consulAddr)
 	if err != nil {
 		return err
