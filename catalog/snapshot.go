@@ -242,9 +242,9 @@ func (s *Snapshot) Len() int {
 // it is how a router holds a frozen tenant's request until the catalog moves.
 func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
-// Range calls fn for every tenant in the snapshot (id and target). It reads
-// the whole snapshot: for the control plane, never the request path.
-func (s *Snapshot) Range(fn func(id, target string)) {
+// Range calls fn for every tenant's route in the snapshot. It reads the
+// whole snapshot: for the control plane, never the request path.
+func (s *Snapshot) Range(fn func(r Route)) {
 	if s == nil {
 		return
 	}
@@ -254,7 +254,8 @@ func (s *Snapshot) Range(fn func(id, target string)) {
 			if e.idLen == 0 {
 				continue
 			}
-			fn(b.ids[e.off:e.off+uint32(e.idLen)], s.names[e.target])
+			fn(Route{ID: b.ids[e.off : e.off+uint32(e.idLen)], Tier: tierCodes[e.tier], Target: s.names[e.target],
+				State: stateCodes[e.state], Epoch: e.epoch})
 		}
 	}
 }

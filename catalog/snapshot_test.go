@@ -94,7 +94,7 @@ func TestSnapshotRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]string{}
-	s.Range(func(id, target string) { seen[id] = target })
+	s.Range(func(r Route) { seen[r.ID] = r.Target })
 	if len(seen) != len(tenants) {
 		t.Fatalf("range saw %d tenants, want %d", len(seen), len(tenants))
 	}

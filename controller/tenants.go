@@ -93,10 +93,10 @@ func (s *Server) targetLoads(ctx context.Context) ([]placement.TargetLoad, error
 	count := map[string]int{}
 	bytes := map[string]int64{}
 	rate := map[string]float64{}
-	s.watcher.Snapshot().Range(func(id, target string) {
-		count[target]++
-		bytes[target] += size[id]
-		rate[target] += rps[id]
+	s.watcher.Snapshot().Range(func(r catalog.Route) {
+		count[r.Target]++
+		bytes[r.Target] += size[r.ID]
+		rate[r.Target] += rps[r.ID]
 	})
 	moves, err := s.migrator.List(ctx)
 	if err != nil {
@@ -211,13 +211,21 @@ func (s *Server) listTenants(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("tier %q is not a tier", v))
 		return
 	}
+	after := c.Query("after")
+	select {
+	case <-s.watcher.Ready():
+		if c.Query("plan") == "" {
+			s.listFromSnapshot(c, limit, after)
+			return
+		}
+	default:
+	}
 	tenants, err := s.store.ListTenants(c.Request.Context())
 	if err != nil {
 		failErr(c, err)
 		return
 	}
 	sort.Slice(tenants, func(i, j int) bool { return tenants[i].ID < tenants[j].ID })
-	after := c.Query("after")
 	out := []catalog.Tenant{}
 	next := ""
 	for _, t := range tenants {
@@ -231,6 +239,43 @@ func (s *Server) listTenants(c *gin.Context) {
 		if len(out) == limit {
 			next = out[len(out)-1].ID
 			break
+		}
+		out = append(out, t)
+	}
+	c.JSON(http.StatusOK, gin.H{"tenants": out, "next_after": next})
+}
+
+// listFromSnapshot pages through the watched catalog snapshot (filters on
+// tier, target and state) and reads full records only for the page, so a
+// million tenants cost one pass over memory, not a read of every bucket.
+// It reflects the catalog as of a few milliseconds ago.
+func (s *Server) listFromSnapshot(c *gin.Context, limit int, after string) {
+	tier, target, state := c.Query("tier"), c.Query("target"), c.Query("state")
+	var ids []string
+	s.watcher.Snapshot().Range(func(r catalog.Route) {
+		if r.ID <= after && after != "" {
+			return
+		}
+		if (tier != "" && string(r.Tier) != tier) || (target != "" && r.Target != target) || (state != "" && string(r.State) != state) {
+			return
+		}
+		ids = append(ids, r.ID)
+	})
+	sort.Strings(ids)
+	next := ""
+	if len(ids) > limit {
+		ids = ids[:limit]
+		next = ids[limit-1]
+	}
+	out := make([]catalog.Tenant, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.store.GetTenant(c.Request.Context(), id)
+		if errors.Is(err, catalog.ErrNotFound) {
+			continue // removed since the snapshot
+		}
+		if err != nil {
+			failErr(c, err)
+			return
 		}
 		out = append(out, t)
 	}
