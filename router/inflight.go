@@ -9,22 +9,26 @@ import (
 const inflightShards = 64
 
 // Inflight counts the requests being forwarded per tenant, so a router can
-// tell a migrator that a frozen tenant has nothing in flight any more.
+// tell a migrator that a frozen tenant has nothing in flight any more, and
+// how many requests each tenant sent (for the load report).
 type Inflight struct {
 	shards [inflightShards]struct {
 		mu sync.Mutex
-		n  map[string]int
-		// total counts requests per tenant since the last TakeCounts.
-		total map[string]int
+		t  map[string]*tenantCount
 	}
+}
+
+// tenantCount is one tenant's requests in flight and since the last report.
+// Entries idle at a report are dropped.
+type tenantCount struct {
+	inflight, total int
 }
 
 // NewInflight returns an empty counter.
 func NewInflight() *Inflight {
 	f := &Inflight{}
 	for i := range f.shards {
-		f.shards[i].n = map[string]int{}
-		f.shards[i].total = map[string]int{}
+		f.shards[i].t = map[string]*tenantCount{}
 	}
 	return f
 }
@@ -39,19 +43,21 @@ func (f *Inflight) shard(id string) int {
 }
 
 // Enter counts one request in; call the returned func when it is done.
+// One map lookup per request: the release works on the entry itself.
 func (f *Inflight) Enter(id string) func() {
 	s := &f.shards[f.shard(id)]
 	s.mu.Lock()
-	s.n[id]++
-	s.total[id]++
+	c := s.t[id]
+	if c == nil {
+		c = &tenantCount{}
+		s.t[id] = c
+	}
+	c.inflight++
+	c.total++
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		if s.n[id] <= 1 {
-			delete(s.n, id)
-		} else {
-			s.n[id]--
-		}
+		c.inflight--
 		s.mu.Unlock()
 	}
 }
@@ -61,7 +67,10 @@ func (f *Inflight) Count(id string) int {
 	s := &f.shards[f.shard(id)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.n[id]
+	if c := s.t[id]; c != nil {
+		return c.inflight
+	}
+	return 0
 }
 
 // WaitIdle returns once the tenant has no request in flight, or ctx ends.
@@ -75,18 +84,23 @@ func (f *Inflight) WaitIdle(ctx context.Context, id string) error {
 }
 
 // TakeCounts returns the requests per tenant since the previous call and
-// starts counting afresh (the load report reads it off the request path).
+// starts counting afresh (the load report reads it off the request path);
+// tenants with nothing in flight are forgotten until their next request.
 func (f *Inflight) TakeCounts() map[string]int {
 	out := map[string]int{}
 	for i := range f.shards {
 		s := &f.shards[i]
 		s.mu.Lock()
-		t := s.total
-		s.total = map[string]int{}
-		s.mu.Unlock()
-		for k, v := range t {
-			out[k] += v
+		for id, c := range s.t {
+			if c.total > 0 {
+				out[id] += c.total
+				c.total = 0
+			}
+			if c.inflight == 0 {
+				delete(s.t, id)
+			}
 		}
+		s.mu.Unlock()
 	}
 	return out
 }
