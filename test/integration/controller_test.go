@@ -442,20 +442,7 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		return false
 	})
 	// Request rates: routers count per tenant and publish to Consul.
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if resp, err := s.hc.Get(s.routers[0].url + "/t/stayer/orders?limit=1"); err == nil {
-				resp.Body.Close()
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	traffic := startGetLoop(s.hc, []string{s.routers[0].url + "/t/stayer/orders?limit=1"}, 20*time.Millisecond)
 	waitFor(t, 20*time.Second, "request rates reported", func() bool {
 		_, body := call(t, "GET", base+"/v1/targets", tokViewer, nil, nil)
 		for _, tg := range body["targets"].([]any) {
@@ -467,7 +454,7 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		}
 		return false
 	})
-	close(stop)
+	traffic.halt()
 	if st, _ := call(t, "DELETE", base+"/v1/tenants/leaver", tokOperator, nil, nil); st != 202 {
 		t.Fatalf("offboard: %d", st)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,4 +227,49 @@ func get(t testing.TB, client *http.Client, url string, headers map[string]strin
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	return resp, e
+}
+
+// getLoop is a well-behaved client: one goroutine per URL sending GETs
+// until halted, counting answers other than 200 as failures.
+type getLoop struct {
+	total, failed atomic.Int64
+	stop          chan struct{}
+	wg            sync.WaitGroup
+}
+
+func startGetLoop(hc *http.Client, urls []string, pace time.Duration) *getLoop {
+	g := &getLoop{stop: make(chan struct{})}
+	for _, u := range urls {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			for {
+				select {
+				case <-g.stop:
+					return
+				default:
+				}
+				resp, err := hc.Get(u)
+				g.total.Add(1)
+				if err != nil {
+					g.failed.Add(1)
+				} else {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						g.failed.Add(1)
+					}
+				}
+				time.Sleep(pace)
+			}
+		}()
+	}
+	return g
+}
+
+// halt stops the loop and returns how many requests it sent and how many failed.
+func (g *getLoop) halt() (total, failed int64) {
+	close(g.stop)
+	g.wg.Wait()
+	return g.total.Load(), g.failed.Load()
 }

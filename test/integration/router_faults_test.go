@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,35 +119,11 @@ func TestRoutersSurviveConsulOutage(t *testing.T) {
 			return resp.StatusCode == 200
 		})
 	}
-	var failures, total atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var urls []string
 	for _, r := range routers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for _, id := range []string{"alpha", "beta"} {
-					resp, err := hc.Get(r.url + "/t/" + id + "/")
-					total.Add(1)
-					if err != nil {
-						failures.Add(1)
-						continue
-					}
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						failures.Add(1)
-					}
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
+		urls = append(urls, r.url+"/t/alpha/", r.url+"/t/beta/")
 	}
+	load := startGetLoop(hc, urls, 5*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	if err := agent.Kill(); err != nil {
 		t.Fatal(err)
@@ -163,12 +141,11 @@ func TestRoutersSurviveConsulOutage(t *testing.T) {
 			t.Error("router reports no watch error while Consul is down")
 		}
 	}
-	close(stop)
-	wg.Wait()
-	if f := failures.Load(); f != 0 {
-		t.Fatalf("%d of %d requests failed while Consul was down", f, total.Load())
+	total, failed := load.halt()
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed while Consul was down", failed, total)
 	}
-	t.Logf("%d requests, 0 failed, during the outage", total.Load())
+	t.Logf("%d requests, 0 failed, during the outage", total)
 	if err := agent.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -253,35 +230,13 @@ func scrape(t testing.TB, admin string) string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b []byte
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b = append(b, buf[:n]...)
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return string(b)
 }
 
 func containsLine(text, line string) bool {
-	for _, l := range splitLines(text) {
-		if l == line {
-			return true
-		}
-	}
-	return false
-}
-
-func splitLines(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
+	return slices.Contains(strings.Split(text, "\n"), line)
 }

@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,29 +118,7 @@ func TestRouterCutsOffSlowAndOversized(t *testing.T) {
 		c.MaxBodyBytes = 1 << 20
 	})
 	// A well-behaved client runs through everything below.
-	var calmFailures, calmTotal atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			resp, err := hc.Get(r.url + "/t/calm/")
-			calmTotal.Add(1)
-			if err != nil || resp.StatusCode != 200 {
-				calmFailures.Add(1)
-			}
-			if err == nil {
-				resp.Body.Close()
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	calm := startGetLoop(hc, []string{r.url + "/t/calm/"}, 10*time.Millisecond)
 
 	t.Run("slowloris headers are cut off", func(t *testing.T) {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
@@ -211,10 +187,8 @@ func TestRouterCutsOffSlowAndOversized(t *testing.T) {
 			t.Fatalf("504 after %s", took)
 		}
 	})
-	close(stop)
-	wg.Wait()
-	if calmFailures.Load() != 0 {
-		t.Fatalf("well-behaved client: %d of %d requests failed", calmFailures.Load(), calmTotal.Load())
+	if total, failed := calm.halt(); failed != 0 {
+		t.Fatalf("well-behaved client: %d of %d requests failed", failed, total)
 	}
 }
 
