@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // DefaultPrefix is the Consul KV prefix of the catalog.
@@ -286,7 +288,7 @@ func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]
 		if resp != nil && len(resp.Errors) > 0 && !isCASFailure(resp.Errors) {
 			return fmt.Errorf("catalog write: %s", resp.Errors[0].What)
 		}
-		if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
 			return err
 		}
 	}
@@ -318,17 +320,6 @@ func isCASFailure(errs api.TxnErrors) bool {
 func backoff(attempt int) time.Duration {
 	d := time.Millisecond << min(attempt, 6)
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func cloneLabels(m map[string]string) map[string]string {
@@ -452,7 +443,7 @@ func (s *Store) UpdateTarget(ctx context.Context, id string, fn func(*Target) er
 		if ok {
 			return next, nil
 		}
-		if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
 			return Target{}, err
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // WatcherConfig configures a Watcher. Zero values take the defaults.
@@ -153,7 +155,7 @@ func (w *Watcher) loop(ctx context.Context, name string, step func(context.Conte
 			w.lastErr.Store(&msg)
 			d := w.retryDelay(failures)
 			w.cfg.Logger.Warn("catalog watch failed", "watch", name, "err", err, "retry_in", d, "failures", failures)
-			if sleepCtx(ctx, d) != nil {
+			if retry.Sleep(ctx, d) != nil {
 				return
 			}
 			continue
@@ -173,7 +175,7 @@ func (w *Watcher) loop(ctx context.Context, name string, step func(context.Conte
 		case next == index:
 			// Woke without a change: rate-limit.
 			if el := time.Since(start); el < w.cfg.MinInterval {
-				if sleepCtx(ctx, w.cfg.MinInterval-el) != nil {
+				if retry.Sleep(ctx, w.cfg.MinInterval-el) != nil {
 					return
 				}
 			}

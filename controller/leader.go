@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/migrator"
 )
 
@@ -25,7 +26,7 @@ func (s *Server) campaign(ctx context.Context) {
 		})
 		if err != nil {
 			s.log.Warn("leader lock", "err", err)
-			if sleepCtx(ctx, time.Second) != nil {
+			if retry.Sleep(ctx, time.Second) != nil {
 				return
 			}
 			continue
@@ -34,7 +35,7 @@ func (s *Server) campaign(ctx context.Context) {
 		if err != nil || lost == nil {
 			if err != nil {
 				s.log.Warn("leader election", "err", err)
-				_ = sleepCtx(ctx, time.Second)
+				_ = retry.Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -72,7 +73,7 @@ func (s *Server) schedule(ctx context.Context) {
 			if err := s.removeOffboarded(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("removing offboarded tenants", "err", err)
 			}
-			if sleepCtx(ctx, s.cfg.HousekeepingEvery) != nil {
+			if retry.Sleep(ctx, s.cfg.HousekeepingEvery) != nil {
 				return
 			}
 		}
@@ -147,16 +148,5 @@ func (s *Server) runMove(ctx context.Context, id string) {
 		}
 		s.audit(context.WithoutCancel(ctx), auditEntry{Actor: "controller:" + s.cfg.ID, Action: action, Tenant: m.Tenant, Move: m.ID,
 			Detail: fmt.Sprintf("%s → %s, pause %s", m.From, m.To, m.Pause.Round(time.Millisecond))})
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

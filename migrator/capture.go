@@ -11,6 +11,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // Change capture and the write fence live in the source database, in a
@@ -137,7 +139,7 @@ func retryDDL(ctx context.Context, f func() error) error {
 		if err == nil || !errors.As(err, &pqErr) || (pqErr.Code != "40P01" && pqErr.Code != "55P03" && pqErr.Code != "42P01" && pqErr.Code != "3F000") {
 			return err
 		}
-		if serr := sleepCtx(ctx, time.Duration(50<<attempt)*time.Millisecond); serr != nil {
+		if serr := retry.Sleep(ctx, time.Duration(50<<attempt)*time.Millisecond); serr != nil {
 			return err
 		}
 	}

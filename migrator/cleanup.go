@@ -10,6 +10,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // deleteBatch is how many rows one cleanup statement deletes; the pause
@@ -37,7 +38,7 @@ func deleteTenantRows(ctx context.Context, db *sqlx.DB, tables []Table, keyColum
 			if n < deleteBatch {
 				break
 			}
-			if err := sleepCtx(ctx, deletePause); err != nil {
+			if err := retry.Sleep(ctx, deletePause); err != nil {
 				return total, err
 			}
 		}

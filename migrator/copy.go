@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // copier streams one table's tenant rows from source to target in key-ordered
@@ -252,5 +254,5 @@ func (t *throttle) wait(ctx context.Context, rows int64, took time.Duration) err
 	if d <= 0 {
 		return nil
 	}
-	return sleepCtx(ctx, min(d, 5*time.Second))
+	return retry.Sleep(ctx, min(d, 5*time.Second))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/lib/pq" // also the "postgres" driver
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // errAbortRequested: an operator asked for an abort while the move ran.
@@ -259,7 +260,7 @@ func (r *run) step(ctx context.Context) error {
 			if wait > time.Minute {
 				return nil // ResumeAll comes back for it
 			}
-			if err := sleepCtx(ctx, wait); err != nil {
+			if err := retry.Sleep(ctx, wait); err != nil {
 				return err
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // ackTimeout bounds how long a router tries to acknowledge one freeze.
@@ -27,7 +28,7 @@ func (a *acknowledger) run(ctx context.Context) {
 		sess, err := a.store.RegisterRouter(ctx, a.r.cfg.ID, 10*time.Second)
 		if err != nil {
 			a.r.log.Warn("router registration failed; cutovers will not wait for this router", "err", err)
-			if sleepCtx(ctx, time.Second) != nil {
+			if retry.Sleep(ctx, time.Second) != nil {
 				return
 			}
 			continue
@@ -55,7 +56,7 @@ func (a *acknowledger) watch(ctx context.Context, sess *catalog.RouterSession) {
 	for ctx.Err() == nil {
 		freezes, next, err := a.store.WatchFreezes(ctx, index, 5*time.Minute)
 		if err != nil {
-			if sleepCtx(ctx, 200*time.Millisecond) != nil {
+			if retry.Sleep(ctx, 200*time.Millisecond) != nil {
 				return
 			}
 			index = 0
@@ -129,7 +130,7 @@ func (a *acknowledger) reportLoad(ctx context.Context, sess *catalog.RouterSessi
 	last := time.Now()
 	a.r.inflight.TakeCounts()
 	for {
-		if sleepCtx(ctx, loadReportEvery) != nil {
+		if retry.Sleep(ctx, loadReportEvery) != nil {
 			return
 		}
 		counts := a.r.inflight.TakeCounts()

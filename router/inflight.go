@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 const inflightShards = 64
@@ -76,7 +78,7 @@ func (f *Inflight) Count(id string) int {
 // WaitIdle returns once the tenant has no request in flight, or ctx ends.
 func (f *Inflight) WaitIdle(ctx context.Context, id string) error {
 	for f.Count(id) > 0 {
-		if err := sleepCtx(ctx, time.Millisecond); err != nil {
+		if err := retry.Sleep(ctx, time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // HealthSource is what the upstream pools need from Consul: a blocking query
@@ -127,7 +129,7 @@ func (u *Upstreams) Wait(ctx context.Context) error {
 		if all {
 			return nil
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := retry.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -158,7 +160,7 @@ func (u *Upstreams) watch(ctx context.Context, p *pool) {
 			failures++
 			d := min(50*time.Millisecond<<min(failures, 7), 5*time.Second)
 			u.log.Warn("health watch failed; keeping last instances", "service", p.service, "err", err, "retry_in", d)
-			if sleepCtx(ctx, d) != nil {
+			if retry.Sleep(ctx, d) != nil {
 				return
 			}
 			continue
@@ -168,7 +170,7 @@ func (u *Upstreams) watch(ctx context.Context, p *pool) {
 		case next < index:
 			index = 0
 		case next == index:
-			if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			if retry.Sleep(ctx, 20*time.Millisecond) != nil {
 				return
 			}
 		default:
@@ -252,15 +254,4 @@ func (u *Upstreams) newUpstream(service, addr string) *upstream {
 		u.metrics.breakerState.WithLabelValues(service, addr).Set(0)
 	}
 	return up
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
