@@ -166,7 +166,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	fresh := false
 	for attempt := 0; ; attempt++ {
-		c, err := t.getConn(ctx, addr, fresh, isReplayable(req))
+		c, err := t.getConn(ctx, addr, fresh)
 		if err != nil {
 			closeReqBody(req)
 			return nil, err
@@ -222,7 +222,7 @@ func (t *syncTransport) poolFor(addr string) *idlePool {
 	return v.(*idlePool)
 }
 
-func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, replayable bool) (*upConn, error) {
+func (t *syncTransport) getConn(ctx context.Context, addr string, fresh bool) (*upConn, error) {
 	p := t.poolFor(addr)
 	if !fresh {
 		now := time.Now()
