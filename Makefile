@@ -20,7 +20,7 @@ vet:
 
 test: tools
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 
 fuzz:

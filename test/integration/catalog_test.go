@@ -17,7 +17,7 @@ import (
 func TestCatalogConcurrentUpdatesAreNotLost(t *testing.T) {
 	c := harness.ConsulT(t)
 	store := catalog.NewStore(c.Client(), "")
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := store.Init(ctx, 1); err != nil { // one bucket: maximum contention
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestCatalogConcurrentUpdatesAreNotLost(t *testing.T) {
 func TestCatalogRejectsBadWritesWithoutChange(t *testing.T) {
 	c := harness.ConsulT(t)
 	store := catalog.NewStore(c.Client(), "")
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := store.Init(ctx, 16); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestCatalogRejectsBadWritesWithoutChange(t *testing.T) {
 func TestWatcherFetchesOnlyChangedBuckets(t *testing.T) {
 	c := harness.ConsulT(t)
 	store := catalog.NewStore(c.Client(), "")
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := store.Init(ctx, 256); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestWatcherFetchesOnlyChangedBuckets(t *testing.T) {
 func TestWatcherSurvivesRestartAndIndexReset(t *testing.T) {
 	c := harness.ConsulT(t) // dev agent: a restart comes back empty, index from 1
 	store := catalog.NewStore(c.Client(), "")
-	ctx := context.Background()
+	ctx := testContext(t)
 	seed := func(target string) {
 		if err := store.Init(ctx, 16); err != nil {
 			t.Fatal(err)

@@ -1,11 +1,11 @@
 package integration
 
 import (
+	"context"
 	"os/exec"
 	"syscall"
 
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/switchyard/switchyard/test/harness"
@@ -81,7 +81,7 @@ func call(t testing.TB, method, url, token string, body any, hdr map[string]stri
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := shortClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -162,7 +162,7 @@ func TestControllerRejectsBadInput(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("acme", "free", catalog.TierShared, "pool-1", 0)
 	_, base, _ := s.startController(nil)
-	ctx := context.Background()
+	ctx := testContext(t)
 	before, _ := s.store.ListTenants(ctx)
 	beforeTargets, _ := s.store.ListTargets(ctx)
 	bad := []struct {
@@ -306,7 +306,7 @@ func TestPlanChangeThroughBillingWebhook(t *testing.T) {
 	if status2 != 202 || body2["move"].(map[string]any)["id"] != move["id"] {
 		t.Fatalf("redelivered webhook: %d %v", status2, body2)
 	}
-	ctx := context.Background()
+	ctx := testContext(t)
 	waitFor(t, 60*time.Second, "move switched", func() bool {
 		m, err := s.migrator(nil).Get(ctx, move["id"].(string))
 		return err == nil && (m.Phase == migrator.PhaseRetained || m.Status == migrator.StatusPaused)
@@ -366,7 +366,7 @@ func TestControllerFailover(t *testing.T) {
 		procs = append(procs, cmd)
 		urls = append(urls, url)
 		waitFor(t, 15*time.Second, "replica ready", func() bool {
-			resp, err := http.Get(url + "/readyz")
+			resp, err := shortClient.Get(url + "/readyz")
 			if err != nil {
 				return false
 			}
@@ -391,7 +391,7 @@ func TestControllerFailover(t *testing.T) {
 		t.Fatalf("plan change: %d %v", status, body)
 	}
 	id := body["move"].(map[string]any)["id"].(string)
-	ctx := context.Background()
+	ctx := testContext(t)
 	mg := s.migrator(nil)
 	waitFor(t, 30*time.Second, "move copying", func() bool {
 		m, err := mg.Get(ctx, id)
@@ -466,7 +466,7 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 403
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	waitFor(t, 15*time.Second, "data and catalog entry removed", func() bool {
 		_, err := s.store.GetTenant(ctx, "leaver")
 		return err != nil
@@ -540,7 +540,7 @@ func TestControllerPlanChangeDuringMoveAndStaleDatabase(t *testing.T) {
 // snapshot (tier, target, state) or the catalog itself (plan).
 func TestControllerListTenants(t *testing.T) {
 	s := newMoveStack(t)
-	ctx := context.Background()
+	ctx := testContext(t)
 	var tenants []catalog.Tenant
 	for i := 0; i < 25; i++ {
 		plan, target := "free", "pool-1"

@@ -109,7 +109,7 @@ func newStack(t testing.TB) *stack {
 	t.Helper()
 	c := harness.ConsulT(t)
 	s := &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := s.store.Init(ctx, 64); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func startRouter(t testing.TB, client *api.Client, edit func(*router.Config)) *r
 		}
 	})
 	waitFor(t, 15*time.Second, "router ready", func() bool {
-		resp, err := http.Get(rr.admin + "/readyz")
+		resp, err := shortClient.Get(rr.admin + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -186,6 +186,21 @@ func startRouter(t testing.TB, client *api.Client, edit func(*router.Config)) *r
 	})
 	return rr
 }
+
+// testDeadline bounds every call a test makes: a stuck call fails the test
+// with its name instead of hanging the package until go test's timeout.
+const testDeadline = 4 * time.Minute
+
+// testContext is the context for a test's calls. Call it first in a test, so
+// its cancel runs after every other cleanup.
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// shortClient is for admin and API calls: a stuck server fails the call.
+var shortClient = &http.Client{Timeout: 30 * time.Second}
 
 func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()

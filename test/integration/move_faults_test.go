@@ -4,7 +4,6 @@ import (
 	"database/sql"
 
 	"bufio"
-	"context"
 	"errors"
 	"github.com/jmoiron/sqlx"
 	"os"
@@ -89,7 +88,7 @@ func TestMoveSurvivesSIGKILL(t *testing.T) {
 			killedAt := time.Now()
 
 			mg := migrator.New(s.consul.Client(), migrator.Config{ID: "resumer", LockTTL: time.Second, Logger: testLogger(t)})
-			ctx := context.Background()
+			ctx := testContext(t)
 			moves, err := mg.List(ctx)
 			if err != nil || len(moves) != 1 {
 				t.Fatalf("moves after the kill: %v %v", moves, err)
@@ -149,7 +148,7 @@ func TestMoveSurvivesDatabaseOutage(t *testing.T) {
 		t.Run(side, func(t *testing.T) {
 			s := newMoveStack(t)
 			s.seedTenant("fragile", "free", catalog.TierShared, "pool-1", 300)
-			ctx := context.Background()
+			ctx := testContext(t)
 			victim := s.pgDedicated
 			if side == "source" {
 				victim = s.pgPool
@@ -208,7 +207,7 @@ func TestMoveSurvivesDatabaseOutage(t *testing.T) {
 func TestMoveFence(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("fenced", "free", catalog.TierShared, "pool-1", 50)
-	ctx := context.Background()
+	ctx := testContext(t)
 	src := sqlxMust(t, s.pgPool.DSN("pool"))
 	var directErr, rrErr error
 	var openCommitted time.Time
@@ -284,7 +283,7 @@ func TestMoveFence(t *testing.T) {
 func TestMoveStopsOnDDL(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("shifty", "free", catalog.TierShared, "pool-1", 200)
-	ctx := context.Background()
+	ctx := testContext(t)
 	src := sqlxMust(t, s.pgPool.DSN("pool"))
 	chunks := 0
 	mg := s.migrator(&migrator.Hooks{AfterChunk: func(*migrator.Move) error {

@@ -43,7 +43,7 @@ func newMoveStackTB(t testing.TB) *moveStack {
 	s := &moveStack{stack: &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}}
 	pgs := harness.PostgresN(t, 3)
 	s.pgPool, s.pgDedicated, s.pgCluster = pgs[0], pgs[1], pgs[2]
-	ctx := context.Background()
+	ctx := testContext(t)
 	for _, db := range []struct {
 		pg   *harness.Postgres
 		name string

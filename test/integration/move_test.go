@@ -1,11 +1,11 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
-	"context"
 	"github.com/jmoiron/sqlx"
 	"testing"
 	"time"
@@ -34,7 +34,7 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("stormy", "free", catalog.TierShared, "pool-1", 300)
 	s.seedTenant("neighbour", "free", catalog.TierShared, "pool-1", 10)
-	ctx := context.Background()
+	ctx := testContext(t)
 	waitFor(t, 10*time.Second, "both routers registered for cutovers", func() bool {
 		live, _ := s.store.LiveRouters(ctx)
 		return len(live) == 2
@@ -146,7 +146,7 @@ func leftoversIn(t *testing.T, dsn, tenant string) []string {
 func TestMoveEveryDirection(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("traveller", "free", catalog.TierShared, "pool-1", 200)
-	ctx := context.Background()
+	ctx := testContext(t)
 	mg := s.migrator(nil)
 	storm := s.startStorm("traveller", 2, 3*time.Millisecond)
 	path := []string{"pool-2", "db-1", "cl-1", "pool-1"}
@@ -207,7 +207,7 @@ func TestMoveEveryDirection(t *testing.T) {
 func TestQuickMoveBack(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("fickle", "free", catalog.TierShared, "pool-1", 300)
-	ctx := context.Background()
+	ctx := testContext(t)
 	mg := s.migrator(nil)
 	storm := s.startStorm("fickle", 2, 3*time.Millisecond)
 	up, _, err := mg.Create(ctx, migrator.Request{Tenant: "fickle", To: "db-1", Options: migrator.Options{Retention: time.Hour}})

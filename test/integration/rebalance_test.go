@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"testing"
@@ -19,7 +18,7 @@ import (
 // and every tenant's data is intact.
 func TestRebalanceThreePools(t *testing.T) {
 	s := newMoveStack(t)
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := s.pgPool.CreateDatabase(ctx, "pool3"); err != nil {
 		t.Fatal(err)
 	}

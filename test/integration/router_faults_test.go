@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"slices"
@@ -32,7 +31,7 @@ func TestPlacementChangeObeyedByTwoRouters(t *testing.T) {
 			return resp.StatusCode == 200 && resp.Header.Get("X-Served-By") == "app-shared"
 		})
 	}
-	ctx := context.Background()
+	ctx := testContext(t)
 	var lat []time.Duration
 	for round := 0; round < 10; round++ {
 		to, service := "pool-2", "app-shared-2"
@@ -80,7 +79,7 @@ func TestPlacementChangeObeyedByTwoRouters(t *testing.T) {
 // another node.
 func TestRoutersSurviveConsulOutage(t *testing.T) {
 	cluster := harness.ConsulClusterT(t, 3)
-	ctx := context.Background()
+	ctx := testContext(t)
 	// The routers' agent is a follower, so stopping it forces no election;
 	// writes go through the leader.
 	other, err := cluster.Leader(ctx)
@@ -225,7 +224,7 @@ func TestBackendDeathOpensBreakerAndIsolates(t *testing.T) {
 }
 
 func scrape(t testing.TB, admin string) string {
-	resp, err := http.Get(admin + "/metrics")
+	resp, err := shortClient.Get(admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

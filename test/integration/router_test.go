@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -162,7 +161,7 @@ func TestRouterHoldsFrozenTenant(t *testing.T) {
 		resp, _ := get(t, hc, r.url+"/t/mover/", nil)
 		return resp.StatusCode == 200
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	freeze := func() {
 		if _, err := s.store.UpdateTenant(ctx, "mover", func(t *catalog.Tenant) error { t.State = catalog.StateFrozen; return nil }); err != nil {
 			t.Fatal(err)
