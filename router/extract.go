@@ -54,10 +54,29 @@ type Extraction struct {
 	StripPrefix string
 }
 
+// extractInput is what extraction reads from a request.
+type extractInput struct {
+	tenantHeader  string // X-Tenant-Id
+	authorization string
+	host          string
+	path          string // decoded path
+	remoteAddr    string
+}
+
 // Extract returns the tenant the request names. Every enabled source is
 // consulted; if two name different tenants the request is refused, so a
 // forged Host cannot redirect a token holder's request, nor the reverse.
 func (e *Extractor) Extract(r *http.Request) (Extraction, error) {
+	return e.extract(extractInput{
+		tenantHeader:  r.Header.Get(HeaderTenantID),
+		authorization: r.Header.Get("Authorization"),
+		host:          r.Host,
+		path:          r.URL.Path,
+		remoteAddr:    r.RemoteAddr,
+	})
+}
+
+func (e *Extractor) extract(in extractInput) (Extraction, error) {
 	var out Extraction
 	add := func(id string) error {
 		if !catalog.ValidID(id) {
@@ -69,13 +88,13 @@ func (e *Extractor) Extract(r *http.Request) (Extraction, error) {
 		out.Tenant = id
 		return nil
 	}
-	if v := r.Header.Get(HeaderTenantID); v != "" && len(e.cfg.TrustedCIDRs) > 0 && e.trusted(r.RemoteAddr) {
+	if v := in.tenantHeader; v != "" && len(e.cfg.TrustedCIDRs) > 0 && e.trusted(in.remoteAddr) {
 		if err := add(v); err != nil {
 			return Extraction{}, err
 		}
 	}
 	if len(e.cfg.JWTSecret) > 0 {
-		if auth := r.Header.Get("Authorization"); auth != "" {
+		if auth := in.authorization; auth != "" {
 			if tok, ok := cutPrefixFold(auth, "Bearer "); ok {
 				id, err := e.tokenTenant(strings.TrimSpace(tok))
 				if err != nil {
@@ -88,14 +107,14 @@ func (e *Extractor) Extract(r *http.Request) (Extraction, error) {
 		}
 	}
 	if e.suffix != "" {
-		if id, ok := e.hostTenant(r.Host); ok {
+		if id, ok := e.hostTenant(in.host); ok {
 			if err := add(id); err != nil {
 				return Extraction{}, err
 			}
 		}
 	}
 	if e.cfg.PathPrefix {
-		if id, prefix, ok := pathTenant(r.URL.Path); ok {
+		if id, prefix, ok := pathTenant(in.path); ok {
 			if err := add(id); err != nil {
 				return Extraction{}, err
 			}
@@ -163,7 +182,7 @@ func pathTenant(path string) (id, prefix string, ok bool) {
 	if id == "" {
 		return "", "", false
 	}
-	return id, "/t/" + id, true
+	return id, path[:3+len(id)], true
 }
 
 // tokenTenant verifies an HS256 JWT and returns its tenant claim. Only HS256

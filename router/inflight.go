@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +53,7 @@ func (f *Inflight) Enter(id string) func() {
 	c := s.t[id]
 	if c == nil {
 		c = &tenantCount{}
-		s.t[id] = c
+		s.t[strings.Clone(id)] = c // id may point into a read buffer
 	}
 	c.inflight++
 	c.total++

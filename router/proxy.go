@@ -33,6 +33,9 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport upstreamTransport
 	inflight  *Inflight
+
+	// fastTransport is the backend client of the fast path (front.go).
+	fastTransport *syncTransport
 }
 
 // reqState travels from ServeHTTP to the ReverseProxy hooks in the context.
@@ -50,6 +53,11 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
+	if st, ok := transport.(*syncTransport); ok {
+		p.fastTransport = st
+	} else {
+		p.fastTransport = newSyncTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries},
@@ -92,8 +100,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, status, code, err.Error(), "", 0)
 		return
 	}
-	route, t, release, ok := p.resolve(rec, r, ex.Tenant)
-	if !ok {
+	route, t, release, rerr := p.resolve(r.Context(), ex.Tenant)
+	if rerr != nil {
+		if rerr.status == 499 {
+			rec.status = 499 // the client went away
+		} else {
+			writeError(rec, rerr.status, rerr.code, rerr.msg, ex.Tenant, rerr.retryAfter)
+		}
 		return
 	}
 	defer release()
@@ -106,44 +119,53 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
 
+// routeError is an answer the router gives itself instead of forwarding.
+type routeError struct {
+	status     int
+	code, msg  string
+	retryAfter int
+}
+
+var (
+	errUnknownTenant  = &routeError{http.StatusNotFound, "unknown_tenant", "no such tenant", 0}
+	errTenantMoving   = &routeError{http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", 1}
+	errTenantDisabled = &routeError{http.StatusForbidden, "tenant_disabled", "the tenant is not served", 0}
+	errUnknownTarget  = &routeError{http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", 1}
+	errClientGone     = &routeError{status: 499}
+)
+
 // resolve looks the tenant up, holds it while it is frozen, and counts the
-// request in flight. If it answered the client itself, ok is false.
-func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (catalog.Route, *catalog.Target, func(), bool) {
+// request in flight (release ends that). Otherwise it says what to answer.
+func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *catalog.Target, func(), *routeError) {
 	var holdStart time.Time
 	for attempt := 0; ; attempt++ {
 		snap := p.catalog.Snapshot()
 		route, ok := snap.Lookup(tenant)
 		if !ok {
-			writeError(rec, http.StatusNotFound, "unknown_tenant", "no such tenant", tenant, 0)
-			return route, nil, nil, false
+			return route, nil, nil, errUnknownTenant
 		}
 		if route.State == catalog.StateFrozen {
 			if holdStart.IsZero() {
 				holdStart = time.Now()
 			}
 			var status int
-			route, snap, status = p.hold(r.Context(), snap, tenant, p.cfg.HoldMax-time.Since(holdStart))
+			route, snap, status = p.hold(ctx, snap, tenant, p.cfg.HoldMax-time.Since(holdStart))
 			switch status {
 			case 0:
 			case http.StatusNotFound:
-				writeError(rec, status, "unknown_tenant", "no such tenant", tenant, 0)
-				return route, nil, nil, false
+				return route, nil, nil, errUnknownTenant
 			case http.StatusServiceUnavailable:
-				writeError(rec, status, "tenant_moving", "the tenant is being moved; retry shortly", tenant, 1)
-				return route, nil, nil, false
-			default: // the client went away
-				rec.status = status
-				return route, nil, nil, false
+				return route, nil, nil, errTenantMoving
+			default:
+				return route, nil, nil, errClientGone
 			}
 		}
 		if route.State != catalog.StateActive {
-			writeError(rec, http.StatusForbidden, "tenant_disabled", "the tenant is not served", tenant, 0)
-			return route, nil, nil, false
+			return route, nil, nil, errTenantDisabled
 		}
 		t, ok := snap.Target(route.Target)
 		if !ok {
-			writeError(rec, http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", tenant, 1)
-			return route, nil, nil, false
+			return route, nil, nil, errUnknownTarget
 		}
 		release := p.inflight.Enter(tenant)
 		// A freeze may have landed between the lookup and Enter. A router
@@ -154,13 +176,12 @@ func (p *Proxy) resolve(rec *statusRecorder, r *http.Request, tenant string) (ca
 			if r2, ok := now.Lookup(tenant); !ok || r2.Epoch != route.Epoch {
 				release()
 				if attempt >= 5 {
-					writeError(rec, http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", tenant, 1)
-					return route, nil, nil, false
+					return route, nil, nil, errTenantMoving
 				}
 				continue
 			}
 		}
-		return route, t, release, true
+		return route, t, release, nil
 	}
 }
 

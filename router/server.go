@@ -122,18 +122,10 @@ func (r *Router) Run(ctx context.Context) error {
 	acks := &acknowledger{r: r, store: catalog.NewStore(r.consul, r.prefix), acked: map[string]uint64{}}
 	go func() { defer wg.Done(); acks.run(bg) }()
 
-	proxySrv := &http.Server{
-		Handler:           r.proxy,
-		ReadHeaderTimeout: r.cfg.ReadHeaderTimeout,
-		IdleTimeout:       r.cfg.IdleTimeout,
-		// The proxy answers 431 in JSON up to MaxHeaderBytes; net/http's own
-		// limit sits above it as a hard stop.
-		MaxHeaderBytes: r.cfg.MaxHeaderBytes * 2,
-		ErrorLog:       slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-	}
+	front := newFrontServer(r.proxy, r.cfg, r.log)
 	adminSrv := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
-	go func() { errc <- proxySrv.Serve(pl) }()
+	go func() { errc <- front.Serve(pl) }()
 	go func() { errc <- adminSrv.Serve(al) }()
 	r.log.Info("router listening", "proxy", pl.Addr().String(), "admin", al.Addr().String())
 
@@ -149,15 +141,15 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("router shutting down; draining in-flight requests", "timeout", r.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := proxySrv.Shutdown(sctx); err != nil {
+	if err := front.Shutdown(sctx); err != nil {
 		r.log.Warn("drain incomplete", "err", err)
-		_ = proxySrv.Close()
 	}
 	_ = adminSrv.Shutdown(sctx)
 	stopBG()
 	wg.Wait()
 	r.upstreams.Close()
 	r.proxy.transport.CloseIdleConnections()
+	r.proxy.fastTransport.CloseIdleConnections()
 	r.log.Info("router stopped")
 	return runErr
 }

@@ -1,0 +1,601 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard/switchyard/catalog"
+)
+
+// The fast path's request handling: the same decisions as Proxy.ServeHTTP
+// and the ReverseProxy hooks (extraction, lookup, hold, breaker, retry,
+// header rewriting, metrics), done on the parsed head and the raw streams.
+
+// fwdReq is what forwarding needs of the request once its head's bytes
+// may be gone (the body is read through the same buffer).
+type fwdReq struct {
+	tenant        string
+	route         catalog.Route
+	service       string
+	contentLength int64
+	head          bool // HEAD: the response has no body
+	idempotent    bool // may go to another instance after a connect failure
+	replayable    bool // bodiless and safe to send again on a fresh connection
+	clientClose   bool
+}
+
+const maxUpstreamAttempts = 3
+
+// serveRequest serves the request parsed into fc.head. It reports whether
+// the connection can carry another request.
+func (fc *frontConn) serveRequest() (keep bool) {
+	p, h := fc.p, &fc.head
+	cfg := &p.cfg
+	tier, target, status := "", "", 0
+	defer func() { p.metrics.requestCounter(tier, target, statusText(status)).Inc() }()
+
+	// A router answer to a request whose body was not read ends the
+	// connection: the body's bytes cannot be told from the next request's.
+	hasBody := h.contentLength > 0
+	answer := func(e *routeError, tenant string) bool {
+		status = e.status
+		return fc.writeRouterError(e.status, e.code, e.msg, tenant, e.retryAfter, hasBody || h.close) && !hasBody && !h.close
+	}
+	if h.size > cfg.MaxHeaderBytes {
+		return answer(&routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}, "")
+	}
+	if h.contentLength > cfg.MaxBodyBytes {
+		return answer(&routeError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", 0}, "")
+	}
+	path, _, _ := strings.Cut(h.target, "?")
+	ex, err := p.extract.extract(extractInput{tenantHeader: h.tenant, authorization: h.auth, host: h.host, path: path, remoteAddr: fc.remoteAddr})
+	if err != nil {
+		e := &routeError{status: http.StatusBadRequest, code: "bad_tenant", msg: err.Error()}
+		switch {
+		case errors.Is(err, ErrNoTenant):
+			e.code = "no_tenant"
+		case errors.Is(err, ErrTenantConflict):
+			e.code = "tenant_conflict"
+		case errors.Is(err, ErrBadToken):
+			e.status, e.code = http.StatusUnauthorized, "bad_token"
+		}
+		return answer(e, "")
+	}
+	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
+	route, t, release, rerr := p.resolve(context.Background(), tenant)
+	if rerr != nil {
+		return answer(rerr, tenant)
+	}
+	defer release()
+	tier, target = string(route.Tier), route.Target
+
+	req := fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,
+		head: h.method == http.MethodHead, clientClose: h.close}
+	req.idempotent, req.replayable = fastIdempotency(h)
+	fc.buildOutHead(h, route, ex.StripPrefix)
+	_, _ = fc.br.Discard(h.size)
+	status, keep = fc.forward(&req)
+	return keep && !req.clientClose
+}
+
+// fastIdempotency applies selectingTransport's and syncTransport's retry
+// rules to a parsed head.
+func fastIdempotency(h *reqHead) (idempotent, replayable bool) {
+	key := false
+	for _, f := range h.fields {
+		if equalFold(f.name, "idempotency-key") || equalFold(f.name, "x-idempotency-key") {
+			key = true
+			break
+		}
+	}
+	switch h.method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		idempotent, replayable = true, true
+	case http.MethodPut, http.MethodDelete:
+		idempotent, replayable = true, key
+	default:
+		idempotent, replayable = key, key
+	}
+	return idempotent, replayable && h.contentLength <= 0
+}
+
+// buildOutHead writes the request head to send to the backend into fc.out:
+// the client's fields minus hop-by-hop ones and every router-owned one
+// (X-Tenant-*, Forwarded, X-Forwarded-*, in any spelling), then the
+// router's own. The same rewrite as Proxy.rewrite.
+func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string) {
+	b := fc.out[:0]
+	b = append(b, h.method...)
+	b = append(b, ' ')
+	if strip != "" {
+		rest := h.target[len(strip):]
+		if rest == "" || rest[0] != '/' {
+			b = append(b, '/')
+		}
+		b = append(b, rest...)
+	} else {
+		b = append(b, h.target...)
+	}
+	b = append(b, " HTTP/1.1\r\n"...)
+	for _, f := range h.fields {
+		if hopByHopRequest(f.name) || routerOwned(f.name) {
+			continue
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	if h.contentLength < 0 && (h.method == http.MethodPost || h.method == http.MethodPut || h.method == http.MethodPatch) {
+		b = append(b, "Content-Length: 0\r\n"...)
+	}
+	b = append(b, HeaderTenantID+": "...)
+	b = append(b, route.ID...)
+	b = append(b, "\r\n"+HeaderTenantTier+": "...)
+	b = append(b, route.Tier...)
+	b = append(b, "\r\n"+HeaderTenantTarget+": "...)
+	b = append(b, route.Target...)
+	b = append(b, "\r\n"+HeaderTenantEpoch+": "...)
+	b = strconv.AppendUint(b, route.Epoch, 10)
+	b = append(b, "\r\nX-Forwarded-For: "...)
+	b = append(b, fc.clientIP...)
+	b = append(b, "\r\nX-Forwarded-Host: "...)
+	b = append(b, h.host...)
+	b = append(b, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
+	fc.out = b
+}
+
+// forward sends the request to a backend instance and relays the answer.
+// It returns the status the client got and whether the client connection
+// can be reused.
+func (fc *frontConn) forward(req *fwdReq) (int, bool) {
+	p := fc.p
+	tr := p.fastTransport
+	pl := p.upstreams.pool(req.service)
+	up, done, err := pl.pick(nil)
+	if err != nil {
+		return fc.upstreamError(req, err)
+	}
+	fresh, otherTried := false, false
+	for attempt := 0; ; attempt++ {
+		c, err := tr.getConn(context.Background(), up.addr, fresh)
+		if err != nil {
+			done(err)
+			if isConnectError(err) && req.idempotent && !otherTried {
+				otherTried = true
+				p.metrics.retries.Inc()
+				if up2, done2, err2 := pl.pick(up); err2 == nil {
+					up, done = up2, done2
+					continue
+				}
+			}
+			return fc.upstreamError(req, err)
+		}
+		st, keep, retry, err := fc.exchange(tr, c, req)
+		if retry && attempt+1 < maxUpstreamAttempts {
+			fresh = true // the pool may hold more connections the backend closed
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, errClientBody) || errors.Is(err, errClientWrite) {
+				done(context.Canceled) // the client's doing, not the backend's
+			} else {
+				done(err)
+			}
+			if st == 0 {
+				return fc.upstreamError(req, err)
+			}
+			return st, false
+		}
+		switch st {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			done(errBackendStatus)
+		default:
+			done(nil)
+		}
+		return st, keep
+	}
+}
+
+var (
+	errBackendStatus = errors.New("backend answered 502, 503 or 504")
+	errClientWrite   = errors.New("writing to the client failed")
+	errClientBody    = errors.New("reading the request body failed")
+)
+
+// exchange does one request/response on c. st is the status relayed to the
+// client (0 if nothing was written to it, so the caller answers with an
+// error); retry says the request never reached the backend's application
+// and may be sent again on a fresh connection.
+func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int, keep, retry bool, err error) {
+	p := fc.p
+	start := time.Now()
+	c.limit = noLimit
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c)
+	_, _ = bw.Write(fc.out)
+	bodyErr := error(nil)
+	if req.contentLength > 0 {
+		bodyErr = relayN(bw, fc.br, req.contentLength)
+	}
+	werr := bw.Flush()
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	if bodyErr != nil && c.werr == nil {
+		// The client's body stopped short: nothing to forward, nobody to
+		// answer.
+		c.close()
+		return 499, false, false, errClientBody
+	}
+	if werr != nil {
+		if c.reused && req.replayable {
+			c.close()
+			return 0, false, true, werr
+		}
+		if c.nwritten == 0 {
+			c.close()
+			return 0, false, false, werr
+		}
+		// The backend may have answered early and closed; relay that.
+	}
+	// The response head.
+	if tr.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(tr.headerTimeout))
+	}
+	cw := fc.writer()
+	defer fc.putWriter(cw)
+	interim := false
+	for {
+		n, err := readUpstreamHead(c.br)
+		if err != nil {
+			partial := c.br.Buffered() > 0 || interim
+			c.close()
+			if c.reused && req.replayable && !isTimeout(err) && !partial {
+				return 0, false, true, err
+			}
+			return 0, false, false, mapReadErr(err)
+		}
+		buf, _ := c.br.Peek(n)
+		if err := parseResponseHead(buf, &fc.resp); err != nil {
+			c.close()
+			return 0, false, false, err
+		}
+		if s := fc.resp.status; s >= 100 && s <= 199 {
+			if s == http.StatusSwitchingProtocols {
+				c.close()
+				return 0, false, false, errBadResponseHead // not asked for
+			}
+			// Interim responses (103 Early Hints) go to the client as they are.
+			writeResponseHead(cw, &fc.resp, false, false)
+			_, _ = c.br.Discard(n)
+			interim = true
+			if err := cw.Flush(); err != nil {
+				c.close()
+				return s, false, false, errClientWrite
+			}
+			continue
+		}
+		_, _ = c.br.Discard(n)
+		break
+	}
+	if tr.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	r := &fc.resp
+	p.metrics.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(time.Since(start).Seconds())
+
+	// Framing of what the client gets.
+	bodiless := req.head || r.status == http.StatusNoContent || r.status == http.StatusNotModified
+	untilClose := !bodiless && r.contentLength < 0 && !r.chunked
+	closeClient := untilClose || req.clientClose || fc.s.closing.Load() || werr != nil
+	writeResponseHead(cw, r, closeClient, true)
+
+	var copyErr error
+	switch {
+	case bodiless:
+	case r.contentLength >= 0:
+		copyErr = relayN(cw, c.br, r.contentLength)
+	case r.chunked:
+		copyErr = relayChunked(cw, c.br)
+	default:
+		copyErr = relayN(cw, c.br, -1)
+		r.close = true // the body ends with the connection
+	}
+	if copyErr != nil {
+		c.close()
+		_ = cw.Flush()
+		return r.status, false, false, copyErr
+	}
+	if err := cw.Flush(); err != nil {
+		closeClient = true
+	}
+	if r.close || werr != nil {
+		c.noReuse = true
+	}
+	c.release(nil, true)
+	return r.status, !closeClient, false, nil
+}
+
+// readUpstreamHead waits for a complete response head in br and returns
+// its length.
+func readUpstreamHead(br *bufio.Reader) (int, error) {
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if n := headEnd(buf); n > 0 {
+			return n, nil
+		}
+		if len(buf) >= br.Size() {
+			return 0, errResponseHeadTooLarge
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// writeResponseHead writes a response head for the client: the backend's
+// status and end-to-end fields, the router's framing, Date if missing.
+// Interim (1xx) heads are not final and get no framing.
+func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(statusText(r.status))
+	w.WriteByte(' ')
+	w.WriteString(r.reason)
+	w.WriteString("\r\n")
+	for _, f := range r.fields {
+		w.WriteString(f.name)
+		w.WriteString(": ")
+		w.WriteString(f.value)
+		w.WriteString("\r\n")
+	}
+	if final {
+		if !r.hasDate {
+			w.WriteString("Date: ")
+			w.WriteString(httpDate())
+			w.WriteString("\r\n")
+		}
+		switch {
+		case r.status == http.StatusNoContent || r.status == http.StatusNotModified:
+		case r.chunked:
+			w.WriteString("Transfer-Encoding: chunked\r\n")
+		case r.contentLength >= 0:
+			w.WriteString("Content-Length: ")
+			var num [20]byte
+			w.Write(strconv.AppendInt(num[:0], r.contentLength, 10))
+			w.WriteString("\r\n")
+		}
+		if closeConn {
+			w.WriteString("Connection: close\r\n")
+		}
+	}
+	w.WriteString("\r\n")
+}
+
+// relayN copies n bytes (n < 0: up to end of file) from src to dst,
+// flushing dst whenever src has nothing more buffered, so a slow stream
+// reaches its reader as it comes.
+func relayN(dst *bufio.Writer, src *bufio.Reader, n int64) error {
+	for n != 0 {
+		if src.Buffered() == 0 {
+			if err := dst.Flush(); err != nil {
+				return errClientWrite
+			}
+			if _, err := src.Peek(1); err != nil {
+				if err == io.EOF {
+					if n < 0 {
+						return nil
+					}
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		k := int64(src.Buffered())
+		if n > 0 && k > n {
+			k = n
+		}
+		b, _ := src.Peek(int(k))
+		if _, err := dst.Write(b); err != nil {
+			return errClientWrite
+		}
+		_, _ = src.Discard(int(k))
+		if n > 0 {
+			n -= k
+		}
+	}
+	return nil
+}
+
+// relayChunked copies a chunked body from src to dst as it is (sizes,
+// extensions, trailers), checking its framing so the response ends exactly
+// where the backend ended it.
+func relayChunked(dst *bufio.Writer, src *bufio.Reader) error {
+	line := func() ([]byte, error) {
+		if src.Buffered() == 0 {
+			if err := dst.Flush(); err != nil {
+				return nil, errClientWrite
+			}
+		}
+		l, err := src.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, errBadChunk
+			}
+			return nil, err
+		}
+		if len(l) < 2 || l[len(l)-2] != '\r' {
+			return nil, errBadChunk
+		}
+		return l, nil
+	}
+	for {
+		l, err := line()
+		if err != nil {
+			return err
+		}
+		size, ok := chunkSize(l[:len(l)-2])
+		if !ok {
+			return errBadChunk
+		}
+		if _, err := dst.Write(l); err != nil {
+			return errClientWrite
+		}
+		if size == 0 {
+			// Trailer fields, then the blank line.
+			for {
+				l, err := line()
+				if err != nil {
+					return err
+				}
+				if _, err := dst.Write(l); err != nil {
+					return errClientWrite
+				}
+				if len(l) == 2 {
+					return nil
+				}
+			}
+		}
+		if err := relayN(dst, src, size); err != nil {
+			return err
+		}
+		crlf, err := src.Peek(2)
+		if err != nil {
+			return err
+		}
+		if crlf[0] != '\r' || crlf[1] != '\n' {
+			return errBadChunk
+		}
+		if _, err := dst.Write(crlf); err != nil {
+			return errClientWrite
+		}
+		_, _ = src.Discard(2)
+	}
+}
+
+var errBadChunk = errors.New("backend sent malformed chunked framing")
+
+// chunkSize parses "hex[;ext]".
+func chunkSize(b []byte) (int64, bool) {
+	if i := indexByte(b, ';'); i >= 0 {
+		b = b[:i]
+	}
+	b = trimOWS(b)
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		n = n<<4 | int64(d)
+	}
+	return n, true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// upstreamError answers a request the backend did not answer, as
+// Proxy.errorHandler does.
+func (fc *frontConn) upstreamError(req *fwdReq, err error) (int, bool) {
+	var e *routeError
+	switch {
+	case errors.Is(err, ErrNoHealthyBackend):
+		e = &routeError{http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", 1}
+	case breakerOpen(err):
+		e = &routeError{http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", 1}
+	case errors.Is(err, errClientBody):
+		return 499, false
+	case isTimeout(err):
+		e = &routeError{http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", 0}
+	default:
+		fc.p.log.Warn("upstream request failed", "err", err, "tier", string(req.route.Tier))
+		e = &routeError{http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", 0}
+	}
+	closeConn := req.clientClose || fc.s.closing.Load()
+	ok := fc.writeRouterError(e.status, e.code, e.msg, req.tenant, e.retryAfter, closeConn)
+	return e.status, ok && !closeConn
+}
+
+// writeRouterError answers with the router's JSON error body (the same as
+// writeError). It reports whether the write succeeded.
+func (fc *frontConn) writeRouterError(status int, code, msg, tenant string, retryAfter int, closeConn bool) bool {
+	body, _ := json.Marshal(apiError{Error: code, Message: msg, Tenant: tenant})
+	body = append(body, '\n')
+	w := fc.writer()
+	defer fc.putWriter(w)
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(statusText(status))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(status))
+	w.WriteString("\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nDate: ")
+	w.WriteString(httpDate())
+	if retryAfter > 0 {
+		w.WriteString("\r\nRetry-After: ")
+		w.WriteString(strconv.Itoa(retryAfter))
+	}
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	if closeConn {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\n\r\n")
+	w.Write(body)
+	return w.Flush() == nil
+}
+
+var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+func (fc *frontConn) writer() *bufio.Writer {
+	w := frontWriters.Get().(*bufio.Writer)
+	w.Reset(fc.conn)
+	return w
+}
+
+func (fc *frontConn) putWriter(w *bufio.Writer) {
+	w.Reset(nil)
+	frontWriters.Put(w)
+}
+
+// httpDate is the current time in the Date header's format, rendered once
+// a second.
+func httpDate() string {
+	now := time.Now().Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == now {
+		return d.s
+	}
+	d := &dateString{sec: now, s: time.Unix(now, 0).UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.s
+}
+
+type dateString struct {
+	sec int64
+	s   string
+}
+
+var cachedDate atomic.Pointer[dateString]

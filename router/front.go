@@ -1,0 +1,391 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The router's client side. net/http's server costs a proxy dearly per
+// request: a background read goroutine started and stopped around every
+// handler, a Request with its header map, a ResponseWriter, and
+// httputil.ReverseProxy's copy of them all; measured here that was half of
+// the router's CPU per request. So the router serves HTTP/1.1 itself for
+// the requests that make up nearly all traffic — a head it parses strictly
+// (head.go), no body or a Content-Length body — and forwards them without
+// building any of that (forward.go). Any other request — transfer codings,
+// Expect, upgrades (WebSocket), HTTP/1.0, percent-encoded paths, heads
+// bigger than the read buffer, anything the strict parser does not fully
+// understand — hands its connection, with the bytes already read, to a
+// net/http server running the Proxy handler, which serves it (and the rest
+// of that connection) exactly as before. net/http stays the authority on
+// every unusual case; the fast path only ever does what it would have done.
+
+// frontBufSize is the read buffer of a client connection: heads that do
+// not fit go to net/http (which allows up to twice MaxHeaderBytes and
+// answers 431 above MaxHeaderBytes).
+const frontBufSize = 8 << 10
+
+// netHTTPOnlyEnv, set to 1, hands every connection to net/http (for A/B
+// benchmarks, and a way back if the fast path ever misbehaves).
+const netHTTPOnlyEnv = "SWITCHYARD_ROUTER_NET_HTTP"
+
+// frontServer accepts client connections and serves them.
+type frontServer struct {
+	p       *Proxy
+	log     *slog.Logger
+	general *http.Server  // serves handed-off connections
+	handoff *connListener // feeds general
+	netOnly bool
+
+	mu       sync.Mutex
+	conns    map[*frontConn]struct{}
+	closing  atomic.Bool
+	drained  chan struct{} // closed when closing and no connection is left
+	listener net.Listener
+}
+
+func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *frontServer {
+	s := &frontServer{p: p, log: log, conns: map[*frontConn]struct{}{}, drained: make(chan struct{}),
+		netOnly: os.Getenv(netHTTPOnlyEnv) == "1"}
+	s.handoff = newConnListener()
+	s.general = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		// The proxy answers 431 in JSON up to MaxHeaderBytes; net/http's own
+		// limit sits above it as a hard stop.
+		MaxHeaderBytes: cfg.MaxHeaderBytes * 2,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *frontServer) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.listener = l
+	s.mu.Unlock()
+	generalErr := make(chan error, 1)
+	go func() { generalErr <- s.general.Serve(s.handoff) }()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporaryAccept(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		if s.netOnly {
+			s.handoff.give(c)
+			continue
+		}
+		fc := s.newConn(c)
+		if fc == nil {
+			_ = c.Close()
+			continue
+		}
+		go fc.serve()
+	}
+}
+
+// isTemporaryAccept: out of file descriptors and the like; worth retrying.
+func isTemporaryAccept(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *frontServer) newConn(c net.Conn) *frontConn {
+	fc := &frontConn{s: s, p: s.p, conn: c}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	s.conns[fc] = struct{}{}
+	return fc
+}
+
+func (s *frontServer) forget(fc *frontConn) {
+	s.mu.Lock()
+	delete(s.conns, fc)
+	if s.closing.Load() && len(s.conns) == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, lets each request in
+// progress finish (its connection closes after it), and returns when every
+// connection is gone or ctx ends (then the rest are closed).
+func (s *frontServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	if s.listener != nil {
+		_ = s.listener.Close()
+	}
+	if len(s.conns) == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+	for fc := range s.conns {
+		fc.wakeIfIdle()
+	}
+	s.mu.Unlock()
+	generalDone := make(chan error, 1)
+	go func() { generalDone <- s.general.Shutdown(ctx) }()
+	var err error
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for fc := range s.conns {
+			_ = fc.conn.Close()
+		}
+		s.mu.Unlock()
+	}
+	if gerr := <-generalDone; gerr != nil && err == nil {
+		err = gerr
+		_ = s.general.Close()
+	}
+	return err
+}
+
+// frontConn is one client connection served by the fast path.
+type frontConn struct {
+	s    *frontServer
+	p    *Proxy
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+
+	clientIP   string // for X-Forwarded-For
+	remoteAddr string
+
+	mu   sync.Mutex
+	idle bool // waiting for the next request's first byte
+
+	head reqHead
+	resp respHead
+	out  []byte // the outbound head being built
+}
+
+// wakeIfIdle makes a connection waiting for its next request give up now
+// (shutdown). A connection busy with a request is left alone.
+func (fc *frontConn) wakeIfIdle() {
+	fc.mu.Lock()
+	if fc.idle {
+		_ = fc.conn.SetReadDeadline(time.Now())
+	}
+	fc.mu.Unlock()
+}
+
+func (fc *frontConn) setIdle(idle bool) {
+	fc.mu.Lock()
+	fc.idle = idle
+	fc.mu.Unlock()
+}
+
+var frontReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, frontBufSize) }}
+
+func (fc *frontConn) serve() {
+	handedOff := false
+	defer func() {
+		if r := recover(); r != nil {
+			fc.s.log.Error("panic serving a connection", "panic", r, "stack", string(debug.Stack()))
+		}
+		if !handedOff {
+			_ = fc.conn.Close()
+			if fc.br != nil {
+				fc.br.Reset(nil)
+				frontReaders.Put(fc.br)
+			}
+		}
+		fc.s.forget(fc)
+	}()
+	fc.remoteAddr = fc.conn.RemoteAddr().String()
+	fc.clientIP = fc.remoteAddr
+	if host, _, err := net.SplitHostPort(fc.remoteAddr); err == nil {
+		fc.clientIP = host
+	}
+	fc.br = frontReaders.Get().(*bufio.Reader)
+	fc.br.Reset(fc.conn)
+	cfg := &fc.p.cfg
+	first := true
+	for {
+		// Wait for the next request: the idle timeout (the header timeout
+		// for the first), then the header timeout for the rest of the head.
+		wait := cfg.IdleTimeout
+		if first {
+			wait = cfg.ReadHeaderTimeout
+		}
+		first = false
+		fc.setIdle(true)
+		if fc.s.closing.Load() && fc.br.Buffered() == 0 {
+			return
+		}
+		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+		_, err := fc.br.Peek(1)
+		fc.setIdle(false)
+		if err != nil {
+			return
+		}
+		_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
+		n, err := fc.readHead()
+		if err != nil {
+			if isTimeout(err) {
+				fc.writeRouterError(http.StatusRequestTimeout, "request_timeout", "the request head did not arrive in time", "", 0, true)
+			}
+			return
+		}
+		if n < 0 || fc.s.netOnly {
+			handedOff = fc.handOff()
+			return
+		}
+		_ = fc.conn.SetReadDeadline(time.Time{})
+		buf, _ := fc.br.Peek(n)
+		parseRequestHead(buf, &fc.head)
+		if fc.head.general != "" {
+			handedOff = fc.handOff()
+			return
+		}
+		if !fc.serveRequest() {
+			return
+		}
+		if fc.s.closing.Load() {
+			return
+		}
+	}
+}
+
+// readHead waits until the read buffer holds a complete head and returns
+// its length, or -1 if the head does not fit the buffer (or uses bare LF
+// line ends): net/http's business.
+func (fc *frontConn) readHead() (int, error) {
+	for {
+		buf, _ := fc.br.Peek(fc.br.Buffered())
+		if n := headEnd(buf); n > 0 {
+			return n, nil
+		}
+		if len(buf) >= frontBufSize {
+			return -1, nil
+		}
+		if bytes.Contains(buf, lflf) || bytes.Contains(buf, lfcrlf) {
+			// A head ending in bare line feeds: net/http reads those.
+			return -1, nil
+		}
+		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
+			return 0, err
+		}
+	}
+}
+
+var (
+	lflf   = []byte("\n\n")
+	lfcrlf = []byte("\n\r\n")
+)
+
+// handOff gives the connection, with everything read from it so far, to
+// the net/http server. It reports whether the connection was handed over.
+func (fc *frontConn) handOff() bool {
+	_ = fc.conn.SetReadDeadline(time.Time{})
+	if fc.s.closing.Load() {
+		return false
+	}
+	rc := &replayConn{Conn: fc.conn, br: fc.br}
+	fc.br = nil // owned by rc now
+	if !fc.s.handoff.give(rc) {
+		fc.br = rc.br
+		return false
+	}
+	return true
+}
+
+// replayConn is a connection whose first bytes were already read into br.
+type replayConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br.Reset(nil)
+		frontReaders.Put(c.br)
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// connListener is a net.Listener fed with handed-off connections.
+type connListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+var _ net.Listener = (*connListener)(nil)
+
+func (l *connListener) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		_ = c.Close()
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "handoff" }

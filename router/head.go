@@ -1,0 +1,464 @@
+package router
+
+import (
+	"bytes"
+	"errors"
+	"unsafe"
+)
+
+// The router's own HTTP/1.1 parser, for the fast path (front.go). It
+// accepts a strict subset of HTTP/1.1: anything it does not fully
+// understand is not an error but a reason to hand the connection to
+// net/http, which then decides (and answers 400 where it should). So a
+// request is either parsed here exactly as net/http would parse it, or not
+// here at all; FuzzRequestHead checks that against http.ReadRequest.
+
+// headerField is one header line; both strings point into a read buffer.
+type headerField struct {
+	name, value string
+}
+
+// reqHead is a parsed request head. Its strings point into the
+// connection's read buffer: valid only until that buffer is read again.
+type reqHead struct {
+	method string
+	target string // origin-form request target, as sent
+	host   string
+	auth   string // Authorization
+	tenant string // X-Tenant-Id as sent (honoured only from trusted peers)
+
+	contentLength int64 // -1: no body
+	close         bool  // Connection: close
+	fields        []headerField
+	size          int // bytes of the head, final CRLF included
+
+	// general is why the request must take net/http's way ("" if it
+	// need not): transfer codings, upgrades, 100-continue, HTTP/1.0,
+	// anything unusual.
+	general string
+}
+
+const maxHeadFields = 128
+
+var (
+	crlfcrlf = []byte("\r\n\r\n")
+
+	// Response head errors: the backend broke the protocol; 502.
+	errBadResponseHead = errors.New("backend sent a malformed response head")
+)
+
+// headEnd returns the length of the head in b (through the blank line), or
+// -1 if it is not complete yet.
+func headEnd(b []byte) int {
+	i := bytes.Index(b, crlfcrlf)
+	if i < 0 {
+		return -1
+	}
+	return i + 4
+}
+
+// view is a string over b's bytes without copying. It must not outlive
+// the buffer's current contents.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// parseRequestHead parses head (as found by headEnd) into h. When the
+// request is not one the fast path takes, h.general says why.
+func parseRequestHead(head []byte, h *reqHead) {
+	*h = reqHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
+	line, rest, ok := cutLine(head)
+	if !ok {
+		h.general = "request line"
+		return
+	}
+	// METHOD SP origin-form SP HTTP/1.1
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 || !allToken(line[:sp1]) {
+		h.general = "method"
+		return
+	}
+	h.method = view(line[:sp1])
+	line = line[sp1+1:]
+	sp2 := bytes.IndexByte(line, ' ')
+	if sp2 <= 0 || line[0] != '/' || !plainTarget(line[:sp2]) {
+		h.general = "request target"
+		return
+	}
+	h.target = view(line[:sp2])
+	if string(line[sp2+1:]) != "HTTP/1.1" {
+		h.general = "protocol version"
+		return
+	}
+	if h.method == "CONNECT" || h.method == "PRI" {
+		h.general = "method"
+		return
+	}
+	hosts, auths, tenants, lengths := 0, 0, 0, 0
+	for len(rest) > 2 {
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			h.general = "header line"
+			return
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !allToken(line[:colon]) {
+			h.general = "header name"
+			return
+		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		if !allFieldValue(value) {
+			h.general = "header value"
+			return
+		}
+		if len(h.fields) == maxHeadFields {
+			h.general = "too many header fields"
+			return
+		}
+		f := headerField{name: view(name), value: view(value)}
+		h.fields = append(h.fields, f)
+		switch len(name) {
+		case 4:
+			if equalFold(name, "host") {
+				hosts++
+				if len(value) == 0 || !allPlainHost(value) {
+					h.general = "host"
+					return
+				}
+				h.host = f.value
+			}
+		case 2:
+			if equalFold(name, "te") {
+				h.general = "te"
+				return
+			}
+		case 6:
+			if equalFold(name, "expect") {
+				h.general = "expect"
+				return
+			}
+		case 7:
+			if equalFold(name, "upgrade") || equalFold(name, "trailer") {
+				h.general = "upgrade or trailer"
+				return
+			}
+		case 10:
+			if equalFold(name, "connection") {
+				if !connectionTokensKnown(value, &h.close) {
+					h.general = "connection options"
+					return
+				}
+			}
+		case 11:
+			if equalFold(name, "x-tenant-id") {
+				tenants++
+				h.tenant = f.value
+			}
+		case 13:
+			if equalFold(name, "authorization") {
+				auths++
+				h.auth = f.value
+			}
+		case 14:
+			if equalFold(name, "content-length") {
+				lengths++
+				n, ok := parseLength(value)
+				if !ok {
+					h.general = "content length"
+					return
+				}
+				h.contentLength = n
+			}
+		case 17:
+			if equalFold(name, "transfer-encoding") {
+				h.general = "transfer encoding"
+				return
+			}
+		}
+	}
+	if string(rest) != "\r\n" {
+		h.general = "head end"
+		return
+	}
+	if hosts != 1 || auths > 1 || tenants > 1 || lengths > 1 {
+		h.general = "repeated or missing field"
+	}
+}
+
+// respHead is a parsed response head from a backend; strings point into the
+// backend connection's read buffer.
+type respHead struct {
+	status        int
+	reason        string
+	http10        bool
+	contentLength int64 // -1: none
+	chunked       bool
+	close         bool // Connection: close (or HTTP/1.0 without keep-alive)
+	hasDate       bool
+	fields        []headerField // end-to-end fields to forward
+	size          int
+}
+
+// parseResponseHead parses a backend's response head strictly: a backend
+// whose framing is ambiguous (both a length and a transfer coding, two
+// lengths, an unknown coding) is refused, so a confused backend can never
+// make the router read one response as two, or two as one.
+func parseResponseHead(head []byte, h *respHead) error {
+	*h = respHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
+	line, rest, ok := cutLine(head)
+	if !ok || len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return errBadResponseHead
+	}
+	switch string(line[:8]) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		h.http10 = true
+		h.close = true
+	default:
+		return errBadResponseHead
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return errBadResponseHead
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 || code > 599 {
+		return errBadResponseHead
+	}
+	h.status = code
+	if len(line) > 13 {
+		if !allFieldValue(line[13:]) {
+			return errBadResponseHead
+		}
+		h.reason = view(line[13:])
+	}
+	var dropped []byte // Connection-named fields, comma-separated, lower case
+	lengths := 0
+	for len(rest) > 2 {
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			return errBadResponseHead
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !allToken(line[:colon]) {
+			return errBadResponseHead
+		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		if !allFieldValue(value) {
+			return errBadResponseHead
+		}
+		switch {
+		case equalFold(name, "content-length"):
+			n, ok := parseLength(value)
+			if !ok || (lengths > 0 && n != h.contentLength) {
+				return errBadResponseHead
+			}
+			lengths++
+			h.contentLength = n
+			continue // written by the router
+		case equalFold(name, "transfer-encoding"):
+			if h.chunked || !equalFold(value, "chunked") {
+				return errBadResponseHead
+			}
+			h.chunked = true
+			continue
+		case equalFold(name, "connection"):
+			for _, tok := range bytes.Split(value, []byte{','}) {
+				tok = trimOWS(tok)
+				switch {
+				case equalFold(tok, "close"):
+					h.close = true
+				case equalFold(tok, "keep-alive"):
+					if h.http10 {
+						h.close = false
+					}
+				case len(tok) > 0:
+					dropped = append(append(dropped, bytes.ToLower(tok)...), ',')
+				}
+			}
+			continue
+		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"):
+			continue
+		case equalFold(name, "date"):
+			h.hasDate = true
+		}
+		if len(h.fields) == maxHeadFields {
+			return errBadResponseHead
+		}
+		h.fields = append(h.fields, headerField{name: view(name), value: view(value)})
+	}
+	if string(rest) != "\r\n" {
+		return errBadResponseHead
+	}
+	if h.chunked && lengths > 0 {
+		return errBadResponseHead
+	}
+	if h.chunked {
+		h.contentLength = -1
+	}
+	if len(dropped) > 0 {
+		kept := h.fields[:0]
+		for _, f := range h.fields {
+			if !namedIn(dropped, f.name) {
+				kept = append(kept, f)
+			}
+		}
+		h.fields = kept
+	}
+	return nil
+}
+
+// namedIn reports whether name (any case) is one of the comma-terminated
+// lower-case names in list.
+func namedIn(list []byte, name string) bool {
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, ',')
+		if equalFold(list[:i], name) {
+			return true
+		}
+		list = list[i+1:]
+	}
+	return false
+}
+
+// cutLine splits off one CRLF-terminated line. A bare CR or LF is refused.
+func cutLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 1 || b[i-1] != '\r' {
+		return nil, nil, false
+	}
+	line = b[:i-1]
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, nil, false
+	}
+	return line, b[i+1:], true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// equalFold compares ASCII case-insensitively; lower must be lower case.
+func equalFold[T []byte | string](b T, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func allToken(b []byte) bool {
+	for _, c := range b {
+		if !tokenTable[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainTarget reports whether an origin-form target is one net/http would
+// forward byte for byte: a path of characters url.URL.EscapedPath keeps as
+// they are, then an optional query of visible ASCII. No '%' (so the path the
+// tenant is read from is the decoded path) and no '#'.
+func plainTarget(b []byte) bool {
+	i := 0
+	for ; i < len(b) && b[i] != '?'; i++ {
+		if !pathByte[b[i]] {
+			return false
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+var pathByte = alnumPlus("-_.~!$&'()*+,;=:@[]/")
+
+// allFieldValue: field-content without obs-fold; control bytes but HT are
+// refused (net/http refuses them too).
+func allFieldValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func allPlainHost(b []byte) bool {
+	for _, c := range b {
+		if !plainHostByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLength parses a Content-Length: 1 to 18 decimal digits.
+func parseLength(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// connectionTokensKnown reports whether a request's Connection header says
+// only "close" and "keep-alive" (a header named there would have to be
+// removed: net/http's way does that).
+func connectionTokensKnown(v []byte, close *bool) bool {
+	for _, tok := range bytes.Split(v, []byte{','}) {
+		tok = trimOWS(tok)
+		switch {
+		case equalFold(tok, "close"):
+			*close = true
+		case equalFold(tok, "keep-alive"), len(tok) == 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hopByHopRequest reports request fields that are never forwarded.
+func hopByHopRequest(name string) bool {
+	switch len(name) {
+	case 10:
+		return equalFold(name, "connection") || equalFold(name, "keep-alive")
+	case 16:
+		return equalFold(name, "proxy-connection")
+	case 19:
+		return equalFold(name, "proxy-authorization")
+	case 18:
+		return equalFold(name, "proxy-authenticate")
+	}
+	return false
+}
