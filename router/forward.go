@@ -41,7 +41,7 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	p, h := fc.p, &fc.head
 	cfg := &p.cfg
 	tier, target, status := "", "", 0
-	defer func() { p.metrics.requestCounter(tier, target, statusText(status)).Inc() }()
+	defer func() { fc.requestCounter(tier, target, statusText(status)).Inc() }()
 
 	// A router answer to a request whose body was not read ends the
 	// connection: the body's bytes cannot be told from the next request's.
@@ -167,7 +167,7 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 	}
 	fresh, otherTried := false, false
 	for attempt := 0; ; attempt++ {
-		c, err := tr.getConn(context.Background(), up.addr, fresh)
+		c, err := tr.getConn(context.Background(), up.addr, fresh, false)
 		if err != nil {
 			done(err)
 			if isConnectError(err) && req.idempotent && !otherTried {
@@ -181,6 +181,10 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 			return fc.upstreamError(req, err)
 		}
 		st, keep, retry, err := fc.exchange(tr, c, req)
+		if errors.Is(err, errServerClosedIdle) {
+			attempt-- // dropped before use: take the next one
+			continue
+		}
 		if retry && attempt+1 < maxUpstreamAttempts {
 			fresh = true // the pool may hold more connections the backend closed
 			continue
@@ -217,19 +221,54 @@ var (
 // error); retry says the request never reached the backend's application
 // and may be sent again on a fresh connection.
 func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int, keep, retry bool, err error) {
-	p := fc.p
 	start := time.Now()
 	c.limit = noLimit
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(c)
-	_, _ = bw.Write(fc.out)
-	bodyErr := error(nil)
-	if req.contentLength > 0 {
-		bodyErr = relayN(bw, fc.br, req.contentLength)
+	var bodyErr, werr error
+	send := func() {
+		bw := writerPool.Get().(*bufio.Writer)
+		bw.Reset(c)
+		_, _ = bw.Write(fc.out)
+		if req.contentLength > 0 {
+			bodyErr = relayN(bw, fc.br, req.contentLength)
+		}
+		werr = bw.Flush()
+		bw.Reset(nil)
+		writerPool.Put(bw)
+		if tr.headerTimeout > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(tr.headerTimeout))
+		}
 	}
-	werr := bw.Flush()
-	bw.Reset(nil)
-	writerPool.Put(bw)
+	var waitErr error
+	if c.raw == nil {
+		if c.reused && !c.alive() {
+			c.close()
+			return 0, false, false, errServerClosedIdle
+		}
+		send()
+	} else {
+		// One step checks a reused connection, sends the request and
+		// waits until the answer can be read: the poller is armed before
+		// the request goes out, so no read is tried before the backend
+		// can have answered (Go's usual read-then-wait costs a system call
+		// that always finds nothing).
+		first, stale := true, false
+		waitErr = c.raw.Read(func(fd uintptr) bool {
+			if !first {
+				return true
+			}
+			first = false
+			if c.reused && !fdIdleAndOpen(fd) {
+				stale = true
+				return true
+			}
+			send()
+			return werr != nil || bodyErr != nil
+		})
+		if stale {
+			c.close()
+			return 0, false, false, errServerClosedIdle
+		}
+	}
 	if bodyErr != nil && c.werr == nil {
 		// The client's body stopped short: nothing to forward, nobody to
 		// answer.
@@ -248,14 +287,14 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		// The backend may have answered early and closed; relay that.
 	}
 	// The response head.
-	if tr.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Now().Add(tr.headerTimeout))
-	}
 	cw := fc.writer()
 	defer fc.putWriter(cw)
 	interim := false
 	for {
-		n, err := readUpstreamHead(c.br)
+		n, err := 0, waitErr
+		if err == nil {
+			n, err = readUpstreamHead(c.br)
+		}
 		if err != nil {
 			partial := c.br.Buffered() > 0 || interim
 			c.close()
@@ -291,7 +330,7 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		_ = c.conn.SetReadDeadline(time.Time{})
 	}
 	r := &fc.resp
-	p.metrics.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(time.Since(start).Seconds())
+	fc.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(time.Since(start).Seconds())
 
 	// Framing of what the client gets.
 	bodiless := req.head || r.status == http.StatusNoContent || r.status == http.StatusNotModified

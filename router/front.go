@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The router's client side. net/http's server costs a proxy dearly per
@@ -195,6 +197,29 @@ type frontConn struct {
 	head reqHead
 	resp respHead
 	out  []byte // the outbound head being built
+
+	// The last metric children used: a connection mostly serves one
+	// tenant's target, so this spares a map lookup per request.
+	lastCounterKey requestKey
+	lastCounter    prometheus.Counter
+	lastLatencyKey latencyKey
+	lastLatency    prometheus.Observer
+}
+
+func (fc *frontConn) requestCounter(tier, target, code string) prometheus.Counter {
+	k := requestKey{tier, target, code}
+	if fc.lastCounter == nil || fc.lastCounterKey != k {
+		fc.lastCounterKey, fc.lastCounter = k, fc.p.metrics.requestCounter(tier, target, code)
+	}
+	return fc.lastCounter
+}
+
+func (fc *frontConn) upstreamObserver(tier, target string) prometheus.Observer {
+	k := latencyKey{tier, target}
+	if fc.lastLatency == nil || fc.lastLatencyKey != k {
+		fc.lastLatencyKey, fc.lastLatency = k, fc.p.metrics.upstreamObserver(tier, target)
+	}
+	return fc.lastLatency
 }
 
 // wakeIfIdle makes a connection waiting for its next request give up now
@@ -257,7 +282,12 @@ func (fc *frontConn) serve() {
 		if err != nil {
 			return
 		}
-		_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
+		// A head usually arrives whole; only one still arriving gets the
+		// header timeout (which cuts off slow clients).
+		buf, _ := fc.br.Peek(fc.br.Buffered())
+		if headEnd(buf) < 0 {
+			_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
+		}
 		n, err := fc.readHead()
 		if err != nil {
 			if isTimeout(err) {
@@ -269,12 +299,17 @@ func (fc *frontConn) serve() {
 			handedOff = fc.handOff()
 			return
 		}
-		_ = fc.conn.SetReadDeadline(time.Time{})
-		buf, _ := fc.br.Peek(n)
+		buf, _ = fc.br.Peek(n)
 		parseRequestHead(buf, &fc.head)
 		if fc.head.general != "" {
 			handedOff = fc.handOff()
 			return
+		}
+		if fc.head.contentLength > 0 {
+			// No deadline on reading a body (as net/http without a
+			// ReadTimeout); a bodiless request reads nothing more until the
+			// next head, which sets its own.
+			_ = fc.conn.SetReadDeadline(time.Time{})
 		}
 		if !fc.serveRequest() {
 			return

@@ -166,7 +166,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	fresh := false
 	for attempt := 0; ; attempt++ {
-		c, err := t.getConn(ctx, addr, fresh)
+		c, err := t.getConn(ctx, addr, fresh, true)
 		if err != nil {
 			closeReqBody(req)
 			return nil, err
@@ -222,7 +222,11 @@ func (t *syncTransport) poolFor(addr string) *idlePool {
 	return v.(*idlePool)
 }
 
-func (t *syncTransport) getConn(ctx context.Context, addr string, fresh bool) (*upConn, error) {
+// getConn takes an idle connection to addr (unless fresh) or dials one.
+// With checkAlive, an idle connection is checked before it is handed out;
+// without, the caller must check it (the fast path does so in the same
+// step as waiting for the answer: see frontConn.exchange).
+func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, checkAlive bool) (*upConn, error) {
 	p := t.poolFor(addr)
 	if !fresh {
 		now := time.Now()
@@ -236,7 +240,7 @@ func (t *syncTransport) getConn(ctx context.Context, addr string, fresh bool) (*
 			// bytes a backend sent after a response's end — or a 408 before
 			// closing — must never be read as the next request's answer,
 			// which may be another tenant's.
-			if idle > t.idleTimeout || !c.alive() {
+			if idle > t.idleTimeout || checkAlive && !c.alive() {
 				c.close()
 				continue
 			}

@@ -19,6 +19,9 @@
 # Environment (defaults in brackets):
 #   ROUNDS [5]  DURATION [10s]  WARMUP [2s]  THREADS [2]  CONNECTIONS [64]
 #   ROUTER_GOGC [400]  PEERS_DIR [<repo>/../shared/peers]  KEEP_WORK [0]
+#   PROFILE [0]: 1 takes a CPU profile of the router during its first
+#     measured run, into bench/results/router-<timestamp>.pprof
+#     (go tool pprof -top bin/switchyard <file>)
 # Quick check: ROUNDS=1 DURATION=3s scripts/bench-proxy.sh
 set -euo pipefail
 
@@ -33,6 +36,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 ROUTER_GOGC="${ROUTER_GOGC:-400}"
 PEERS_DIR="${PEERS_DIR:-$REPO_ROOT/../shared/peers}"
 KEEP_WORK="${KEEP_WORK:-0}"
+PROFILE="${PROFILE:-0}"
 
 # Fixed by the peer configs (upstream, nginx, haproxy) and chosen for the router.
 UPSTREAM_PORT=18080
@@ -226,7 +230,7 @@ start_peers() {
 start_router() {
   start router env GOGC="$ROUTER_GOGC" bin/switchyard router \
     -listen "127.0.0.1:$ROUTER_PORT" -admin "127.0.0.1:$ROUTER_ADMIN_PORT" \
-    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true
+    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true -admin-pprof="$([ "$PROFILE" = 1 ] && echo true || echo false)"
   wait_until 30 "router /readyz" answers_200 "http://127.0.0.1:$ROUTER_ADMIN_PORT/readyz"
   wait_until 30 "a 200 through the router" answers_200 "http://127.0.0.1:$ROUTER_PORT$REQ_PATH"
 }
@@ -326,9 +330,20 @@ measure() {
     echo "Round $round/$ROUNDS (order: ${order[*]})"
     for i in "${!order[@]}"; do
       t=${order[i]}
+      local prof_pid=""
+      if [ "$PROFILE" = 1 ] && [ "$t" = router ] && [ "$round" = 1 ]; then
+        local secs=${DURATION%s}
+        curl -s --max-time $((secs + 10)) -o "$REPO_ROOT/bench/results/router-$STAMP.pprof" \
+          "http://127.0.0.1:$ROUTER_ADMIN_PORT/debug/pprof/profile?seconds=$((secs > 2 ? secs - 1 : 1))" &
+        prof_pid=$!
+      fi
       sample_start
       run_wrk "$t" "$DURATION" "$WORK/wrk-$round-$t.out"
       sample_end
+      if [ -n "$prof_pid" ]; then
+        wait "$prof_pid" || true
+        log "router CPU profile: bench/results/router-$STAMP.pprof"
+      fi
       "$WORK/bin/report" add -results "$RESULTS" -round "$round" -order "$((i + 1))" -target "$t" \
         -other-cpu "$OTHER_CPU_PCT" -steal "$STEAL_PCT" <"$WORK/wrk-$round-$t.out"
       alive upstream
@@ -401,6 +416,8 @@ main() {
   RESULTS="$WORK/results.jsonl"
   local stamp
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  STAMP=$stamp
+  mkdir -p "$REPO_ROOT/bench/results"
 
   build
   start_upstream
