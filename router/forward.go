@@ -71,19 +71,20 @@ func (fc *frontConn) serveRequest() (keep bool) {
 		return answer(e, "")
 	}
 	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
-	route, t, release, rerr := p.resolve(context.Background(), tenant)
+	route, t, entry, rerr := p.resolve(context.Background(), tenant)
 	if rerr != nil {
 		return answer(rerr, tenant)
 	}
-	defer release()
+	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
 
-	req := fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,
+	req := &fc.req
+	*req = fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,
 		head: h.method == http.MethodHead, clientClose: h.close}
 	req.idempotent, req.replayable = fastIdempotency(h)
 	fc.buildOutHead(h, route, ex.StripPrefix)
 	_, _ = fc.br.Discard(h.size)
-	status, keep = fc.forward(&req)
+	status, keep = fc.forward(req)
 	return keep && !req.clientClose
 }
 
@@ -223,52 +224,31 @@ var (
 func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int, keep, retry bool, err error) {
 	start := time.Now()
 	c.limit = noLimit
-	var bodyErr, werr error
-	send := func() {
-		bw := writerPool.Get().(*bufio.Writer)
-		bw.Reset(c)
-		_, _ = bw.Write(fc.out)
-		if req.contentLength > 0 {
-			bodyErr = relayN(bw, fc.br, req.contentLength)
-		}
-		werr = bw.Flush()
-		bw.Reset(nil)
-		writerPool.Put(bw)
-		if tr.headerTimeout > 0 {
-			_ = c.conn.SetReadDeadline(time.Now().Add(tr.headerTimeout))
-		}
-	}
+	x := &fc.x
+	*x = exchangeState{tr: tr, c: c, req: req, first: true}
 	var waitErr error
 	if c.raw == nil {
 		if c.reused && !c.alive() {
 			c.close()
 			return 0, false, false, errServerClosedIdle
 		}
-		send()
+		fc.send()
 	} else {
 		// One step checks a reused connection, sends the request and
 		// waits until the answer can be read: the poller is armed before
 		// the request goes out, so no read is tried before the backend
 		// can have answered (Go's usual read-then-wait costs a system call
 		// that always finds nothing).
-		first, stale := true, false
-		waitErr = c.raw.Read(func(fd uintptr) bool {
-			if !first {
-				return true
-			}
-			first = false
-			if c.reused && !fdIdleAndOpen(fd) {
-				stale = true
-				return true
-			}
-			send()
-			return werr != nil || bodyErr != nil
-		})
-		if stale {
+		if fc.sendThenWait == nil {
+			fc.sendThenWait = fc.sendStep
+		}
+		waitErr = c.raw.Read(fc.sendThenWait)
+		if x.stale {
 			c.close()
 			return 0, false, false, errServerClosedIdle
 		}
 	}
+	bodyErr, werr := x.bodyErr, x.werr
 	if bodyErr != nil && c.werr == nil {
 		// The client's body stopped short: nothing to forward, nobody to
 		// answer.
@@ -364,6 +344,53 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	return r.status, !closeClient, false, nil
 }
 
+// exchangeState is one exchange's progress, kept in the connection so the
+// poller callback needs no allocation.
+type exchangeState struct {
+	tr           *syncTransport
+	c            *upConn
+	req          *fwdReq
+	first, stale bool
+	bodyErr      error // reading the client's body failed
+	werr         error // writing to the backend failed
+}
+
+// sendStep is the callback of the backend connection's RawRead: the first
+// call checks a reused connection (one non-blocking read: a backend that
+// closed it, or sent bytes nobody asked for, makes it unusable) and sends
+// the request; returning false then waits for the answer to be readable.
+func (fc *frontConn) sendStep(fd uintptr) bool {
+	x := &fc.x
+	if !x.first {
+		return true
+	}
+	x.first = false
+	if x.c.reused && !fdIdleAndOpen(fd) {
+		x.stale = true
+		return true
+	}
+	fc.send()
+	return x.werr != nil || x.bodyErr != nil
+}
+
+// send writes the request head and body to the backend, then arms the
+// header timeout.
+func (fc *frontConn) send() {
+	x := &fc.x
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(x.c)
+	_, _ = bw.Write(fc.out)
+	if x.req.contentLength > 0 {
+		x.bodyErr = relayN(bw, fc.br, x.req.contentLength)
+	}
+	x.werr = bw.Flush()
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	if x.tr.headerTimeout > 0 {
+		_ = x.c.conn.SetReadDeadline(time.Now().Add(x.tr.headerTimeout))
+	}
+}
+
 // readUpstreamHead waits for a complete response head in br and returns
 // its length.
 func readUpstreamHead(br *bufio.Reader) (int, error) {
@@ -408,8 +435,7 @@ func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 			w.WriteString("Transfer-Encoding: chunked\r\n")
 		case r.contentLength >= 0:
 			w.WriteString("Content-Length: ")
-			var num [20]byte
-			w.Write(strconv.AppendInt(num[:0], r.contentLength, 10))
+			w.Write(strconv.AppendInt(w.AvailableBuffer(), r.contentLength, 10))
 			w.WriteString("\r\n")
 		}
 		if closeConn {

@@ -197,6 +197,10 @@ type frontConn struct {
 	head reqHead
 	resp respHead
 	out  []byte // the outbound head being built
+	req  fwdReq
+	x    exchangeState
+
+	sendThenWait func(fd uintptr) bool // fc.sendStep, bound once
 
 	// The last metric children used: a connection mostly serves one
 	// tenant's target, so this spares a map lookup per request.

@@ -15,17 +15,23 @@ const inflightShards = 64
 // tell a migrator that a frozen tenant has nothing in flight any more, and
 // how many requests each tenant sent (for the load report).
 type Inflight struct {
-	shards [inflightShards]struct {
-		mu sync.Mutex
-		t  map[string]*tenantCount
-	}
+	shards [inflightShards]inflightShard
+}
+
+type inflightShard struct {
+	mu sync.Mutex
+	t  map[string]*tenantCount
 }
 
 // tenantCount is one tenant's requests in flight and since the last report.
 // Entries idle at a report are dropped.
 type tenantCount struct {
+	shard           *inflightShard
 	inflight, total int
 }
+
+// InflightEntry is one request counted in by Enter.
+type InflightEntry = tenantCount
 
 // NewInflight returns an empty counter.
 func NewInflight() *Inflight {
@@ -45,24 +51,27 @@ func (f *Inflight) shard(id string) int {
 	return int(h % inflightShards)
 }
 
-// Enter counts one request in; call the returned func when it is done.
-// One map lookup per request: the release works on the entry itself.
-func (f *Inflight) Enter(id string) func() {
+// Enter counts one request in; call Leave on the entry when it is done.
+// One map lookup per request: Leave works on the entry itself.
+func (f *Inflight) Enter(id string) *InflightEntry {
 	s := &f.shards[f.shard(id)]
 	s.mu.Lock()
 	c := s.t[id]
 	if c == nil {
-		c = &tenantCount{}
+		c = &tenantCount{shard: s}
 		s.t[strings.Clone(id)] = c // id may point into a read buffer
 	}
 	c.inflight++
 	c.total++
 	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		c.inflight--
-		s.mu.Unlock()
-	}
+	return c
+}
+
+// Leave counts the request out.
+func (c *tenantCount) Leave() {
+	c.shard.mu.Lock()
+	c.inflight--
+	c.shard.mu.Unlock()
 }
 
 // Count returns the tenant's requests in flight.

@@ -100,7 +100,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, status, code, err.Error(), "", 0)
 		return
 	}
-	route, t, release, rerr := p.resolve(r.Context(), ex.Tenant)
+	route, t, entry, rerr := p.resolve(r.Context(), ex.Tenant)
 	if rerr != nil {
 		if rerr.status == 499 {
 			rec.status = 499 // the client went away
@@ -109,7 +109,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer release()
+	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(rec, r.Body, p.cfg.MaxBodyBytes)
@@ -135,8 +135,8 @@ var (
 )
 
 // resolve looks the tenant up, holds it while it is frozen, and counts the
-// request in flight (release ends that). Otherwise it says what to answer.
-func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *catalog.Target, func(), *routeError) {
+// request in flight (Leave on the entry ends that). Otherwise it says what to answer.
+func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *catalog.Target, *InflightEntry, *routeError) {
 	var holdStart time.Time
 	for attempt := 0; ; attempt++ {
 		snap := p.catalog.Snapshot()
@@ -167,21 +167,21 @@ func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *cat
 		if !ok {
 			return route, nil, nil, errUnknownTarget
 		}
-		release := p.inflight.Enter(tenant)
+		entry := p.inflight.Enter(tenant)
 		// A freeze may have landed between the lookup and Enter. A router
 		// acknowledges a freeze only when nothing is in flight, so re-check
 		// now that this request counts; if the tenant moved on, start over
 		// (and be held).
 		if now := p.catalog.Snapshot(); now != snap {
 			if r2, ok := now.Lookup(tenant); !ok || r2.Epoch != route.Epoch {
-				release()
+				entry.Leave()
 				if attempt >= 5 {
 					return route, nil, nil, errTenantMoving
 				}
 				continue
 			}
 		}
-		return route, t, release, nil
+		return route, t, entry, nil
 	}
 }
 
