@@ -2,7 +2,7 @@
 # unit and integration tests against real Consul and PostgreSQL.
 GO      ?= go
 BIN     := bin
-FUZZTIME ?= 15s
+FUZZTIME ?= 10s
 
 .PHONY: tools build run test fuzz bench bench-proxy bench-catalog bench-moves bench-placement bench-api vet clean
 
@@ -23,8 +23,12 @@ test: tools
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 
+# Tenant extraction, and the fast path's request and response head parsers
+# differentially against net/http.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) ./router/
+	for f in FuzzExtract FuzzRequestHead FuzzResponseHead; do \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./router/ || exit 1; \
+	done
 
 # Every benchmark, each printing its figures (the issue notes quote them).
 bench: tools build bench-catalog bench-placement bench-moves bench-api bench-proxy

@@ -238,7 +238,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 		h.reason = view(line[13:])
 	}
 	var dropped []byte // Connection-named fields, comma-separated, lower case
-	lengths := 0
+	lengths, lengthText := 0, ""
 	for len(rest) > 2 {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -254,15 +254,19 @@ func parseResponseHead(head []byte, h *respHead) error {
 		}
 		switch {
 		case equalFold(name, "content-length"):
+			// Repeats must be the same text (net/http's rule too).
 			n, ok := parseLength(value)
-			if !ok || (lengths > 0 && n != h.contentLength) {
+			if !ok || (lengths > 0 && string(value) != lengthText) {
 				return errBadResponseHead
 			}
 			lengths++
+			lengthText = view(value)
 			h.contentLength = n
 			continue // written by the router
 		case equalFold(name, "transfer-encoding"):
-			if h.chunked || !equalFold(value, "chunked") {
+			// HTTP/1.0 has no transfer codings (net/http ignores the field
+			// there and reads to the end): ambiguous, so refused.
+			if h.chunked || h.http10 || !equalFold(value, "chunked") {
 				return errBadResponseHead
 			}
 			h.chunked = true
