@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 )
@@ -103,4 +104,23 @@ func TestSnapshotRange(t *testing.T) {
 			t.Fatalf("%s: target %q, want %q", tn.ID, seen[tn.ID], tn.Target)
 		}
 	}
+}
+
+// BenchmarkMemoryLatency is the floor under a lookup that misses the
+// caches: one dependent random read in 128 MiB (a pointer chase over a
+// random cycle), the cost of a single cache and TLB miss on this machine. A
+// lookup over a working set larger than the caches needs at least one.
+func BenchmarkMemoryLatency(b *testing.B) {
+	const n = 32 << 20 // uint32s: 128 MiB
+	next := make([]uint32, n)
+	perm := rand.New(rand.NewPCG(7, 7)).Perm(n)
+	for i := 0; i < n; i++ {
+		next[perm[i]] = uint32(perm[(i+1)%n])
+	}
+	b.ResetTimer()
+	p := uint32(0)
+	for i := 0; i < b.N; i++ {
+		p = next[p]
+	}
+	runtime.KeepAlive(p)
 }
