@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,10 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	hasBody := h.contentLength > 0
 	answer := func(e *routeError, tenant string) bool {
 		status = e.status
-		return fc.writeRouterError(e.status, e.code, e.msg, tenant, e.retryAfter, hasBody || h.close) && !hasBody && !h.close
+		closeConn := hasBody || h.close
+		ok := fc.writeRouterError(e.status, e.code, e.msg, tenant, e.retryAfter, closeConn)
+		_, _ = fc.br.Discard(h.size) // the request is answered (tenant may point into it: written first)
+		return ok && !closeConn
 	}
 	if h.size > cfg.MaxHeaderBytes {
 		return answer(&routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}, "")
@@ -274,6 +278,9 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		n, err := 0, waitErr
 		if err == nil {
 			n, err = readUpstreamHead(c.br)
+			if errors.Is(err, errResponseHeadTooLarge) {
+				n, err = c.readBigHead()
+			}
 		}
 		if err != nil {
 			partial := c.br.Buffered() > 0 || interim
@@ -406,6 +413,23 @@ func readUpstreamHead(br *bufio.Reader) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// maxBigResponseHead is the largest response head the fast path takes;
+// heads bigger than the pooled read buffer (32 KiB) are read into a buffer
+// of this size, once, and the connection is not reused.
+const maxBigResponseHead = 1 << 20
+
+// readBigHead rereads a response head that did not fit the pooled buffer
+// into a bigger one that replaces it for the rest of the exchange.
+func (c *upConn) readBigHead() (int, error) {
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c), maxBigResponseHead)
+	c.br.Reset(nil)
+	readerPool.Put(c.br)
+	c.br = big
+	c.noReuse = true // never pool the big reader
+	return readUpstreamHead(big)
 }
 
 // writeResponseHead writes a response head for the client: the backend's

@@ -322,7 +322,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 func namedIn(list []byte, name string) bool {
 	for len(list) > 0 {
 		i := bytes.IndexByte(list, ',')
-		if equalFold(list[:i], name) {
+		if equalFold(name, view(list[:i])) {
 			return true
 		}
 		list = list[i+1:]

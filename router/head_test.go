@@ -112,6 +112,7 @@ var responseHeadSeeds = []string{
 	"HTTP/1.0 200 OK\r\n\r\n",
 	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 204 No Content\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nConnection: X-Secret, x-lower\r\nX-Secret: 1\r\nx-lower: 1\r\nContent-Length: 2\r\n\r\n",
 	"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
 	"HTTP/1.1 200\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
 	"HTTP/1.1 999 X\r\n\r\n",
@@ -151,9 +152,18 @@ func FuzzResponseHead(f *testing.F) {
 		if hasBody && !h.chunked && resp.ContentLength != h.contentLength {
 			t.Fatalf("length: net/http %d, router %d", resp.ContentLength, h.contentLength)
 		}
+		named := map[string]bool{}
+		for _, v := range resp.Header["Connection"] {
+			for _, tok := range strings.Split(v, ",") {
+				named[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok))] = true
+			}
+		}
 		for _, fl := range h.fields {
 			if hopByHopRequest(fl.name) || equalFold(fl.name, "upgrade") || equalFold(fl.name, "content-length") || equalFold(fl.name, "transfer-encoding") {
 				t.Fatalf("hop-by-hop or framing field %q forwarded", fl.name)
+			}
+			if named[textproto.CanonicalMIMEHeaderKey(fl.name)] {
+				t.Fatalf("field %q named in Connection forwarded", fl.name)
 			}
 		}
 	})

@@ -50,8 +50,9 @@ type uriReply struct {
 }
 
 // fastPathRoutes are the backend routes reached with X-Test-Route: /raw/<name>
-// writes raws[name] raw, /upload answers with the request body, anything
-// else describes the request (uriReply).
+// writes raws[name] raw, /reject answers 413 without reading the body,
+// /upload answers with the request body, anything else describes the
+// request (uriReply).
 func fastPathRoutes(raws map[string]rawReply) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/raw/", func(w http.ResponseWriter, r *http.Request) {
@@ -88,6 +89,9 @@ func fastPathRoutes(raws map[string]rawReply) http.Handler {
 			}
 		}
 	})
+	mux.HandleFunc("/reject", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "rejected unread", http.StatusRequestEntityTooLarge)
+	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -106,13 +110,14 @@ func fastPathRoutes(raws map[string]rawReply) http.Handler {
 
 // fastPathStack is Consul, the app-shared backend with fastPathRoutes, the
 // tenants acme and calm on pool-1 (so both share the backend and its pooled
-// connections) and a router.
+// connections), lonely on cl-1 (no backend) and a router.
 func fastPathStack(t *testing.T, raws map[string]rawReply, edit func(*router.Config)) *runningRouter {
 	t.Helper()
 	s := newStack(t)
 	startBackend(t, s.consul.Client(), "app-shared", fastPathRoutes(raws))
 	s.tenant("acme", "free", catalog.TierShared, "pool-1")
 	s.tenant("calm", "free", catalog.TierShared, "pool-1")
+	s.tenant("lonely", "enterprise", catalog.TierDedicatedCluster, "cl-1") // app-cl-1 has no backend
 	r := s.router(func(c *router.Config) {
 		// The refused backend answers below must not open the breaker.
 		c.Breaker.ConsecutiveFailures = 1000
@@ -395,13 +400,13 @@ func TestRouterFastPathResponseFraming(t *testing.T) {
 		{
 			name:   "hop-by-hop response fields are not relayed",
 			method: "GET",
-			reply: "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n" +
+			reply: "HTTP/1.1 200 OK\r\nConnection: X-Secret, x-lower\r\nX-Secret: 1\r\nx-lower: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n" +
 				"X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
 			check: func(t *testing.T, resp *http.Response, body []byte) {
 				if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Kept") != "yes" {
 					t.Fatalf("got %d %q header %v", resp.StatusCode, body, resp.Header)
 				}
-				for _, k := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection", "Connection"} {
+				for _, k := range []string{"X-Secret", "X-Lower", "Keep-Alive", "Proxy-Connection", "Connection"} {
 					if v, ok := resp.Header[k]; ok {
 						t.Errorf("client got %s: %q", k, v)
 					}
@@ -419,9 +424,11 @@ func TestRouterFastPathResponseFraming(t *testing.T) {
 			},
 		},
 	}
+	bigValue := strings.Repeat("c", 40<<10)
 	raws := map[string]rawReply{
 		"early-hints": {first: "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" +
 			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		"big-head": {first: "HTTP/1.1 200 OK\r\nX-Big: " + bigValue + "\r\nContent-Length: 2\r\n\r\nok"},
 	}
 	for i, tc := range cases {
 		raws[fmt.Sprint(i)] = rawReply{first: tc.reply}
@@ -457,6 +464,30 @@ func TestRouterFastPathResponseFraming(t *testing.T) {
 			t.Fatalf("final response %d %q, want 200 ok", resp.StatusCode, body)
 		}
 		c.expectEcho("acme", "/t/acme/next")
+	})
+
+	t.Run("client's Connection: close", func(t *testing.T) {
+		c := dialRouter(t, r)
+		c.send("GET /t/acme/bye HTTP/1.1\r\nHost: router.test\r\nConnection: close\r\n\r\n")
+		c.readEcho("acme", "/bye")
+		c.expectClosed()
+	})
+
+	// net/http's client (the net/http path's transport) takes response
+	// heads up to 10 MiB.
+	t.Run("40 KiB response head", func(t *testing.T) {
+		for _, path := range []string{"fast", "net/http"} {
+			c := dialRouter(t, r)
+			extra := ""
+			if path == "net/http" {
+				extra = "Connection: X-Handoff\r\nX-Handoff: 1\r\n"
+			}
+			c.send("GET /t/acme/raw/big-head HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r\n" + extra + "\r\n")
+			resp, body := c.readOK("GET")
+			if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Big") != bigValue {
+				t.Errorf("%s path: got %d %.200q, X-Big of %d bytes; want 200 ok with the 40 KiB X-Big", path, resp.StatusCode, body, len(resp.Header.Get("X-Big")))
+			}
+		}
 	})
 
 	t.Run("103 Early Hints seen by net/http's client", func(t *testing.T) {
@@ -530,11 +561,18 @@ func TestRouterFastPathRefusesBadBackendFraming(t *testing.T) {
 		t.Run(tc.name+" reaches the client broken", func(t *testing.T) {
 			c := dialRouter(t, r)
 			c.send(rawRequest("GET", fmt.Sprint("broken-", i)))
-			resp, body, err := c.read("GET")
+			resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
 			if err == nil {
-				t.Fatalf("client read a clean %d response with body %q; want a broken body", resp.StatusCode, body)
+				var body []byte
+				body, err = io.ReadAll(resp.Body)
+				if err == nil && resp.StatusCode == 200 {
+					t.Fatalf("client read a clean 200 response with body %q; want a broken body", body)
+				}
 			}
-			c.expectClosed()
+			if err != nil {
+				// A broken body can only end with the connection.
+				c.expectClosed()
+			}
 		})
 	}
 	t.Run("the backend is still used after", func(t *testing.T) {
@@ -845,6 +883,30 @@ func TestRouterFastPathHandOff(t *testing.T) {
 		c.expectEcho("calm", "/t/calm/last")
 	})
 
+	t.Run("fast-path head and body arriving in pieces", func(t *testing.T) {
+		c := dialRouter(t, r)
+		for _, piece := range []string{"POST /t/acme/upl", "oad HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r", "\nContent-Length: 11\r\n", "\r\nhello", " world"} {
+			c.send(piece)
+			time.Sleep(30 * time.Millisecond)
+		}
+		resp, body := c.readOK("POST")
+		bodyOf("hello world").check(t, c, resp, body)
+		c.expectEcho("calm", "/t/calm/after-pieces")
+	})
+
+	t.Run("backend answering a 4 MiB fast-path upload without reading it", func(t *testing.T) {
+		c := dialRouter(t, r)
+		const size = 4 << 20
+		go func() {
+			_, _ = fmt.Fprintf(c.conn, "POST /t/acme/reject HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r\nContent-Length: %d\r\n\r\n", size)
+			_, _ = c.conn.Write(make([]byte, size))
+		}()
+		resp, body := c.readOK("POST")
+		if resp.StatusCode != 413 || string(body) != "rejected unread\n" {
+			t.Fatalf("got %d %q, want the backend's 413", resp.StatusCode, body)
+		}
+	})
+
 	t.Run("Expect: 100-continue", func(t *testing.T) {
 		c := dialRouter(t, r)
 		c.send("POST /t/acme/upload HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
@@ -863,25 +925,31 @@ func TestRouterFastPathHandOff(t *testing.T) {
 // request body was not read is closed after, any other stays usable.
 func TestRouterFastPathRouterErrors(t *testing.T) {
 	const maxBody = 1 << 20
-	r := fastPathStack(t, nil, func(c *router.Config) {
+	raws := map[string]rawReply{
+		"slow": {later: "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate", delay: 1500 * time.Millisecond},
+	}
+	r := fastPathStack(t, raws, func(c *router.Config) {
 		c.MaxBodyBytes = maxBody
 		c.MaxHeaderBytes = 4 << 10 // so a head of 5 KiB is refused on the fast path
+		c.UpstreamHeaderTimeout = 700 * time.Millisecond
 	})
 	cases := []struct {
 		name    string
 		request string
 		status  int
 		code    string
-		closed  bool // the connection must be closed after; else it must serve the next request
+		after   string // closed: the connection must be closed; kept: it must serve the next request; either
 	}{
-		{"unknown tenant", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\n\r\n", 404, "unknown_tenant", false},
-		{"no tenant", "GET /x HTTP/1.1\r\nHost: router.test\r\n\r\n", 400, "no_tenant", false},
-		{"bad bearer token", "GET /x HTTP/1.1\r\nHost: router.test\r\nAuthorization: Bearer not.a.token\r\n\r\n", 401, "bad_token", false},
-		{"host and path name different tenants", "GET /t/acme/x HTTP/1.1\r\nHost: calm.saas.test\r\n\r\n", 400, "tenant_conflict", false},
-		{"head over MaxHeaderBytes", "GET /t/acme/x HTTP/1.1\r\nHost: router.test\r\nX-Big: " + strings.Repeat("h", 5<<10) + "\r\n\r\n", 431, "headers_too_large", false},
-		{"Content-Length over MaxBodyBytes", fmt.Sprintf("POST /t/acme/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: %d\r\n\r\npartial body", maxBody+1), 413, "body_too_large", true},
-		{"unknown tenant with a body", "POST /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: 5\r\n\r\nhello", 404, "unknown_tenant", true},
-		{"unknown tenant with Connection: close", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nConnection: close\r\n\r\n", 404, "unknown_tenant", true},
+		{"unknown tenant", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\n\r\n", 404, "unknown_tenant", "kept"},
+		{"no tenant", "GET /x HTTP/1.1\r\nHost: router.test\r\n\r\n", 400, "no_tenant", "kept"},
+		{"bad bearer token", "GET /x HTTP/1.1\r\nHost: router.test\r\nAuthorization: Bearer not.a.token\r\n\r\n", 401, "bad_token", "kept"},
+		{"host and path name different tenants", "GET /t/acme/x HTTP/1.1\r\nHost: calm.saas.test\r\n\r\n", 400, "tenant_conflict", "kept"},
+		{"head over MaxHeaderBytes", "GET /t/acme/x HTTP/1.1\r\nHost: router.test\r\nX-Big: " + strings.Repeat("h", 5<<10) + "\r\n\r\n", 431, "headers_too_large", "kept"},
+		{"Content-Length over MaxBodyBytes", fmt.Sprintf("POST /t/acme/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: %d\r\n\r\npartial body", maxBody+1), 413, "body_too_large", "closed"},
+		{"unknown tenant with a body", "POST /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: 5\r\n\r\nhello", 404, "unknown_tenant", "either"},
+		{"unknown tenant with Connection: close", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nConnection: close\r\n\r\n", 404, "unknown_tenant", "closed"},
+		{"no healthy backend", "GET /t/lonely/x HTTP/1.1\r\nHost: router.test\r\n\r\n", 503, "no_healthy_backend", "kept"},
+		{"backend slower than UpstreamHeaderTimeout", "GET /t/acme/raw/slow HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r\n\r\n", 504, "upstream_timeout", "kept"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -890,7 +958,10 @@ func TestRouterFastPathRouterErrors(t *testing.T) {
 			method, _, _ := strings.Cut(tc.request, " ")
 			resp, body := c.readOK(method)
 			checkRouterError(t, resp, body, tc.status, tc.code)
-			if tc.closed {
+			if tc.status == 503 && resp.Header.Get("Retry-After") == "" {
+				t.Errorf("503 without Retry-After")
+			}
+			if tc.after == "closed" || tc.after == "either" && resp.Close {
 				if !resp.Close {
 					t.Errorf("the answer does not say Connection: close")
 				}
