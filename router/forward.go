@@ -32,6 +32,7 @@ type fwdReq struct {
 	idempotent    bool // may go to another instance after a connect failure
 	replayable    bool // bodiless and safe to send again on a fresh connection
 	clientClose   bool
+	bodyRead      bool // the request body has been read from the client whole
 }
 
 const maxUpstreamAttempts = 3
@@ -50,6 +51,7 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	answer := func(e *routeError, tenant string) bool {
 		status = e.status
 		closeConn := hasBody || h.close
+		fc.linger = hasBody
 		ok := fc.writeRouterError(e.status, e.code, e.msg, tenant, e.retryAfter, closeConn)
 		_, _ = fc.br.Discard(h.size) // the request is answered (tenant may point into it: written first)
 		return ok && !closeConn
@@ -323,6 +325,9 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	bodiless := req.head || r.status == http.StatusNoContent || r.status == http.StatusNotModified
 	untilClose := !bodiless && r.contentLength < 0 && !r.chunked
 	closeClient := untilClose || req.clientClose || fc.s.closing.Load() || werr != nil
+	if werr != nil && req.contentLength > 0 {
+		fc.linger = true // the backend stopped reading the body: the rest is unread
+	}
 	writeResponseHead(cw, r, closeClient, true)
 
 	var copyErr error
@@ -389,6 +394,7 @@ func (fc *frontConn) send() {
 	_, _ = bw.Write(fc.out)
 	if x.req.contentLength > 0 {
 		x.bodyErr = relayN(bw, fc.br, x.req.contentLength)
+		x.req.bodyRead = x.bodyErr == nil
 	}
 	x.werr = bw.Flush()
 	bw.Reset(nil)
@@ -626,6 +632,11 @@ func (fc *frontConn) upstreamError(req *fwdReq, err error) (int, bool) {
 		e = &routeError{http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", 0}
 	}
 	closeConn := req.clientClose || fc.s.closing.Load()
+	if req.contentLength > 0 && !req.bodyRead {
+		// The body's bytes are still on the connection: they must never
+		// be read as a request.
+		closeConn, fc.linger = true, true
+	}
 	ok := fc.writeRouterError(e.status, e.code, e.msg, req.tenant, e.retryAfter, closeConn)
 	return e.status, ok && !closeConn
 }

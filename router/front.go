@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -194,6 +195,10 @@ type frontConn struct {
 	mu   sync.Mutex
 	idle bool // waiting for the next request's first byte
 
+	// linger: the connection closes with a request body not read (say
+	// after a 413); close gently so the client reads the answer first.
+	linger bool
+
 	head reqHead
 	resp respHead
 	out  []byte // the outbound head being built
@@ -251,6 +256,9 @@ func (fc *frontConn) serve() {
 			fc.s.log.Error("panic serving a connection", "panic", r, "stack", string(debug.Stack()))
 		}
 		if !handedOff {
+			if fc.linger {
+				fc.lingerClose()
+			}
 			_ = fc.conn.Close()
 			if fc.br != nil {
 				fc.br.Reset(nil)
@@ -322,6 +330,23 @@ func (fc *frontConn) serve() {
 			return
 		}
 	}
+}
+
+// lingerTimeout is how long a connection closing with an unread request
+// body keeps reading (and dropping) it after sending its answer: closing a
+// socket with unread data resets the connection, and a client still sending
+// would then lose the answer (net/http waits 500 ms for the same reason).
+const lingerTimeout = 500 * time.Millisecond
+
+// lingerClose half-closes the connection and drops what the client still
+// sends, until it closes its side or lingerTimeout passes.
+func (fc *frontConn) lingerClose() {
+	cw, ok := fc.conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || fc.br == nil {
+		return
+	}
+	_ = fc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.Copy(io.Discard, fc.br)
 }
 
 // readHead waits until the read buffer holds a complete head and returns

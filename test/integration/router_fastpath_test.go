@@ -949,6 +949,10 @@ func TestRouterFastPathRouterErrors(t *testing.T) {
 		{"unknown tenant with a body", "POST /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: 5\r\n\r\nhello", 404, "unknown_tenant", "either"},
 		{"unknown tenant with Connection: close", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nConnection: close\r\n\r\n", 404, "unknown_tenant", "closed"},
 		{"no healthy backend", "GET /t/lonely/x HTTP/1.1\r\nHost: router.test\r\n\r\n", 503, "no_healthy_backend", "kept"},
+		// The body is a whole request for another tenant: it must never be
+		// read as one (the router answered without reading the body).
+		{"no healthy backend with a body that looks like a request", "POST /t/lonely/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: 42\r\n\r\nGET /t/calm/x HTTP/1.1\r\nHost: smuggled\r\n\r\n", 503, "no_healthy_backend", "closed"},
+		{"unknown tenant with a body that looks like a request", "POST /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\nContent-Length: 42\r\n\r\nGET /t/calm/x HTTP/1.1\r\nHost: smuggled\r\n\r\n", 404, "unknown_tenant", "closed"},
 		{"backend slower than UpstreamHeaderTimeout", "GET /t/acme/raw/slow HTTP/1.1\r\nHost: router.test\r\nX-Test-Route: 1\r\n\r\n", 504, "upstream_timeout", "kept"},
 	}
 	for _, tc := range cases {
