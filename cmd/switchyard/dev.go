@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,8 +180,9 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	// Clusters provisioned on demand in earlier runs come back too.
 	extra, _ := filepath.Glob(filepath.Join(d.dataDir, "pg-cluster-*"))
 	for _, dir := range extra {
-		var n int
-		if _, err := fmt.Sscanf(filepath.Base(dir), "pg-cluster-%d", &n); err != nil || n < 3 {
+		// Only the data directories (the glob also matches their logs).
+		n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "pg-cluster-"))
+		if st, serr := os.Stat(dir); err != nil || n < 3 || serr != nil || !st.IsDir() {
 			continue
 		}
 		t, err := d.startCluster(ctx, n)
