@@ -672,7 +672,7 @@ var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1
 
 func (fc *frontConn) writer() *bufio.Writer {
 	w := frontWriters.Get().(*bufio.Writer)
-	w.Reset(fc.conn)
+	w.Reset(fc.io)
 	return w
 }
 

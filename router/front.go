@@ -186,8 +186,8 @@ type frontConn struct {
 	s    *frontServer
 	p    *Proxy
 	conn net.Conn
+	io   net.Conn // conn's reads and writes (raw system calls where possible: sysConn)
 	br   *bufio.Reader
-	bw   *bufio.Writer
 
 	clientIP   string // for X-Forwarded-For
 	remoteAddr string
@@ -272,8 +272,9 @@ func (fc *frontConn) serve() {
 	if host, _, err := net.SplitHostPort(fc.remoteAddr); err == nil {
 		fc.clientIP = host
 	}
+	fc.io = newSysConn(fc.conn)
 	fc.br = frontReaders.Get().(*bufio.Reader)
-	fc.br.Reset(fc.conn)
+	fc.br.Reset(fc.io)
 	cfg := &fc.p.cfg
 	first := true
 	for {

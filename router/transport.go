@@ -86,6 +86,7 @@ type upConn struct {
 	t    *syncTransport
 	pool *idlePool
 	conn net.Conn
+	io   net.Conn        // conn's reads and writes (raw system calls where possible: sysConn)
 	raw  syscall.RawConn // for the liveness check; nil if unavailable
 	br   *bufio.Reader   // from readerPool while a response is read
 
@@ -115,13 +116,13 @@ func (c *upConn) Read(p []byte) (int, error) {
 	if int64(len(p)) > c.limit {
 		p = p[:c.limit]
 	}
-	n, err := c.conn.Read(p)
+	n, err := c.io.Read(p)
 	c.limit -= int64(n)
 	return n, err
 }
 
 func (c *upConn) Write(p []byte) (int, error) {
-	n, err := c.conn.Write(p)
+	n, err := c.io.Write(p)
 	c.nwritten += int64(n)
 	if err != nil && c.werr == nil {
 		c.werr = err
@@ -257,7 +258,7 @@ func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, checkAl
 		}
 		return nil, err
 	}
-	c := &upConn{t: t, pool: p, conn: conn, limit: noLimit}
+	c := &upConn{t: t, pool: p, conn: conn, io: newSysConn(conn), limit: noLimit}
 	if sc, ok := conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}

@@ -2,7 +2,10 @@
 
 package router
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 // fdIdleAndOpen reads from an idle connection's non-blocking socket: no
 // data yet (EAGAIN) means it is still open; end of file means the backend
@@ -10,6 +13,7 @@ import "syscall"
 // the connection is not usable either.
 func fdIdleAndOpen(fd uintptr) bool {
 	var b [1]byte
-	_, err := syscall.Read(int(fd), b[:])
-	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	// Non-blocking: a raw call, not announced to the scheduler (see sysConn).
+	_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), 1)
+	return errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK
 }
