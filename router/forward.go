@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
@@ -197,8 +198,8 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, errClientBody) || errors.Is(err, errClientWrite) {
-				done(context.Canceled) // the client's doing, not the backend's
+			if errors.Is(err, errClientBody) || errors.Is(err, errClientWrite) || errors.Is(err, errClientGone) || errors.Is(err, errResponseHeadTooLarge) {
+				done(context.Canceled) // the client's doing, or the router's limit: not the backend's failure
 			} else {
 				done(err)
 			}
@@ -221,7 +222,56 @@ var (
 	errBackendStatus = errors.New("backend answered 502, 503 or 504")
 	errClientWrite   = errors.New("writing to the client failed")
 	errClientBody    = errors.New("reading the request body failed")
+	errClientGone    = errors.New("the client closed its connection")
 )
+
+// clientCheckInterval is how often a response stream that has gone quiet
+// checks that its client is still there: the fast path reads nothing from
+// the client while relaying, so a client hanging up is otherwise noticed
+// only when the backend sends more.
+const clientCheckInterval = time.Second
+
+// waitBackend waits until the backend connection has more of the response.
+// Every clientCheckInterval of quiet it checks the client; a client that
+// hung up ends the relay (the backend connection is closed, the request
+// leaves the in-flight count).
+func (fc *frontConn) waitBackend() error {
+	c := fc.x.c
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(clientCheckInterval))
+		_, err := c.br.Peek(1)
+		if err == nil {
+			_ = c.conn.SetReadDeadline(time.Time{})
+			return nil
+		}
+		if !isTimeout(err) {
+			return err
+		}
+		if fc.clientGone() {
+			return errClientGone
+		}
+	}
+}
+
+// clientGone reports whether the client closed or reset its connection
+// (a non-consuming, non-blocking peek at its socket).
+func (fc *frontConn) clientGone() bool {
+	sc, ok := fc.conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	_ = fc.conn.SetReadDeadline(time.Time{}) // an expired wait deadline would refuse the peek
+	gone := false
+	_ = rc.Read(func(fd uintptr) bool {
+		gone = peerGone(fd)
+		return true
+	})
+	return gone
+}
 
 // exchange does one request/response on c. st is the status relayed to the
 // client (0 if nothing was written to it, so the caller answers with an
@@ -334,15 +384,18 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	switch {
 	case bodiless:
 	case r.contentLength >= 0:
-		copyErr = relayN(cw, c.br, r.contentLength)
+		copyErr = relayN(cw, c.br, r.contentLength, fc.waitBackendFn)
 	case r.chunked:
-		copyErr = relayChunked(cw, c.br)
+		copyErr = relayChunked(cw, c.br, fc.waitBackendFn)
 	default:
-		copyErr = relayN(cw, c.br, -1)
+		copyErr = relayN(cw, c.br, -1, fc.waitBackendFn)
 		r.close = true // the body ends with the connection
 	}
 	if copyErr != nil {
 		c.close()
+		if errors.Is(copyErr, errClientGone) || errors.Is(copyErr, errClientWrite) {
+			return 499, false, false, copyErr
+		}
 		_ = cw.Flush()
 		return r.status, false, false, copyErr
 	}
@@ -393,12 +446,19 @@ func (fc *frontConn) send() {
 	bw.Reset(x.c)
 	_, _ = bw.Write(fc.out)
 	if x.req.contentLength > 0 {
-		x.bodyErr = relayN(bw, fc.br, x.req.contentLength)
+		// A backend that stops reading the body must not hold the
+		// request forever: each write gets the header timeout.
+		x.c.writeTimeout = x.tr.headerTimeout
+		x.bodyErr = relayN(bw, fc.br, x.req.contentLength, nil)
 		x.req.bodyRead = x.bodyErr == nil
 	}
 	x.werr = bw.Flush()
 	bw.Reset(nil)
 	writerPool.Put(bw)
+	if x.c.writeTimeout > 0 {
+		x.c.writeTimeout = 0
+		_ = x.c.conn.SetWriteDeadline(time.Time{})
+	}
 	if x.tr.headerTimeout > 0 {
 		_ = x.c.conn.SetReadDeadline(time.Now().Add(x.tr.headerTimeout))
 	}
@@ -407,11 +467,13 @@ func (fc *frontConn) send() {
 // readUpstreamHead waits for a complete response head in br and returns
 // its length.
 func readUpstreamHead(br *bufio.Reader) (int, error) {
+	scanned := 0
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if n := headEnd(buf); n > 0 {
+		if n := headEndFrom(buf, scanned); n > 0 {
 			return n, nil
 		}
+		scanned = max(0, len(buf)-3)
 		if len(buf) >= br.Size() {
 			return 0, errResponseHeadTooLarge
 		}
@@ -432,7 +494,9 @@ func (c *upConn) readBigHead() (int, error) {
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c), maxBigResponseHead)
 	c.br.Reset(nil)
-	readerPool.Put(c.br)
+	if c.br.Size() == bufSize {
+		readerPool.Put(c.br)
+	}
 	c.br = big
 	c.noReuse = true // never pool the big reader
 	return readUpstreamHead(big)
@@ -477,14 +541,21 @@ func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 
 // relayN copies n bytes (n < 0: up to end of file) from src to dst,
 // flushing dst whenever src has nothing more buffered, so a slow stream
-// reaches its reader as it comes.
-func relayN(dst *bufio.Writer, src *bufio.Reader, n int64) error {
+// reaches its reader as it comes. wait, if not nil, waits for src to have
+// more (see frontConn.waitBackend).
+func relayN(dst *bufio.Writer, src *bufio.Reader, n int64, wait func() error) error {
 	for n != 0 {
 		if src.Buffered() == 0 {
 			if err := dst.Flush(); err != nil {
 				return errClientWrite
 			}
-			if _, err := src.Peek(1); err != nil {
+			var err error
+			if wait != nil {
+				err = wait()
+			} else {
+				_, err = src.Peek(1)
+			}
+			if err != nil {
 				if err == io.EOF {
 					if n < 0 {
 						return nil
@@ -513,11 +584,16 @@ func relayN(dst *bufio.Writer, src *bufio.Reader, n int64) error {
 // relayChunked copies a chunked body from src to dst as it is (sizes,
 // extensions, trailers), checking its framing so the response ends exactly
 // where the backend ended it.
-func relayChunked(dst *bufio.Writer, src *bufio.Reader) error {
+func relayChunked(dst *bufio.Writer, src *bufio.Reader, wait func() error) error {
 	line := func() ([]byte, error) {
 		if src.Buffered() == 0 {
 			if err := dst.Flush(); err != nil {
 				return nil, errClientWrite
+			}
+			if wait != nil {
+				if err := wait(); err != nil {
+					return nil, err
+				}
 			}
 		}
 		l, err := src.ReadSlice('\n')
@@ -559,7 +635,7 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader) error {
 				}
 			}
 		}
-		if err := relayN(dst, src, size); err != nil {
+		if err := relayN(dst, src, size, wait); err != nil {
 			return err
 		}
 		crlf, err := src.Peek(2)

@@ -174,8 +174,10 @@ func (s *frontServer) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 	}
-	if gerr := <-generalDone; gerr != nil && err == nil {
-		err = gerr
+	if gerr := <-generalDone; gerr != nil {
+		if err == nil {
+			err = gerr
+		}
 		_ = s.general.Close()
 	}
 	return err
@@ -205,7 +207,8 @@ type frontConn struct {
 	req  fwdReq
 	x    exchangeState
 
-	sendThenWait func(fd uintptr) bool // fc.sendStep, bound once
+	sendThenWait  func(fd uintptr) bool // fc.sendStep, bound once
+	waitBackendFn func() error          // fc.waitBackend, bound once
 
 	// The last metric children used: a connection mostly serves one
 	// tenant's target, so this spares a map lookup per request.
@@ -273,6 +276,7 @@ func (fc *frontConn) serve() {
 		fc.clientIP = host
 	}
 	fc.io = newSysConn(fc.conn)
+	fc.waitBackendFn = fc.waitBackend
 	fc.br = frontReaders.Get().(*bufio.Reader)
 	fc.br.Reset(fc.io)
 	cfg := &fc.p.cfg
@@ -281,24 +285,32 @@ func (fc *frontConn) serve() {
 		// Wait for the next request: the idle timeout (the header timeout
 		// for the first), then the header timeout for the rest of the head.
 		wait := cfg.IdleTimeout
+		wasFirst := first
 		if first {
 			wait = cfg.ReadHeaderTimeout
 		}
 		first = false
-		fc.setIdle(true)
+		// Going idle, the shutdown check and arming the wait happen under
+		// the lock Shutdown's wake-up takes, so the wake-up cannot land in
+		// between and be overwritten.
+		fc.mu.Lock()
+		fc.idle = true
 		if fc.s.closing.Load() && fc.br.Buffered() == 0 {
+			fc.mu.Unlock()
 			return
 		}
 		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+		fc.mu.Unlock()
 		_, err := fc.br.Peek(1)
 		fc.setIdle(false)
 		if err != nil {
 			return
 		}
 		// A head usually arrives whole; only one still arriving gets the
-		// header timeout (which cuts off slow clients).
+		// header timeout (which cuts off slow clients). The first request's
+		// wait already was the header timeout, counted from the accept.
 		buf, _ := fc.br.Peek(fc.br.Buffered())
-		if headEnd(buf) < 0 {
+		if headEnd(buf) < 0 && !wasFirst {
 			_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
 		}
 		n, err := fc.readHead()
@@ -354,11 +366,13 @@ func (fc *frontConn) lingerClose() {
 // its length, or -1 if the head does not fit the buffer (or uses bare LF
 // line ends): net/http's business.
 func (fc *frontConn) readHead() (int, error) {
+	scanned := 0 // the head's end is not before here
 	for {
 		buf, _ := fc.br.Peek(fc.br.Buffered())
-		if n := headEnd(buf); n > 0 {
+		if n := headEndFrom(buf, scanned); n > 0 {
 			return n, nil
 		}
+		scanned = max(0, len(buf)-3)
 		if len(buf) >= frontBufSize {
 			return -1, nil
 		}
@@ -397,6 +411,15 @@ func (fc *frontConn) handOff() bool {
 type replayConn struct {
 	net.Conn
 	br *bufio.Reader
+}
+
+// CloseWrite half-closes, so net/http's gentle close (after a 413, say)
+// works on a handed-off connection.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("CloseWrite: %w", http.ErrNotSupported)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -38,6 +38,8 @@ type reqHead struct {
 	general string
 }
 
+// maxHeadFields bounds a request head's fields on the fast path (more go
+// to net/http).
 const maxHeadFields = 128
 
 var (
@@ -55,6 +57,16 @@ func headEnd(b []byte) int {
 		return -1
 	}
 	return i + 4
+}
+
+// headEndFrom is headEnd for a buffer whose first from bytes were already
+// searched (a head arriving in pieces is not rescanned from the start).
+func headEndFrom(b []byte, from int) int {
+	i := bytes.Index(b[from:], crlfcrlf)
+	if i < 0 {
+		return -1
+	}
+	return from + i + 4
 }
 
 // view is a string over b's bytes without copying. It must not outlive
@@ -286,15 +298,15 @@ func parseResponseHead(head []byte, h *respHead) error {
 				}
 			}
 			continue
-		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"):
+		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
+			equalFold(name, "proxy-authenticate"), equalFold(name, "proxy-authorization"), equalFold(name, "te"):
+			// Hop-by-hop (as httputil.ReverseProxy's list; Trailer stays:
+			// chunked bodies and their trailers pass through as they are).
 			continue
 		case equalFold(name, "date"):
 			h.hasDate = true
 		}
-		if len(h.fields) == maxHeadFields {
-			return errBadResponseHead
-		}
-		h.fields = append(h.fields, headerField{name: view(name), value: view(value)})
+		h.fields = append(h.fields, headerField{name: view(name), value: view(value)}) // no count limit: the head's size is (1 MiB)
 	}
 	if string(rest) != "\r\n" {
 		return errBadResponseHead
@@ -390,12 +402,24 @@ func plainTarget(b []byte) bool {
 			return false
 		}
 	}
+	// The query as httputil.ReverseProxy forwards it unchanged: no ';' and
+	// only well-formed escapes (otherwise it re-encodes the query, dropping
+	// what does not parse: net/http's way).
 	for ; i < len(b); i++ {
-		if c := b[i]; c <= ' ' || c >= 0x7f || c == '#' {
+		switch c := b[i]; {
+		case c <= ' ' || c >= 0x7f || c == '#' || c == ';':
 			return false
+		case c == '%':
+			if i+2 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 var pathByte = alnumPlus("-_.~!$&'()*+,;=:@[]/")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -62,6 +63,9 @@ func FuzzRequestHead(f *testing.F) {
 		if req.Method != h.method || req.RequestURI != h.target || req.Host != h.host {
 			t.Fatalf("method/target/host: net/http %q %q %q, fast %q %q %q", req.Method, req.RequestURI, req.Host, h.method, h.target, h.host)
 		}
+		if _, err := url.ParseQuery(req.URL.RawQuery); err != nil {
+			t.Fatalf("query %q would be re-encoded by httputil.ReverseProxy (%v); the fast path forwards it as sent", req.URL.RawQuery, err)
+		}
 		if got := req.URL.RequestURI(); got != h.target {
 			t.Fatalf("net/http would forward target %q, fast path %q", got, h.target)
 		}
@@ -113,6 +117,7 @@ var responseHeadSeeds = []string{
 	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 204 No Content\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\r\n",
 	"HTTP/1.1 200 OK\r\nConnection: X-Secret, x-lower\r\nX-Secret: 1\r\nx-lower: 1\r\nContent-Length: 2\r\n\r\n",
+	"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nTe: trailers\r\nProxy-Authorization: x\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
 	"HTTP/1.1 200\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
 	"HTTP/1.1 999 X\r\n\r\n",
@@ -159,7 +164,7 @@ func FuzzResponseHead(f *testing.F) {
 			}
 		}
 		for _, fl := range h.fields {
-			if hopByHopRequest(fl.name) || equalFold(fl.name, "upgrade") || equalFold(fl.name, "content-length") || equalFold(fl.name, "transfer-encoding") {
+			if hopByHopRequest(fl.name) || equalFold(fl.name, "upgrade") || equalFold(fl.name, "te") || equalFold(fl.name, "content-length") || equalFold(fl.name, "transfer-encoding") {
 				t.Fatalf("hop-by-hop or framing field %q forwarded", fl.name)
 			}
 			if named[textproto.CanonicalMIMEHeaderKey(fl.name)] {
@@ -200,7 +205,7 @@ func TestRelayChunkedChecksFraming(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var out bytes.Buffer
 			w := bufio.NewWriter(&out)
-			err := relayChunked(w, bufio.NewReader(strings.NewReader(c.in+"NEXT")))
+			err := relayChunked(w, bufio.NewReader(strings.NewReader(c.in+"NEXT")), nil)
 			_ = w.Flush()
 			if (err == nil) != c.ok {
 				t.Fatalf("err = %v, want ok=%v", err, c.ok)

@@ -131,7 +131,7 @@ var (
 	errTenantMoving   = &routeError{http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", 1}
 	errTenantDisabled = &routeError{http.StatusForbidden, "tenant_disabled", "the tenant is not served", 0}
 	errUnknownTarget  = &routeError{http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", 1}
-	errClientGone     = &routeError{status: 499}
+	errHoldCancelled  = &routeError{status: 499}
 )
 
 // resolve looks the tenant up, holds it while it is frozen, and counts the
@@ -157,7 +157,7 @@ func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *cat
 			case http.StatusServiceUnavailable:
 				return route, nil, nil, errTenantMoving
 			default:
-				return route, nil, nil, errClientGone
+				return route, nil, nil, errHoldCancelled
 			}
 		}
 		if route.State != catalog.StateActive {

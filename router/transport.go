@@ -96,6 +96,8 @@ type upConn struct {
 	nwritten int64 // bytes written to the connection in this exchange
 	werr     error // the connection's write error, if any
 	limit    int64 // bytes the reader may still read (response head limit)
+
+	writeTimeout time.Duration // > 0: each write must complete within it
 }
 
 const (
@@ -122,6 +124,9 @@ func (c *upConn) Read(p []byte) (int, error) {
 }
 
 func (c *upConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	n, err := c.io.Write(p)
 	c.nwritten += int64(n)
 	if err != nil && c.werr == nil {

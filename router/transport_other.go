@@ -3,3 +3,5 @@
 package router
 
 func fdIdleAndOpen(uintptr) bool { return true }
+
+func peerGone(uintptr) bool { return false }
