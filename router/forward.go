@@ -58,24 +58,15 @@ func (fc *frontConn) serveRequest() (keep bool) {
 		return ok && !closeConn
 	}
 	if h.size > cfg.MaxHeaderBytes {
-		return answer(&routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}, "")
+		return answer(errHeadersTooLarge, "")
 	}
 	if h.contentLength > cfg.MaxBodyBytes {
-		return answer(&routeError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", 0}, "")
+		return answer(errBodyTooLarge, "")
 	}
 	path, _, _ := strings.Cut(h.target, "?")
 	ex, err := p.extract.extract(extractInput{tenantHeader: h.tenant, authorization: h.auth, host: h.host, path: path, remoteAddr: fc.remoteAddr})
 	if err != nil {
-		e := &routeError{status: http.StatusBadRequest, code: "bad_tenant", msg: err.Error()}
-		switch {
-		case errors.Is(err, ErrNoTenant):
-			e.code = "no_tenant"
-		case errors.Is(err, ErrTenantConflict):
-			e.code = "tenant_conflict"
-		case errors.Is(err, ErrBadToken):
-			e.status, e.code = http.StatusUnauthorized, "bad_token"
-		}
-		return answer(e, "")
+		return answer(extractionError(err), "")
 	}
 	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
 	route, t, entry, rerr := p.resolve(context.Background(), tenant)
@@ -693,19 +684,12 @@ func indexByte(b []byte, c byte) int {
 // upstreamError answers a request the backend did not answer, as
 // Proxy.errorHandler does.
 func (fc *frontConn) upstreamError(req *fwdReq, err error) (int, bool) {
-	var e *routeError
-	switch {
-	case errors.Is(err, ErrNoHealthyBackend):
-		e = &routeError{http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", 1}
-	case breakerOpen(err):
-		e = &routeError{http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", 1}
-	case errors.Is(err, errClientBody):
+	if errors.Is(err, errClientBody) {
 		return 499, false
-	case isTimeout(err):
-		e = &routeError{http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", 0}
-	default:
+	}
+	e := upstreamFailure(err)
+	if e == errUpstreamFailed {
 		fc.p.log.Warn("upstream request failed", "err", err, "tier", string(req.route.Tier))
-		e = &routeError{http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", 0}
 	}
 	closeConn := req.clientClose || fc.s.closing.Load()
 	if req.contentLength > 0 && !req.bodyRead {

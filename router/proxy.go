@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -79,25 +78,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.metrics.requestCounter(tier, target, statusText(rec.status)).Inc()
 	}()
 	if headerBytes(r) > p.cfg.MaxHeaderBytes {
-		writeError(rec, http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", "", 0)
+		errHeadersTooLarge.write(rec, "")
 		return
 	}
 	if r.ContentLength > p.cfg.MaxBodyBytes {
-		writeError(rec, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", "", 0)
+		errBodyTooLarge.write(rec, "")
 		return
 	}
 	ex, err := p.extract.Extract(r)
 	if err != nil {
-		status, code := http.StatusBadRequest, "bad_tenant"
-		switch {
-		case errors.Is(err, ErrNoTenant):
-			code = "no_tenant"
-		case errors.Is(err, ErrTenantConflict):
-			code = "tenant_conflict"
-		case errors.Is(err, ErrBadToken):
-			status, code = http.StatusUnauthorized, "bad_token"
-		}
-		writeError(rec, status, code, err.Error(), "", 0)
+		extractionError(err).write(rec, "")
 		return
 	}
 	route, t, entry, rerr := p.resolve(r.Context(), ex.Tenant)
@@ -105,7 +95,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rerr.status == 499 {
 			rec.status = 499 // the client went away
 		} else {
-			writeError(rec, rerr.status, rerr.code, rerr.msg, ex.Tenant, rerr.retryAfter)
+			rerr.write(rec, ex.Tenant)
 		}
 		return
 	}
@@ -126,12 +116,50 @@ type routeError struct {
 	retryAfter int
 }
 
+// write answers with e's JSON body.
+func (e *routeError) write(w http.ResponseWriter, tenant string) {
+	writeError(w, e.status, e.code, e.msg, tenant, e.retryAfter)
+}
+
+// extractionError is the answer to a request whose tenant could not be found.
+func extractionError(err error) *routeError {
+	e := &routeError{status: http.StatusBadRequest, code: "bad_tenant", msg: err.Error()}
+	switch {
+	case errors.Is(err, ErrNoTenant):
+		e.code = "no_tenant"
+	case errors.Is(err, ErrTenantConflict):
+		e.code = "tenant_conflict"
+	case errors.Is(err, ErrBadToken):
+		e.status, e.code = http.StatusUnauthorized, "bad_token"
+	}
+	return e
+}
+
+// upstreamFailure is the answer to a request the backend did not answer.
+func upstreamFailure(err error) *routeError {
+	switch {
+	case errors.Is(err, ErrNoHealthyBackend):
+		return errNoHealthyBackend
+	case breakerOpen(err):
+		return errBreakerOpen
+	case isTimeout(err):
+		return errUpstreamTimeout
+	}
+	return errUpstreamFailed
+}
+
 var (
-	errUnknownTenant  = &routeError{http.StatusNotFound, "unknown_tenant", "no such tenant", 0}
-	errTenantMoving   = &routeError{http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", 1}
-	errTenantDisabled = &routeError{http.StatusForbidden, "tenant_disabled", "the tenant is not served", 0}
-	errUnknownTarget  = &routeError{http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", 1}
-	errHoldCancelled  = &routeError{status: 499}
+	errHeadersTooLarge  = &routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}
+	errBodyTooLarge     = &routeError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", 0}
+	errNoHealthyBackend = &routeError{http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", 1}
+	errBreakerOpen      = &routeError{http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", 1}
+	errUpstreamTimeout  = &routeError{http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", 0}
+	errUpstreamFailed   = &routeError{http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", 0}
+	errUnknownTenant    = &routeError{http.StatusNotFound, "unknown_tenant", "no such tenant", 0}
+	errTenantMoving     = &routeError{http.StatusServiceUnavailable, "tenant_moving", "the tenant is being moved; retry shortly", 1}
+	errTenantDisabled   = &routeError{http.StatusForbidden, "tenant_disabled", "the tenant is not served", 0}
+	errUnknownTarget    = &routeError{http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", 1}
+	errHoldCancelled    = &routeError{status: 499}
 )
 
 // resolve looks the tenant up, holds it while it is frozen, and counts the
@@ -269,24 +297,20 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		tenant = st.route.ID
 	}
 	var maxBytes *http.MaxBytesError
-	var netErr net.Error
 	switch {
 	case errors.As(err, &maxBytes):
-		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", tenant, 0)
-	case errors.Is(err, ErrNoHealthyBackend):
-		writeError(w, http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", tenant, 1)
-	case breakerOpen(err):
-		writeError(w, http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", tenant, 1)
-	case r.Context().Err() != nil:
+		errBodyTooLarge.write(w, tenant)
+	case r.Context().Err() != nil && !errors.Is(err, ErrNoHealthyBackend) && !breakerOpen(err):
 		// The client went away; nobody reads the answer.
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.status = 499
 		}
-	case errors.As(err, &netErr) && netErr.Timeout(), strings.Contains(err.Error(), "timeout awaiting response headers"):
-		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", tenant, 0)
 	default:
-		p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
-		writeError(w, http.StatusBadGateway, "upstream_failed", "the backend could not be reached or failed", tenant, 0)
+		e := upstreamFailure(err)
+		if e == errUpstreamFailed {
+			p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
+		}
+		e.write(w, tenant)
 	}
 }
 
