@@ -79,8 +79,8 @@ func (s *frontServer) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.listener = l
 	s.mu.Unlock()
-	generalErr := make(chan error, 1)
-	go func() { generalErr <- s.general.Serve(s.handoff) }()
+	// net/http serves handed-off connections until Shutdown closes it.
+	go func() { _ = s.general.Serve(s.handoff) }()
 	var backoff time.Duration
 	for {
 		c, err := l.Accept()
