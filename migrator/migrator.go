@@ -34,6 +34,7 @@ type Config struct {
 // Hooks are called at fixed points of a move; an error returned stops the
 // move there as if the process had died (tests use them to inject faults).
 type Hooks struct {
+	BeforeChunk  func(m *Move, table string) error
 	AfterChunk   func(m *Move) error
 	AfterApply   func(m *Move) error
 	BeforeSwitch func(m *Move) error

@@ -360,9 +360,21 @@ func (r *run) copyAll(ctx context.Context) error {
 // copyChunk copies one chunk. A chunk read after its parent table was
 // copied may reference parent rows written since: those are in the change
 // capture, so on a foreign-key violation the changes of the tables already
-// copied are applied and the chunk is read again.
+// copied are applied and the chunk is read again. Writers that keep adding
+// parents and children can win that race every time (the re-read chunk has
+// newer children still), so from the second retry the chunk is written
+// without the target checking foreign keys (session_replication_role =
+// replica, as logical replication applies): every row's parent exists in
+// the source, so it is on the target or in the change queue, which catch-up
+// applies before the full verification compares every row. Where the
+// migrator's role may not set that (it needs superuser), it keeps retrying.
 func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkResult, error) {
 	for attempt := 0; ; attempt++ {
+		if h := r.mg.cfg.Hooks; h != nil && h.BeforeChunk != nil {
+			if err := h.BeforeChunk(r.m, c.table.Key()); err != nil {
+				return chunkResult{}, err
+			}
+		}
 		res, err := c.copyChunk(ctx, last)
 		var pgErr *pgconn.PgError
 		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 {
@@ -375,6 +387,23 @@ func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkRes
 			}
 		}
 		if err := r.applyDone(ctx, idx); err != nil {
+			return res, err
+		}
+		if attempt == 1 {
+			if rerr := c.dst.Exec(ctx, "SET session_replication_role = replica").Close(); rerr != nil {
+				r.mg.log.Warn("cannot defer foreign-key checks for the copy (needs superuser); retrying as is", "move", r.m.ID, "err", rerr)
+				continue
+			}
+			if h := r.mg.cfg.Hooks; h != nil && h.BeforeChunk != nil {
+				if err := h.BeforeChunk(r.m, c.table.Key()); err != nil {
+					_ = c.dst.Exec(ctx, "RESET session_replication_role").Close()
+					return chunkResult{}, err
+				}
+			}
+			res, err := c.copyChunk(ctx, last)
+			if rerr := c.dst.Exec(ctx, "RESET session_replication_role").Close(); rerr != nil && err == nil {
+				err = fmt.Errorf("reset session_replication_role: %w", rerr)
+			}
 			return res, err
 		}
 	}
