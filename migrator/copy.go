@@ -26,6 +26,9 @@ type copier struct {
 	keyColumn string
 	tenant    string
 	chunkRows int
+
+	bounded bool     // bound was called: copy only up to upper
+	upper   []string // the largest key to copy; nil with bounded: nothing
 }
 
 // chunkResult says what one chunk moved.
@@ -38,6 +41,26 @@ type chunkResult struct {
 // resumeKey returns the largest primary key of the tenant's rows already on
 // the target (text form), or nil if there are none.
 func (c *copier) resumeKey(ctx context.Context) ([]string, error) {
+	return c.maxKey(ctx, c.dst)
+}
+
+// bound fixes the copy's end: the largest primary key of the tenant's rows
+// in the source now. Rows written later are in the change capture (it
+// starts before the copy) and reach the target in catch-up, so the copy
+// never chases writers that add rows as fast as it copies. A table with no
+// rows for the tenant copies nothing.
+func (c *copier) bound(ctx context.Context) error {
+	upper, err := c.maxKey(ctx, c.src)
+	if err != nil {
+		return err
+	}
+	c.upper, c.bounded = upper, true
+	return nil
+}
+
+// maxKey returns the largest primary key of the tenant's rows in the
+// database of conn (text form), or nil if there are none.
+func (c *copier) maxKey(ctx context.Context, conn *pgconn.PgConn) ([]string, error) {
 	cols := make([]string, len(c.table.PK))
 	for i, k := range c.table.PK {
 		cols[i] = "t." + pq.QuoteIdentifier(k) + "::text"
@@ -49,7 +72,7 @@ func (c *copier) resumeKey(ctx context.Context) ([]string, error) {
 	}
 	sql := fmt.Sprintf(`SELECT %s FROM %s t WHERE t.%s = %s ORDER BY %s LIMIT 1`,
 		strings.Join(cols, ", "), c.table.Ident(), pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant), strings.Join(desc, ", "))
-	res := c.dst.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+	res := conn.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		return nil, res.Err
 	}
@@ -66,12 +89,21 @@ func (c *copier) resumeKey(ctx context.Context) ([]string, error) {
 // selectSQL is the source query of one chunk after lastKey.
 func (c *copier) selectSQL(lastKey []string) string {
 	where := fmt.Sprintf("%s = %s", pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant))
-	if lastKey != nil {
-		lits := make([]string, len(lastKey))
-		for i, v := range lastKey {
+	keyLits := func(key []string) string {
+		lits := make([]string, len(key))
+		for i, v := range key {
 			lits[i] = pq.QuoteLiteral(v) + "::" + c.table.colType(c.table.PK[i])
 		}
-		where += fmt.Sprintf(" AND (%s) > (%s)", quoteIdents(c.table.PK), strings.Join(lits, ", "))
+		return strings.Join(lits, ", ")
+	}
+	if lastKey != nil {
+		where += fmt.Sprintf(" AND (%s) > (%s)", quoteIdents(c.table.PK), keyLits(lastKey))
+	}
+	switch {
+	case c.bounded && c.upper == nil:
+		where += " AND false"
+	case c.bounded:
+		where += fmt.Sprintf(" AND (%s) <= (%s)", quoteIdents(c.table.PK), keyLits(c.upper))
 	}
 	cols := make([]string, len(c.table.Columns))
 	for i, col := range c.table.Columns {

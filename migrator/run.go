@@ -315,6 +315,9 @@ func (r *run) copyAll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("resume point of %s: %w", t.Key(), err)
 		}
+		if err := c.bound(ctx); err != nil {
+			return fmt.Errorf("copy bound of %s: %w", t.Key(), err)
+		}
 		if last != nil {
 			var have int64
 			_ = r.dst.GetContext(ctx, &have, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, t.Ident(), quoteIdents([]string{r.m.Options.KeyColumn})), r.m.Tenant)

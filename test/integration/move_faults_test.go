@@ -387,3 +387,42 @@ func TestMoveCopiesChildrenWhileParentsKeepComing(t *testing.T) {
 	}
 	t.Logf("%d parent/child pairs written during the child copy", added)
 }
+
+// Writers adding rows faster than the copy moves them: the copy stops at
+// the rows that existed when it began (later ones come through the change
+// capture in catch-up) instead of chasing the table's end forever.
+func TestMoveCopyEndsWhileWritersOutpaceIt(t *testing.T) {
+	s := newMoveStack(t)
+	ctx := testContext(t)
+	s.seedTenant("busy", "free", catalog.TierShared, "pool-1", 100)
+	src := sqlxMust(t, s.pgPool.DSN("pool"))
+	const maxRounds = 40 // without a bound the copy would need all of them
+	rounds := 0
+	mg := s.migrator(&migrator.Hooks{BeforeChunk: func(_ *migrator.Move, table string) error {
+		if !strings.HasSuffix(table, ".orders") || rounds >= maxRounds {
+			return nil
+		}
+		rounds++
+		// More new rows than one chunk copies.
+		_, err := src.Exec(`INSERT INTO orders (tenant_id, item, quantity, price_cents)
+			SELECT 'busy', 'burst-' || g, 1, g FROM generate_series(1, 60) g`)
+		return err
+	}})
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "busy", To: "pool-2", Options: migrator.Options{ChunkRows: 50}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, m.ID); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	if rounds >= maxRounds {
+		t.Fatalf("the copy of orders took %d chunks for 100 rows: it chased the writers", rounds)
+	}
+	var a, b int
+	_ = src.Get(&a, `SELECT count(*) FROM orders WHERE tenant_id = 'busy'`)
+	_ = sqlxMust(t, s.pgPool.DSN("pool2")).Get(&b, `SELECT count(*) FROM orders WHERE tenant_id = 'busy'`)
+	if a != b || a < 100+60 {
+		t.Fatalf("orders: source %d, target %d", a, b)
+	}
+	t.Logf("orders copied in %d chunks while %d rows were added", rounds, 60*rounds)
+}
