@@ -86,8 +86,7 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	return keep && !req.clientClose
 }
 
-// fastIdempotency applies selectingTransport's and syncTransport's retry
-// rules to a parsed head.
+// fastIdempotency applies the retry rules (selection.go) to a parsed head.
 func fastIdempotency(h *reqHead) (idempotent, replayable bool) {
 	key := false
 	for _, f := range h.fields {
@@ -96,15 +95,9 @@ func fastIdempotency(h *reqHead) (idempotent, replayable bool) {
 			break
 		}
 	}
-	switch h.method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		idempotent, replayable = true, true
-	case http.MethodPut, http.MethodDelete:
-		idempotent, replayable = true, key
-	default:
-		idempotent, replayable = key, key
-	}
-	return idempotent, replayable && h.contentLength <= 0
+	idempotent = idempotentMethod(h.method) || key
+	replayable = (safeMethod(h.method) || key) && h.contentLength <= 0
+	return idempotent, replayable
 }
 
 // buildOutHead writes the request head to send to the backend into fc.out:
@@ -458,20 +451,11 @@ func (fc *frontConn) send() {
 // readUpstreamHead waits for a complete response head in br and returns
 // its length.
 func readUpstreamHead(br *bufio.Reader) (int, error) {
-	scanned := 0
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		if n := headEndFrom(buf, scanned); n > 0 {
-			return n, nil
-		}
-		scanned = max(0, len(buf)-3)
-		if len(buf) >= br.Size() {
-			return 0, errResponseHeadTooLarge
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return 0, err
-		}
+	n, err := bufferHead(br, nil)
+	if errors.Is(err, errHeadFull) {
+		return 0, errResponseHeadTooLarge
 	}
+	return n, err
 }
 
 // maxBigResponseHead is the largest response head the fast path takes;

@@ -310,15 +310,17 @@ func (fc *frontConn) serve() {
 		// header timeout (which cuts off slow clients). The first request's
 		// wait already was the header timeout, counted from the accept.
 		buf, _ := fc.br.Peek(fc.br.Buffered())
-		if headEnd(buf) < 0 && !wasFirst {
-			_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
-		}
-		n, err := fc.readHead()
-		if err != nil {
-			if isTimeout(err) {
-				fc.writeRouterError(http.StatusRequestTimeout, "request_timeout", "the request head did not arrive in time", "", 0, true)
+		n := headEnd(buf)
+		if n < 0 {
+			if !wasFirst {
+				_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
 			}
-			return
+			if n, err = fc.readHead(); err != nil {
+				if isTimeout(err) {
+					fc.writeRouterError(http.StatusRequestTimeout, "request_timeout", "the request head did not arrive in time", "", 0, true)
+				}
+				return
+			}
 		}
 		if n < 0 || fc.s.netOnly {
 			handedOff = fc.handOff()
@@ -366,24 +368,16 @@ func (fc *frontConn) lingerClose() {
 // its length, or -1 if the head does not fit the buffer (or uses bare LF
 // line ends): net/http's business.
 func (fc *frontConn) readHead() (int, error) {
-	scanned := 0 // the head's end is not before here
-	for {
-		buf, _ := fc.br.Peek(fc.br.Buffered())
-		if n := headEndFrom(buf, scanned); n > 0 {
-			return n, nil
-		}
-		scanned = max(0, len(buf)-3)
-		if len(buf) >= frontBufSize {
-			return -1, nil
-		}
-		if bytes.Contains(buf, lflf) || bytes.Contains(buf, lfcrlf) {
-			// A head ending in bare line feeds: net/http reads those.
-			return -1, nil
-		}
-		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
-			return 0, err
-		}
+	n, err := bufferHead(fc.br, bareLFHead)
+	if errors.Is(err, errHeadFull) {
+		return -1, nil
 	}
+	return n, err
+}
+
+// bareLFHead: a head ending in bare line feeds, which net/http reads.
+func bareLFHead(buf []byte) bool {
+	return bytes.Contains(buf, lflf) || bytes.Contains(buf, lfcrlf)
 }
 
 var (

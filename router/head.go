@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"unsafe"
@@ -67,6 +68,33 @@ func headEndFrom(b []byte, from int) int {
 		return -1
 	}
 	return from + i + 4
+}
+
+// errHeadFull: the read buffer filled up before the head ended.
+var errHeadFull = errors.New("head does not fit the read buffer")
+
+// bufferHead reads into br until it holds a whole head (CRLF line ends) and
+// returns its length, without consuming it. It returns errHeadFull when
+// the buffer fills first, and -1 as soon as giveUp (if not nil) says the
+// bytes so far will never make such a head.
+func bufferHead(br *bufio.Reader, giveUp func([]byte) bool) (int, error) {
+	scanned := 0 // the head's end is not before here
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if n := headEndFrom(buf, scanned); n > 0 {
+			return n, nil
+		}
+		scanned = max(0, len(buf)-3)
+		if len(buf) >= br.Size() {
+			return 0, errHeadFull
+		}
+		if giveUp != nil && giveUp(buf) {
+			return -1, nil
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // view is a string over b's bytes without copying. It must not outlive

@@ -109,12 +109,8 @@ func (t *selectingTransport) try(req *http.Request, up *upstream, done func(erro
 // retriable: the request is idempotent and the failure was connecting, so
 // the first backend cannot have acted on it.
 func retriable(req *http.Request, err error) bool {
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
-	default:
-		if req.Header.Get("Idempotency-Key") == "" {
-			return false
-		}
+	if !idempotentMethod(req.Method) && !hasIdempotencyKey(req.Header) {
+		return false
 	}
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
 		return false
@@ -123,6 +119,30 @@ func retriable(req *http.Request, err error) bool {
 		return false
 	}
 	return isConnectError(err)
+}
+
+// The retry rules, shared by both engines: a safe method's request may be
+// sent again on a fresh connection; an idempotent one may go to another
+// instance after a connect failure; an idempotency key makes any method both.
+
+// safeMethod: GET, HEAD, OPTIONS, TRACE ("" is GET).
+func safeMethod(m string) bool {
+	switch m {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// idempotentMethod: a safe method, PUT or DELETE.
+func idempotentMethod(m string) bool {
+	return safeMethod(m) || m == http.MethodPut || m == http.MethodDelete
+}
+
+func hasIdempotencyKey(h http.Header) bool {
+	_, a := h["Idempotency-Key"]
+	_, b := h["X-Idempotency-Key"]
+	return a || b
 }
 
 func isConnectError(err error) bool {

@@ -710,19 +710,8 @@ func mapReadErr(err error) error {
 // isReplayable is net/http's rule for sending a request again after a
 // reused connection failed.
 func isReplayable(r *http.Request) bool {
-	if r.Body == nil || r.Body == http.NoBody || r.GetBody != nil {
-		switch r.Method {
-		case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-			return true
-		}
-		if _, ok := r.Header["Idempotency-Key"]; ok {
-			return true
-		}
-		if _, ok := r.Header["X-Idempotency-Key"]; ok {
-			return true
-		}
-	}
-	return false
+	bodyAgain := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
+	return bodyAgain && (safeMethod(r.Method) || hasIdempotencyKey(r.Header))
 }
 
 func closeReqBody(req *http.Request) {
