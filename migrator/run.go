@@ -371,16 +371,25 @@ func (r *run) copyAll(ctx context.Context) error {
 // the source, so it is on the target or in the change queue, which catch-up
 // applies before the full verification compares every row. Where the
 // migrator's role may not set that (it needs superuser), it keeps retrying.
-func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkResult, error) {
+func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (res chunkResult, err error) {
+	deferred := false // foreign-key checks off on the target connection
+	defer func() {
+		if !deferred {
+			return
+		}
+		if rerr := c.dst.Exec(ctx, "RESET session_replication_role").Close(); rerr != nil && err == nil {
+			err = fmt.Errorf("reset session_replication_role: %w", rerr)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		if h := r.mg.cfg.Hooks; h != nil && h.BeforeChunk != nil {
 			if err := h.BeforeChunk(r.m, c.table.Key()); err != nil {
 				return chunkResult{}, err
 			}
 		}
-		res, err := c.copyChunk(ctx, last)
+		res, err = c.copyChunk(ctx, last)
 		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 {
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 || deferred {
 			return res, err
 		}
 		idx := 0
@@ -395,19 +404,9 @@ func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (chunkRes
 		if attempt == 1 {
 			if rerr := c.dst.Exec(ctx, "SET session_replication_role = replica").Close(); rerr != nil {
 				r.mg.log.Warn("cannot defer foreign-key checks for the copy (needs superuser); retrying as is", "move", r.m.ID, "err", rerr)
-				continue
+			} else {
+				deferred = true
 			}
-			if h := r.mg.cfg.Hooks; h != nil && h.BeforeChunk != nil {
-				if err := h.BeforeChunk(r.m, c.table.Key()); err != nil {
-					_ = c.dst.Exec(ctx, "RESET session_replication_role").Close()
-					return chunkResult{}, err
-				}
-			}
-			res, err := c.copyChunk(ctx, last)
-			if rerr := c.dst.Exec(ctx, "RESET session_replication_role").Close(); rerr != nil && err == nil {
-				err = fmt.Errorf("reset session_replication_role: %w", rerr)
-			}
-			return res, err
 		}
 	}
 }
