@@ -40,6 +40,12 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxBodyBytes caps the request body; larger gets 413 (32 MiB).
 	MaxBodyBytes int64
+	// BodyIdleTimeout ends a request whose body sends nothing for this long
+	// with 408, and cancels its backend exchange (10s).
+	BodyIdleTimeout time.Duration
+	// BodyTimeout ends a request whose body has not arrived whole this long
+	// after its head with 408 (60s).
+	BodyTimeout time.Duration
 	// HoldMax is how long a frozen tenant's request may be held before it
 	// gets 503 with Retry-After (2s).
 	HoldMax time.Duration
@@ -108,6 +114,12 @@ func (c *Config) SetDefaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 32 << 20
 	}
+	if c.BodyIdleTimeout == 0 {
+		c.BodyIdleTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 60 * time.Second
+	}
 	if c.HoldMax == 0 {
 		c.HoldMax = 2 * time.Second
 	}
@@ -143,7 +155,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"read header timeout": c.ReadHeaderTimeout, "idle timeout": c.IdleTimeout,
 		"upstream header timeout": c.UpstreamHeaderTimeout, "dial timeout": c.DialTimeout,
-		"hold max": c.HoldMax, "shutdown timeout": c.ShutdownTimeout, "breaker open timeout": c.Breaker.OpenTimeout,
+		"hold max": c.HoldMax, "body idle timeout": c.BodyIdleTimeout, "body timeout": c.BodyTimeout, "shutdown timeout": c.ShutdownTimeout, "breaker open timeout": c.Breaker.OpenTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
