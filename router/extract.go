@@ -29,6 +29,9 @@ var (
 	ErrBadTenantID    = errors.New("tenant id is not a valid identifier")
 	ErrTenantConflict = errors.New("request names two different tenants")
 	ErrBadToken       = errors.New("bearer token is invalid")
+	// ErrRepeatedCredentials: Authorization or X-Tenant-Id sent more than
+	// once; which one counts would be a guess, so neither does.
+	ErrRepeatedCredentials = errors.New("request repeats Authorization or X-Tenant-Id")
 )
 
 // Extractor finds the tenant a request is for. It is safe for concurrent use.
@@ -67,6 +70,9 @@ type extractInput struct {
 // consulted; if two name different tenants the request is refused, so a
 // forged Host cannot redirect a token holder's request, nor the reverse.
 func (e *Extractor) Extract(r *http.Request) (Extraction, error) {
+	if len(r.Header["Authorization"]) > 1 || len(r.Header[HeaderTenantID]) > 1 {
+		return Extraction{}, ErrRepeatedCredentials
+	}
 	return e.extract(extractInput{
 		tenantHeader:  r.Header.Get(HeaderTenantID),
 		authorization: r.Header.Get("Authorization"),

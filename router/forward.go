@@ -153,24 +153,24 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 	p := fc.p
 	tr := p.fastTransport
 	pl := p.upstreams.pool(req.service)
-	up, done, err := pl.pick(nil)
+	tk, err := pl.pick(p.upstreams, req.tenant, nil)
 	if err != nil {
-		return fc.upstreamError(req, err)
+		return fc.failed(req, err)
 	}
 	fresh, otherTried := false, false
 	for attempt := 0; ; attempt++ {
-		c, err := tr.getConn(context.Background(), up.addr, fresh, false)
+		c, err := tr.getConn(context.Background(), tk.up.addr, fresh, false)
 		if err != nil {
-			done(err)
+			tk.report(err)
 			if isConnectError(err) && req.idempotent && !otherTried {
 				otherTried = true
 				p.metrics.retries.Inc()
-				if up2, done2, err2 := pl.pick(up); err2 == nil {
-					up, done = up2, done2
+				if tk2, err2 := pl.pick(p.upstreams, req.tenant, tk.up); err2 == nil {
+					tk = tk2
 					continue
 				}
 			}
-			return fc.upstreamError(req, err)
+			return fc.failed(req, err)
 		}
 		st, keep, retry, err := fc.exchange(tr, c, req)
 		if errors.Is(err, errServerClosedIdle) {
@@ -182,32 +182,16 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, errClientBody) || errors.Is(err, errClientWrite) || errors.Is(err, errClientGone) || errors.Is(err, errResponseHeadTooLarge) {
-				done(context.Canceled) // the client's doing, or the router's limit: not the backend's failure
-			} else {
-				done(err)
-			}
+			tk.report(err)
 			if st == 0 {
-				return fc.upstreamError(req, err)
+				return fc.failed(req, err)
 			}
 			return st, false
 		}
-		switch st {
-		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			done(errBackendStatus)
-		default:
-			done(nil)
-		}
+		tk.report(statusOutcome(st))
 		return st, keep
 	}
 }
-
-var (
-	errBackendStatus = errors.New("backend answered 502, 503 or 504")
-	errClientWrite   = errors.New("writing to the client failed")
-	errClientBody    = errors.New("reading the request body failed")
-	errClientGone    = errors.New("the client closed its connection")
-)
 
 // clientCheckInterval is how often a response stream that has gone quiet
 // checks that its client is still there: the fast path reads nothing from
@@ -290,10 +274,10 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	}
 	bodyErr, werr := x.bodyErr, x.werr
 	if bodyErr != nil && c.werr == nil {
-		// The client's body stopped short: nothing to forward, nobody to
-		// answer.
+		// The client's body stopped short or stalled: the backend
+		// exchange ends here (forward answers 408, or nobody).
 		c.close()
-		return 499, false, false, errClientBody
+		return 0, false, false, bodyErr
 	}
 	if werr != nil {
 		if c.reused && req.replayable {
@@ -312,16 +296,23 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	interim := false
 	for {
 		n, err := 0, waitErr
+		waitErr = nil
 		if err == nil {
 			n, err = readUpstreamHead(c.br)
 			if errors.Is(err, errResponseHeadTooLarge) {
 				n, err = c.readBigHead()
 			}
 		}
+		if isTimeout(err) && c.br.Buffered() == 0 {
+			// A quiet backend: keep waiting while the client is there.
+			if err = fc.awaitHead(); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			partial := c.br.Buffered() > 0 || interim
 			c.close()
-			if c.reused && req.replayable && !isTimeout(err) && !partial {
+			if c.reused && req.replayable && !isTimeout(err) && !partial && !errors.Is(err, errClientGone) {
 				return 0, false, true, err
 			}
 			return 0, false, false, mapReadErr(err)
@@ -349,9 +340,7 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		_, _ = c.br.Discard(n)
 		break
 	}
-	if tr.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Time{})
-	}
+	_ = c.conn.SetReadDeadline(time.Time{})
 	r := &fc.resp
 	fc.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(time.Since(start).Seconds())
 
@@ -400,8 +389,9 @@ type exchangeState struct {
 	c            *upConn
 	req          *fwdReq
 	first, stale bool
-	bodyErr      error // reading the client's body failed
-	werr         error // writing to the backend failed
+	headDeadline time.Time // the backend's head must have arrived by then (zero: no limit)
+	bodyErr      error     // reading the client's body failed
+	werr         error     // writing to the backend failed
 }
 
 // sendStep is the callback of the backend connection's RawRead: the first
@@ -433,7 +423,9 @@ func (fc *frontConn) send() {
 		// A backend that stops reading the body must not hold the
 		// request forever: each write gets the header timeout.
 		x.c.writeTimeout = x.tr.headerTimeout
-		x.bodyErr = relayN(bw, fc.br, x.req.contentLength, nil)
+		if err := relayN(bw, fc.br, x.req.contentLength, fc.waitBodyFn); err != nil {
+			x.bodyErr = bodyReadError(err)
+		}
 		x.req.bodyRead = x.bodyErr == nil
 	}
 	x.werr = bw.Flush()
@@ -443,9 +435,57 @@ func (fc *frontConn) send() {
 		x.c.writeTimeout = 0
 		_ = x.c.conn.SetWriteDeadline(time.Time{})
 	}
+	// The first wait for the head is at most clientCheckInterval; then
+	// awaitHead checks on the client between waits.
+	now := time.Now()
+	wait := clientCheckInterval
 	if x.tr.headerTimeout > 0 {
-		_ = x.c.conn.SetReadDeadline(time.Now().Add(x.tr.headerTimeout))
+		x.headDeadline = now.Add(x.tr.headerTimeout)
+		wait = min(wait, x.tr.headerTimeout)
 	}
+	_ = x.c.conn.SetReadDeadline(now.Add(wait))
+}
+
+// awaitHead waits for the backend's response head to start arriving, until
+// the head deadline, checking every clientCheckInterval that the client is
+// still there: a client that hangs up ends the exchange (the backend
+// connection is closed, which cancels the backend's work) within that.
+func (fc *frontConn) awaitHead() error {
+	c, deadline := fc.x.c, fc.x.headDeadline
+	for {
+		if fc.clientGone() {
+			return errClientGone
+		}
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			return headerTimeoutError{}
+		}
+		next := now.Add(clientCheckInterval)
+		if !deadline.IsZero() && deadline.Before(next) {
+			next = deadline
+		}
+		_ = c.conn.SetReadDeadline(next)
+		_, err := c.br.Peek(1)
+		if err == nil {
+			_ = c.conn.SetReadDeadline(deadline) // the rest of the head: the head deadline
+			return nil
+		}
+		if !isTimeout(err) {
+			return err
+		}
+	}
+}
+
+// waitBody waits for more of the client's request body: the body idle
+// timeout from now, and never past the body deadline.
+func (fc *frontConn) waitBody() error {
+	d := time.Now().Add(fc.p.cfg.BodyIdleTimeout)
+	if fc.bodyDeadline.Before(d) {
+		d = fc.bodyDeadline
+	}
+	_ = fc.conn.SetReadDeadline(d)
+	_, err := fc.br.Peek(1)
+	return bodyReadError(err)
 }
 
 // readUpstreamHead waits for a complete response head in br and returns
@@ -665,17 +705,18 @@ func indexByte(b []byte, c byte) int {
 	return -1
 }
 
-// upstreamError answers a request the backend did not answer, as
-// Proxy.errorHandler does.
-func (fc *frontConn) upstreamError(req *fwdReq, err error) (int, bool) {
-	if errors.Is(err, errClientBody) {
+// failed answers a request that was not relayed (a client fault, a
+// breaker, or the backend), as Proxy.errorHandler does; the status 499
+// means nobody was there to answer.
+func (fc *frontConn) failed(req *fwdReq, err error) (int, bool) {
+	e := answerFor(err)
+	if e == nil {
 		return 499, false
 	}
-	e := upstreamFailure(err)
 	if e == errUpstreamFailed {
 		fc.p.log.Warn("upstream request failed", "err", err, "tier", string(req.route.Tier))
 	}
-	closeConn := req.clientClose || fc.s.closing.Load()
+	closeConn := req.clientClose || fc.s.closing.Load() || closesConnection(e)
 	if req.contentLength > 0 && !req.bodyRead {
 		// The body's bytes are still on the connection: they must never
 		// be read as a request.

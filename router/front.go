@@ -209,6 +209,8 @@ type frontConn struct {
 
 	sendThenWait  func(fd uintptr) bool // fc.sendStep, bound once
 	waitBackendFn func() error          // fc.waitBackend, bound once
+	waitBodyFn    func() error          // fc.waitBody, bound once
+	bodyDeadline  time.Time             // the request body must have arrived by then
 
 	// The last metric children used: a connection mostly serves one
 	// tenant's target, so this spares a map lookup per request.
@@ -277,6 +279,7 @@ func (fc *frontConn) serve() {
 	}
 	fc.io = newSysConn(fc.conn)
 	fc.waitBackendFn = fc.waitBackend
+	fc.waitBodyFn = fc.waitBody
 	fc.br = frontReaders.Get().(*bufio.Reader)
 	fc.br.Reset(fc.io)
 	cfg := &fc.p.cfg
@@ -323,20 +326,21 @@ func (fc *frontConn) serve() {
 			}
 		}
 		if n < 0 || fc.s.netOnly {
-			handedOff = fc.handOff()
+			handedOff = fc.handOffUnlessAmbiguous()
 			return
 		}
 		buf, _ = fc.br.Peek(n)
 		parseRequestHead(buf, &fc.head)
 		if fc.head.general != "" {
-			handedOff = fc.handOff()
+			handedOff = fc.handOffUnlessAmbiguous()
 			return
 		}
 		if fc.head.contentLength > 0 {
-			// No deadline on reading a body (as net/http without a
-			// ReadTimeout); a bodiless request reads nothing more until the
-			// next head, which sets its own.
-			_ = fc.conn.SetReadDeadline(time.Time{})
+			// The body gets the body timeout from the end of the head, and
+			// each wait for more of it the body idle timeout (waitBody);
+			// a bodiless request reads nothing more until the next head,
+			// which sets its own.
+			fc.bodyDeadline = time.Now().Add(cfg.BodyTimeout)
 		}
 		if !fc.serveRequest() {
 			return
@@ -384,6 +388,23 @@ var (
 	lflf   = []byte("\n\n")
 	lfcrlf = []byte("\n\r\n")
 )
+
+// handOffUnlessAmbiguous hands the connection to net/http, except a
+// request that declares both a Content-Length and a Transfer-Encoding:
+// that one is answered 400 and the connection closed, as nginx does (RFC
+// 9112 §6.3 allows refusing it and requires the close). net/http would
+// read it by the coding alone and keep the connection; on connections
+// already handed off, the proxy closes after any request with a coding.
+func (fc *frontConn) handOffUnlessAmbiguous() bool {
+	buf, _ := fc.br.Peek(fc.br.Buffered())
+	if !ambiguousFraming(buf) {
+		return fc.handOff()
+	}
+	fc.linger = true
+	fc.writeRouterError(errAmbiguousFraming.status, errAmbiguousFraming.code, errAmbiguousFraming.msg, "", 0, true)
+	fc.requestCounter("", "", statusText(errAmbiguousFraming.status)).Inc()
+	return false
+}
 
 // handOff gives the connection, with everything read from it so far, to
 // the net/http server. It reports whether the connection was handed over.

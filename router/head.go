@@ -327,9 +327,11 @@ func parseResponseHead(head []byte, h *respHead) error {
 			}
 			continue
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
-			equalFold(name, "proxy-authenticate"), equalFold(name, "proxy-authorization"), equalFold(name, "te"):
-			// Hop-by-hop (as httputil.ReverseProxy's list; Trailer stays:
-			// chunked bodies and their trailers pass through as they are).
+			equalFold(name, "proxy-authorization"), equalFold(name, "te"):
+			// Hop-by-hop (as httputil.ReverseProxy's list, but for
+			// Proxy-Authenticate, which a backend's 407 needs, as nginx
+			// relays it; Trailer stays: chunked bodies and their trailers
+			// pass through as they are).
 			continue
 		case equalFold(name, "date"):
 			h.hasDate = true
@@ -517,4 +519,25 @@ func hopByHopRequest(name string) bool {
 		return equalFold(name, "proxy-authenticate")
 	}
 	return false
+}
+
+// ambiguousFraming reports whether the request head at the start of b (CRLF
+// or bare LF line ends, complete or not) has both a Content-Length and a
+// Transfer-Encoding field, however spelled or folded.
+func ambiguousFraming(b []byte) bool {
+	length, coding := false, false
+	_, b, _ = bytes.Cut(b, []byte{'\n'}) // the request line
+	for len(b) > 0 {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) == 0 {
+			break
+		}
+		name, _, _ := bytes.Cut(line, []byte{':'})
+		name = trimOWS(name)
+		length = length || equalFold(name, "content-length")
+		coding = coding || equalFold(name, "transfer-encoding")
+	}
+	return length && coding
 }

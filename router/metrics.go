@@ -17,6 +17,7 @@ type Metrics struct {
 	holds            *prometheus.CounterVec
 	holdSeconds      prometheus.Histogram
 	retries          prometheus.Counter
+	tenantTrips      *prometheus.CounterVec
 	acks             prometheus.Counter
 
 	// Children of requests and upstreamLatency, cached by label values.
@@ -60,12 +61,16 @@ func NewMetrics() *Metrics {
 			Name: "switchyard_router_upstream_retries_total",
 			Help: "Idempotent requests retried on another instance after a connect failure.",
 		}),
+		tenantTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_router_tenant_breaker_trips_total",
+			Help: "Per-(tenant, instance) circuit breakers opened, by backend service (a tenant's own failures; the instance stays open to the others).",
+		}, []string{"service"}),
 		acks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_router_cutover_acks_total",
 			Help: "Cutover freezes this router acknowledged (tenant held, nothing in flight).",
 		}),
 	}
-	r.MustRegister(m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries,
+	r.MustRegister(m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries, m.tenantTrips,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

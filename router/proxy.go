@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -43,6 +44,9 @@ type reqState struct {
 	service     string
 	stripPrefix string
 	start       time.Time
+	// proxyAuthenticate is the backend's Proxy-Authenticate, relayed as
+	// nginx does (a 407 needs it), not dropped as hop-by-hop.
+	proxyAuthenticate []string
 }
 
 type reqStateKey struct{}
@@ -61,6 +65,7 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 		Rewrite:        p.rewrite,
 		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries},
 		BufferPool:     bufferPool{},
+		FlushInterval:  -1, // relay as it arrives, as the fast path does
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -102,8 +107,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(rec, r.Body, p.cfg.MaxBodyBytes)
+		r.Body = p.newBodyReader(rec, r.Body)
 	}
+	if len(r.TransferEncoding) > 0 {
+		// Whatever framing the head claimed besides the coding, the
+		// connection ends after this request (RFC 9112 §6.3).
+		rec.Header().Set("Connection", "close")
+	}
+	rec.http10 = !r.ProtoAtLeast(1, 1)
 	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
 	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
@@ -129,28 +140,20 @@ func extractionError(err error) *routeError {
 		e.code = "no_tenant"
 	case errors.Is(err, ErrTenantConflict):
 		e.code = "tenant_conflict"
+	case errors.Is(err, ErrRepeatedCredentials):
+		e.code = "repeated_credentials"
 	case errors.Is(err, ErrBadToken):
 		e.status, e.code = http.StatusUnauthorized, "bad_token"
 	}
 	return e
 }
 
-// upstreamFailure is the answer to a request the backend did not answer.
-func upstreamFailure(err error) *routeError {
-	switch {
-	case errors.Is(err, ErrNoHealthyBackend):
-		return errNoHealthyBackend
-	case breakerOpen(err):
-		return errBreakerOpen
-	case isTimeout(err):
-		return errUpstreamTimeout
-	}
-	return errUpstreamFailed
-}
-
 var (
 	errHeadersTooLarge  = &routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}
 	errBodyTooLarge     = &routeError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", 0}
+	errAmbiguousFraming = &routeError{http.StatusBadRequest, "ambiguous_framing", "the request has both Content-Length and Transfer-Encoding", 0}
+	errBadBody          = &routeError{http.StatusBadRequest, "bad_body", "the request body's framing is malformed", 0}
+	errBodyTimeout      = &routeError{http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time", 0}
 	errNoHealthyBackend = &routeError{http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", 1}
 	errBreakerOpen      = &routeError{http.StatusServiceUnavailable, "breaker_open", "the tenant's backends are failing; retry shortly", 1}
 	errUpstreamTimeout  = &routeError{http.StatusGatewayTimeout, "upstream_timeout", "the backend did not answer in time", 0}
@@ -238,7 +241,24 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Header[HeaderTenantTarget] = []string{st.route.Target}
 	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
 	pr.SetXForwarded()
+	// The query goes as the client sent it, byte for byte (ReverseProxy
+	// drops what url.ParseQuery cannot read, such as "100%" or ';').
+	out.URL.RawQuery = pr.In.URL.RawQuery
 	out.Host = pr.In.Host
+	if out.Host == "" {
+		// An HTTP/1.0 request without Host: never the backend's own
+		// address (it would leak into redirects).
+		out.Host = p.fallbackHost(st.route.ID, st.service)
+	}
+}
+
+// fallbackHost is the Host sent for a request that named none: the
+// tenant's name under the base domain, or the backend service's name.
+func (p *Proxy) fallbackHost(tenant, service string) string {
+	if d := p.cfg.Extract.BaseDomain; d != "" {
+		return tenant + "." + d
+	}
+	return service
 }
 
 // routerOwned reports headers only the router may set: X-Tenant-*,
@@ -287,31 +307,38 @@ func uitoa(v uint64) string {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if st, ok := resp.Request.Context().Value(reqStateKey{}).(*reqState); ok {
 		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
+		if st.proxyAuthenticate != nil {
+			resp.Header["Proxy-Authenticate"] = st.proxyAuthenticate
+		}
 	}
 	return nil
 }
 
+// errorHandler answers a request the ReverseProxy could not relay, as
+// frontConn.failed does on the fast path.
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	tenant := ""
 	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
 		tenant = st.route.ID
 	}
-	var maxBytes *http.MaxBytesError
-	switch {
-	case errors.As(err, &maxBytes):
-		errBodyTooLarge.write(w, tenant)
-	case r.Context().Err() != nil && !errors.Is(err, ErrNoHealthyBackend) && !breakerOpen(err):
+	if r.Context().Err() != nil && !errors.Is(err, ErrNoHealthyBackend) && !breakerOpen(err) {
+		err = fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	e := answerFor(err)
+	if e == nil {
 		// The client went away; nobody reads the answer.
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.status = 499
 		}
-	default:
-		e := upstreamFailure(err)
-		if e == errUpstreamFailed {
-			p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
-		}
-		e.write(w, tenant)
+		return
 	}
+	if e == errUpstreamFailed {
+		p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
+	}
+	if closesConnection(e) {
+		w.Header().Set("Connection", "close")
+	}
+	e.write(w, tenant)
 }
 
 func tierOf(r *http.Request) string {
@@ -336,10 +363,14 @@ func headerBytes(r *http.Request) int {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	http10 bool // the client speaks HTTP/1.0: no interim (1xx) responses
 	st     reqState
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
+	if code < 200 && s.http10 {
+		return
+	}
 	if s.status == 0 && code >= 200 {
 		s.status = code
 	}

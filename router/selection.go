@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -9,44 +8,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sony/gobreaker/v2"
 )
-
-// Errors from backend selection; they become 503 responses.
-var (
-	ErrNoHealthyBackend = errors.New("no healthy backend instance")
-	ErrBreakerOpen      = errors.New("circuit breaker open for every backend instance")
-)
-
-// pick returns the next instance, round-robin, whose breaker lets a request
-// through, skipping exclude. done must be called with the outcome.
-func (p *pool) pick(exclude *upstream) (*upstream, func(error), error) {
-	if p == nil {
-		return nil, nil, ErrNoHealthyBackend
-	}
-	list := *p.instances.Load()
-	n := len(list)
-	if n == 0 {
-		return nil, nil, ErrNoHealthyBackend
-	}
-	start := p.next.Add(1)
-	sawCandidate := false
-	for i := 0; i < n; i++ {
-		up := list[(int(start)+i)%n]
-		if up == exclude {
-			continue
-		}
-		sawCandidate = true
-		done, err := up.breaker.Allow()
-		if err == nil {
-			return up, done, nil
-		}
-	}
-	if !sawCandidate {
-		return nil, nil, ErrNoHealthyBackend
-	}
-	return nil, nil, ErrBreakerOpen
-}
 
 // selectingTransport picks a backend instance of the service named in the
 // request URL's host, runs the request through that instance's breaker, and
@@ -62,16 +24,20 @@ var _ http.RoundTripper = (*selectingTransport)(nil)
 
 func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	service := req.URL.Host
+	tenant := ""
+	if st, ok := req.Context().Value(reqStateKey{}).(*reqState); ok {
+		tenant = st.route.ID
+	}
 	p := t.upstreams.pool(service)
-	up, done, err := p.pick(nil)
+	tk, err := p.pick(t.upstreams, tenant, nil)
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", service, err)
 	}
-	resp, err := t.try(req, up, done)
+	resp, err := t.try(req, tk)
 	if err == nil || !retriable(req, err) {
 		return resp, err
 	}
-	up2, done2, err2 := p.pick(up)
+	tk2, err2 := p.pick(t.upstreams, tenant, tk.up)
 	t.retries.Inc()
 	if err2 != nil {
 		return nil, err
@@ -83,27 +49,38 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		}
 		req.Body = body
 	}
-	return t.try(req, up2, done2)
+	return t.try(req, tk2)
 }
 
-func (t *selectingTransport) try(req *http.Request, up *upstream, done func(error)) (*http.Response, error) {
-	req.URL.Host = up.addr
+// try sends the request to the ticket's instance and reports the outcome
+// to its breakers.
+func (t *selectingTransport) try(req *http.Request, tk ticket) (*http.Response, error) {
+	req.URL.Host = tk.up.addr
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
-		if ctxErr := req.Context().Err(); ctxErr != nil && errors.Is(ctxErr, context.Canceled) {
-			done(context.Canceled) // the client went away: not the backend's fault
-		} else {
-			done(err)
+		if req.Context().Err() != nil {
+			err = fmt.Errorf("%w: %w", errClientGone, err) // nobody is waiting: not the backend's failure
 		}
+		tk.report(err)
 		return nil, err
 	}
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		done(fmt.Errorf("backend answered %d", resp.StatusCode))
-	default:
-		done(nil)
+	tk.report(statusOutcome(resp.StatusCode))
+	if v, ok := resp.Header["Proxy-Authenticate"]; ok {
+		// ReverseProxy drops it as hop-by-hop; modifyResponse puts it back.
+		if st, ok := req.Context().Value(reqStateKey{}).(*reqState); ok {
+			st.proxyAuthenticate = v
+		}
 	}
 	return resp, nil
+}
+
+// statusOutcome is what a backend's answer means to its breakers.
+func statusOutcome(status int) error {
+	switch status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return errBackendStatus
+	}
+	return nil
 }
 
 // retriable: the request is idempotent and the failure was connecting, so
@@ -151,9 +128,4 @@ func isConnectError(err error) bool {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED)
-}
-
-// breakerOpen reports whether err came from an open breaker.
-func breakerOpen(err error) bool {
-	return errors.Is(err, ErrBreakerOpen) || errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 }

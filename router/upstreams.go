@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/switchyard/switchyard/internal/retry"
 )
@@ -27,11 +25,12 @@ type HealthSource interface {
 
 var _ HealthSource = (*api.Health)(nil)
 
-// upstream is one backend instance with its circuit breaker.
+// upstream is one backend instance with its circuit breakers.
 type upstream struct {
 	addr    string // host:port
 	service string
-	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	breaker *breaker       // shared by every tenant
+	tenants tenantBreakers // per tenant, while it fails here
 }
 
 // pool is the healthy instances of one Consul service, swapped whole.
@@ -230,28 +229,5 @@ func (u *Upstreams) setInstances(p *pool, addrs []string) {
 }
 
 func (u *Upstreams) newUpstream(service, addr string) *upstream {
-	up := &upstream{addr: addr, service: service}
-	cfg := u.breaker
-	up.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        service + "/" + addr,
-		MaxRequests: cfg.HalfOpenRequests,
-		Interval:    10 * time.Second,
-		Timeout:     cfg.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= cfg.ConsecutiveFailures
-		},
-		IsExcluded: func(err error) bool {
-			return errors.Is(err, context.Canceled)
-		},
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			u.log.Warn("circuit breaker changed state", "backend", name, "from", from.String(), "to", to.String())
-			if u.metrics != nil {
-				u.metrics.breakerState.WithLabelValues(service, addr).Set(float64(to))
-			}
-		},
-	})
-	if u.metrics != nil {
-		u.metrics.breakerState.WithLabelValues(service, addr).Set(0)
-	}
-	return up
+	return &upstream{addr: addr, service: service, breaker: u.instanceBreaker(service, addr)}
 }

@@ -1,0 +1,53 @@
+package router
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// bodyReader is a client's request body on the net/http engine: the size
+// limit, the body idle and total timeouts, and its errors classified as the
+// client's (classify.go), so a broken or stalled body is answered 400 or
+// 408 and never counts against a backend. The fast path does the same in
+// frontConn.waitBody.
+type bodyReader struct {
+	rc       io.ReadCloser
+	ctl      *http.ResponseController
+	idle     time.Duration
+	deadline time.Time
+	ended    bool
+}
+
+var _ io.ReadCloser = (*bodyReader)(nil)
+
+func (p *Proxy) newBodyReader(w http.ResponseWriter, body io.ReadCloser) *bodyReader {
+	return &bodyReader{
+		rc:       http.MaxBytesReader(w, body, p.cfg.MaxBodyBytes),
+		ctl:      http.NewResponseController(w),
+		idle:     p.cfg.BodyIdleTimeout,
+		deadline: time.Now().Add(p.cfg.BodyTimeout),
+	}
+}
+
+func (b *bodyReader) Read(buf []byte) (int, error) {
+	if b.ended {
+		return 0, io.EOF
+	}
+	d := time.Now().Add(b.idle)
+	if b.deadline.Before(d) {
+		d = b.deadline
+	}
+	_ = b.ctl.SetReadDeadline(d)
+	n, err := b.rc.Read(buf)
+	if err != nil {
+		// net/http's own read of the connection (which notices a client
+		// hanging up) must not inherit the body's deadline.
+		_ = b.ctl.SetReadDeadline(time.Time{})
+		b.ended = err == io.EOF
+		return n, bodyReadError(err)
+	}
+	return n, nil
+}
+
+func (b *bodyReader) Close() error { return b.rc.Close() }
