@@ -19,6 +19,9 @@
 # Environment (defaults in brackets):
 #   ROUNDS [5]  DURATION [10s]  WARMUP [2s]  THREADS [2]  CONNECTIONS [64]
 #   ROUTER_GOGC [400]  PEERS_DIR [<repo>/../shared/peers]  KEEP_WORK [0]
+#   BASELINE_BIN []: another switchyard binary (say the previous commit's)
+#     measured as target "baseline" on :18092 in the same interleaved rounds,
+#     so a change's cost is read against its own base, not across runs
 #   PROFILE [0]: 1 takes a CPU profile of the router during its first
 #     measured run, into bench/results/router-<timestamp>.pprof
 #     (go tool pprof -top bin/switchyard <file>)
@@ -44,6 +47,9 @@ NGINX_PORT=18081
 HAPROXY_PORT=18085
 ROUTER_PORT=18090
 ROUTER_ADMIN_PORT=18091
+BASELINE_PORT=18092
+BASELINE_ADMIN_PORT=18093
+BASELINE_BIN="${BASELINE_BIN:-}"
 
 TENANT=bench
 REQ_PATH="/t/$TENANT/orders"
@@ -53,7 +59,8 @@ REQ_PATH="/t/$TENANT/orders"
 TENANT_HEADER="X-Tenant-Id: $TENANT"
 
 TARGETS=(direct nginx haproxy router)
-declare -A TARGET_PORT=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [router]=$ROUTER_PORT)
+declare -A TARGET_PORT=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [router]=$ROUTER_PORT [baseline]=$BASELINE_PORT)
+[ -z "$BASELINE_BIN" ] || TARGETS+=(baseline)
 
 WORK=""
 PIDS=()      # every process this script started, in start order
@@ -233,6 +240,11 @@ start_router() {
     -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true -admin-pprof="$([ "$PROFILE" = 1 ] && echo true || echo false)"
   wait_until 30 "router /readyz" answers_200 "http://127.0.0.1:$ROUTER_ADMIN_PORT/readyz"
   wait_until 30 "a 200 through the router" answers_200 "http://127.0.0.1:$ROUTER_PORT$REQ_PATH"
+  [ -n "$BASELINE_BIN" ] || return 0
+  start baseline env GOGC="$ROUTER_GOGC" "$BASELINE_BIN" router \
+    -listen "127.0.0.1:$BASELINE_PORT" -admin "127.0.0.1:$BASELINE_ADMIN_PORT" \
+    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true
+  wait_until 30 "a 200 through the baseline router" answers_200 "http://127.0.0.1:$BASELINE_PORT$REQ_PATH"
 }
 
 # check_targets: every target answers 200 with the upstream's body for the
@@ -350,6 +362,7 @@ measure() {
       alive nginx
       alive haproxy
       alive router
+      [ -z "$BASELINE_BIN" ] || alive baseline
     done
     echo
     "$WORK/bin/report" round -results "$RESULTS" -round "$round"
