@@ -40,11 +40,15 @@ func (b *bodyReader) Read(buf []byte) (int, error) {
 	}
 	_ = b.ctl.SetReadDeadline(d)
 	n, err := b.rc.Read(buf)
-	if err != nil {
+	if err == io.EOF {
 		// net/http's own read of the connection (which notices a client
-		// hanging up) must not inherit the body's deadline.
+		// hanging up) must not inherit the body's deadline. After any
+		// other error the deadline stays: net/http's attempt to read the
+		// rest of a stalled body must fail at once, closing the connection.
 		_ = b.ctl.SetReadDeadline(time.Time{})
-		b.ended = err == io.EOF
+		b.ended = true
+	}
+	if err != nil {
 		return n, bodyReadError(err)
 	}
 	return n, nil

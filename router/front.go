@@ -393,8 +393,7 @@ var (
 // request that declares both a Content-Length and a Transfer-Encoding:
 // that one is answered 400 and the connection closed, as nginx does (RFC
 // 9112 §6.3 allows refusing it and requires the close). net/http would
-// read it by the coding alone and keep the connection; on connections
-// already handed off, the proxy closes after any request with a coding.
+// read it by the coding alone and keep the connection.
 func (fc *frontConn) handOffUnlessAmbiguous() bool {
 	buf, _ := fc.br.Peek(fc.br.Buffered())
 	if !ambiguousFraming(buf) {

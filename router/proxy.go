@@ -109,11 +109,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = p.newBodyReader(rec, r.Body)
 	}
-	if len(r.TransferEncoding) > 0 {
-		// Whatever framing the head claimed besides the coding, the
-		// connection ends after this request (RFC 9112 §6.3).
-		rec.Header().Set("Connection", "close")
-	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
 	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
 	st := &rec.st // one allocation with the recorder
@@ -335,9 +330,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if e == errUpstreamFailed {
 		p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)
 	}
-	if closesConnection(e) {
-		w.Header().Set("Connection", "close")
-	}
+	// net/http ends the connection itself after a body that was cut
+	// short, broken or stalled (its read of the rest fails).
 	e.write(w, tenant)
 }
 
