@@ -23,10 +23,10 @@ test: tools
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 
-# Tenant extraction, and the fast path's request and response head parsers
+# Tenant extraction, the fast path's request and response head parsers and its chunked relay
 # differentially against net/http.
 fuzz:
-	for f in FuzzExtract FuzzRequestHead FuzzResponseHead; do \
+	for f in FuzzExtract FuzzRequestHead FuzzResponseHead FuzzChunkedBody; do \
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./router/ || exit 1; \
 	done
 

@@ -21,24 +21,35 @@ type bodyReader struct {
 
 var _ io.ReadCloser = (*bodyReader)(nil)
 
-func (p *Proxy) newBodyReader(w http.ResponseWriter, body io.ReadCloser) *bodyReader {
-	return &bodyReader{
+// newBodyReader wraps the body of the request answered through w (the
+// server's own writer: the size limit tells it to close gently) and rec,
+// and arms the first deadline.
+func (p *Proxy) newBodyReader(w http.ResponseWriter, rec *statusRecorder, body io.ReadCloser) *bodyReader {
+	b := &bodyReader{
 		rc:       http.MaxBytesReader(w, body, p.cfg.MaxBodyBytes),
-		ctl:      http.NewResponseController(w),
+		ctl:      http.NewResponseController(rec),
 		idle:     p.cfg.BodyIdleTimeout,
 		deadline: time.Now().Add(p.cfg.BodyTimeout),
 	}
+	b.arm()
+	return b
+}
+
+// arm sets the connection's read deadline: the idle timeout from now, never
+// past the body's deadline.
+func (b *bodyReader) arm() {
+	d := time.Now().Add(b.idle)
+	if b.deadline.Before(d) {
+		d = b.deadline
+	}
+	_ = b.ctl.SetReadDeadline(d)
 }
 
 func (b *bodyReader) Read(buf []byte) (int, error) {
 	if b.ended {
 		return 0, io.EOF
 	}
-	d := time.Now().Add(b.idle)
-	if b.deadline.Before(d) {
-		d = b.deadline
-	}
-	_ = b.ctl.SetReadDeadline(d)
+	b.arm()
 	n, err := b.rc.Read(buf)
 	if err == io.EOF {
 		// net/http's own read of the connection (which notices a client

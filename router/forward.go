@@ -193,11 +193,15 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 	}
 }
 
-// clientCheckInterval is how often a response stream that has gone quiet
-// checks that its client is still there: the fast path reads nothing from
-// the client while relaying, so a client hanging up is otherwise noticed
-// only when the backend sends more.
-const clientCheckInterval = time.Second
+// How often the fast path checks that its client is still there while it
+// waits for the backend: it reads nothing from the client meanwhile, so a
+// client hanging up is otherwise noticed only when the backend sends more.
+// Waiting for the head (usually short) it looks often; during a response
+// stream gone quiet (SSE may idle for minutes) a little less.
+const (
+	headCheckInterval   = 250 * time.Millisecond
+	clientCheckInterval = 500 * time.Millisecond
+)
 
 // waitBackend waits until the backend connection has more of the response.
 // Every clientCheckInterval of quiet it checks the client; a client that
@@ -435,10 +439,10 @@ func (fc *frontConn) send() {
 		x.c.writeTimeout = 0
 		_ = x.c.conn.SetWriteDeadline(time.Time{})
 	}
-	// The first wait for the head is at most clientCheckInterval; then
+	// The first wait for the head is at most headCheckInterval; then
 	// awaitHead checks on the client between waits.
 	now := time.Now()
-	wait := clientCheckInterval
+	wait := headCheckInterval
 	if x.tr.headerTimeout > 0 {
 		x.headDeadline = now.Add(x.tr.headerTimeout)
 		wait = min(wait, x.tr.headerTimeout)
@@ -447,7 +451,7 @@ func (fc *frontConn) send() {
 }
 
 // awaitHead waits for the backend's response head to start arriving, until
-// the head deadline, checking every clientCheckInterval that the client is
+// the head deadline, checking every headCheckInterval that the client is
 // still there: a client that hangs up ends the exchange (the backend
 // connection is closed, which cancels the backend's work) within that.
 func (fc *frontConn) awaitHead() error {
@@ -460,7 +464,7 @@ func (fc *frontConn) awaitHead() error {
 		if !deadline.IsZero() && !now.Before(deadline) {
 			return headerTimeoutError{}
 		}
-		next := now.Add(clientCheckInterval)
+		next := now.Add(headCheckInterval)
 		if !deadline.IsZero() && deadline.Before(next) {
 			next = deadline
 		}
@@ -594,115 +598,6 @@ func relayN(dst *bufio.Writer, src *bufio.Reader, n int64, wait func() error) er
 		}
 	}
 	return nil
-}
-
-// relayChunked copies a chunked body from src to dst as it is (sizes,
-// extensions, trailers), checking its framing so the response ends exactly
-// where the backend ended it.
-func relayChunked(dst *bufio.Writer, src *bufio.Reader, wait func() error) error {
-	line := func() ([]byte, error) {
-		if src.Buffered() == 0 {
-			if err := dst.Flush(); err != nil {
-				return nil, errClientWrite
-			}
-			if wait != nil {
-				if err := wait(); err != nil {
-					return nil, err
-				}
-			}
-		}
-		l, err := src.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return nil, errBadChunk
-			}
-			return nil, err
-		}
-		if len(l) < 2 || l[len(l)-2] != '\r' {
-			return nil, errBadChunk
-		}
-		return l, nil
-	}
-	for {
-		l, err := line()
-		if err != nil {
-			return err
-		}
-		size, ok := chunkSize(l[:len(l)-2])
-		if !ok {
-			return errBadChunk
-		}
-		if _, err := dst.Write(l); err != nil {
-			return errClientWrite
-		}
-		if size == 0 {
-			// Trailer fields, then the blank line.
-			for {
-				l, err := line()
-				if err != nil {
-					return err
-				}
-				if _, err := dst.Write(l); err != nil {
-					return errClientWrite
-				}
-				if len(l) == 2 {
-					return nil
-				}
-			}
-		}
-		if err := relayN(dst, src, size, wait); err != nil {
-			return err
-		}
-		crlf, err := src.Peek(2)
-		if err != nil {
-			return err
-		}
-		if crlf[0] != '\r' || crlf[1] != '\n' {
-			return errBadChunk
-		}
-		if _, err := dst.Write(crlf); err != nil {
-			return errClientWrite
-		}
-		_, _ = src.Discard(2)
-	}
-}
-
-var errBadChunk = errors.New("backend sent malformed chunked framing")
-
-// chunkSize parses "hex[;ext]".
-func chunkSize(b []byte) (int64, bool) {
-	if i := indexByte(b, ';'); i >= 0 {
-		b = b[:i]
-	}
-	b = trimOWS(b)
-	if len(b) == 0 || len(b) > 15 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int64(d)
-	}
-	return n, true
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // failed answers a request that was not relayed (a client fault, a

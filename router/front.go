@@ -326,13 +326,13 @@ func (fc *frontConn) serve() {
 			}
 		}
 		if n < 0 || fc.s.netOnly {
-			handedOff = fc.handOffUnlessAmbiguous()
+			handedOff = fc.handOffUnlessRefused()
 			return
 		}
 		buf, _ = fc.br.Peek(n)
 		parseRequestHead(buf, &fc.head)
 		if fc.head.general != "" {
-			handedOff = fc.handOffUnlessAmbiguous()
+			handedOff = fc.handOffUnlessRefused()
 			return
 		}
 		if fc.head.contentLength > 0 {
@@ -389,19 +389,21 @@ var (
 	lfcrlf = []byte("\n\r\n")
 )
 
-// handOffUnlessAmbiguous hands the connection to net/http, except a
-// request that declares both a Content-Length and a Transfer-Encoding:
-// that one is answered 400 and the connection closed, as nginx does (RFC
-// 9112 §6.3 allows refusing it and requires the close). net/http would
-// read it by the coding alone and keep the connection.
-func (fc *frontConn) handOffUnlessAmbiguous() bool {
+// handOffUnlessRefused hands the connection to net/http, except a request
+// whose head refusedHead refuses: that one is answered 400 and the
+// connection closed, as nginx does (RFC 9112 §6.3 allows refusing a request
+// with both a length and a coding, and requires the close). net/http would
+// read it by the coding alone, or unfold the folded line, and keep the
+// connection.
+func (fc *frontConn) handOffUnlessRefused() bool {
 	buf, _ := fc.br.Peek(fc.br.Buffered())
-	if !ambiguousFraming(buf) {
+	e := refusedHead(buf)
+	if e == nil {
 		return fc.handOff()
 	}
 	fc.linger = true
-	fc.writeRouterError(errAmbiguousFraming.status, errAmbiguousFraming.code, errAmbiguousFraming.msg, "", 0, true)
-	fc.requestCounter("", "", statusText(errAmbiguousFraming.status)).Inc()
+	fc.writeRouterError(e.status, e.code, e.msg, "", 0, true)
+	fc.requestCounter("", "", statusText(e.status)).Inc()
 	return false
 }
 

@@ -521,10 +521,13 @@ func hopByHopRequest(name string) bool {
 	return false
 }
 
-// ambiguousFraming reports whether the request head at the start of b (CRLF
-// or bare LF line ends, complete or not) has both a Content-Length and a
-// Transfer-Encoding field, however spelled or folded.
-func ambiguousFraming(b []byte) bool {
+// refusedHead says why a request head that goes to net/http is refused
+// instead (nil if it is not): both a Content-Length and a Transfer-Encoding
+// field, however spelled, or an obsolete line folding (RFC 9112 §5.2 lets a
+// server refuse it; nginx does, and a folded Transfer-Encoding is a classic
+// smuggling shape). b is the start of the head, CRLF or bare LF line ends,
+// complete or not.
+func refusedHead(b []byte) *routeError {
 	length, coding := false, false
 	_, b, _ = bytes.Cut(b, []byte{'\n'}) // the request line
 	for len(b) > 0 {
@@ -534,10 +537,16 @@ func ambiguousFraming(b []byte) bool {
 		if len(line) == 0 {
 			break
 		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return errObsFold
+		}
 		name, _, _ := bytes.Cut(line, []byte{':'})
 		name = trimOWS(name)
 		length = length || equalFold(name, "content-length")
 		coding = coding || equalFold(name, "transfer-encoding")
 	}
-	return length && coding
+	if length && coding {
+		return errAmbiguousFraming
+	}
+	return nil
 }

@@ -87,8 +87,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > p.cfg.MaxBodyBytes {
+		// Not worth reading: the connection closes after the answer, and
+		// net/http's drain of the unread body gives up soon.
+		rec.Header().Set("Connection", "close")
+		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(lingerTimeout))
 		errBodyTooLarge.write(rec, "")
 		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// From here the body has its deadlines, also for net/http's own
+		// read of what the router leaves unread.
+		r.Body = p.newBodyReader(w, rec, r.Body)
 	}
 	ex, err := p.extract.Extract(r)
 	if err != nil {
@@ -106,9 +115,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = p.newBodyReader(rec, r.Body)
-	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
 	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
 	st := &rec.st // one allocation with the recorder
@@ -147,6 +153,7 @@ var (
 	errHeadersTooLarge  = &routeError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers exceed the router's limit", 0}
 	errBodyTooLarge     = &routeError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the router's limit", 0}
 	errAmbiguousFraming = &routeError{http.StatusBadRequest, "ambiguous_framing", "the request has both Content-Length and Transfer-Encoding", 0}
+	errObsFold          = &routeError{http.StatusBadRequest, "obsolete_line_folding", "a request header line is folded (obsolete, RFC 9112 §5.2)", 0}
 	errBadBody          = &routeError{http.StatusBadRequest, "bad_body", "the request body's framing is malformed", 0}
 	errBodyTimeout      = &routeError{http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time", 0}
 	errNoHealthyBackend = &routeError{http.StatusServiceUnavailable, "no_healthy_backend", "no healthy backend instance for the tenant's target", 1}
@@ -321,11 +328,13 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	e := answerFor(err)
 	if e == nil {
-		// The client went away; nobody reads the answer.
+		// The client went away; nobody reads the answer. Never the
+		// implicit empty 200 net/http would send for a handler that
+		// wrote nothing: the connection is dropped.
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.status = 499
 		}
-		return
+		panic(http.ErrAbortHandler)
 	}
 	if e == errUpstreamFailed {
 		p.log.Warn("upstream request failed", "err", err, "tier", tierOf(r), "method", r.Method)

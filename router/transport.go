@@ -181,6 +181,12 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		var cbe *clientBodyError
+		if errors.As(err, &cbe) {
+			// The client's body failed (net/http may have cancelled the
+			// context over it): that is the answer, not the cancellation.
+			return nil, err
+		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}

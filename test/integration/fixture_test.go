@@ -85,7 +85,7 @@ func startBackend(t testing.TB, consul *api.Client, service string, extra http.H
 	p, _ := strconv.Atoi(port)
 	err = consul.Agent().ServiceRegister(&api.AgentServiceRegistration{
 		ID: b.id, Name: service, Address: "127.0.0.1", Port: p,
-		Check: &api.AgentServiceCheck{HTTP: "http://" + b.addr + "/livez", Interval: "300ms", Timeout: "300ms",
+		Check: &api.AgentServiceCheck{HTTP: "http://" + b.addr + "/livez", Interval: "300ms", Timeout: "2s", // a busy test machine must not fail a live backend's check
 			DeregisterCriticalServiceAfter: "1m", Status: api.HealthPassing},
 	})
 	if err != nil {
