@@ -1,35 +1,92 @@
 package migrator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
+
+// defaultApplyBatch is how many captured changes one apply batch handles
+// (5,000 applied ~20k changes/s on a busy 2-core test machine, 10,000 ~24k).
+const defaultApplyBatch = 10_000
 
 // applier replays captured changes: for each captured key it re-reads the
 // row on the source and upserts it on the target, or deletes it there if the
 // source no longer has it. A replay is therefore harmless, and the order in
 // which changes committed does not matter. Handled change rows are deleted
 // (never "id > last seen", which skips rows that commit late).
+//
+// It works set-based: per table, a batch of keys is read from the source in
+// one COPY (all tables of a batch in one snapshot), copied into a temporary
+// table on the target, and applied there with one INSERT … ON CONFLICT and
+// one DELETE, in one target transaction.
+//
+// Every loop that applies works up to a high-water mark (the largest change
+// id when it started): changes captured later belong to the next step, so no
+// apply chases writers. Ids below the mark that commit late are still
+// present for the next step, which re-reads everything there.
 type applier struct {
-	src, dst  *sqlx.DB
-	tables    []Table // parents first
-	keyColumn string
-	tenant    string
-	batch     int
-	// only, if set, limits the applier to these tables (during the copy:
-	// the tables already copied, whose rows may be upserted safely).
-	only []string
+	src, dst       *sqlx.DB
+	srcDSN, dstDSN string
+	tables         []Table // parents first
+	keyColumn      string
+	tenant         string
+	batch          int
+	// before, if set, is called before each batch with its size (a hook).
+	before func(changes int) error
+
+	srcConn, dstConn *pgconn.PgConn
+	temps            map[string]string // table key → temporary table on dstConn
+
+	applied int64         // changes applied by this applier
+	busy    time.Duration // time spent applying them
 }
 
-type change struct {
-	ID  int64           `db:"id"`
-	Tbl string          `db:"tbl"`
-	PK  json.RawMessage `db:"pk"`
+// close drops the applier's connections.
+func (a *applier) close() {
+	for _, c := range []*pgconn.PgConn{a.srcConn, a.dstConn} {
+		if c != nil {
+			_ = c.Close(context.Background())
+		}
+	}
+	a.srcConn, a.dstConn, a.temps = nil, nil, nil
+}
+
+// connect opens (or reopens after a failure) the COPY connections.
+func (a *applier) connect(ctx context.Context) error {
+	var err error
+	if a.srcConn == nil || a.srcConn.IsClosed() {
+		if a.srcConn, err = pgconn.Connect(ctx, a.srcDSN); err != nil {
+			a.srcConn = nil
+			return fmt.Errorf("apply: source database: %w", err)
+		}
+	}
+	if a.dstConn == nil || a.dstConn.IsClosed() {
+		a.temps = map[string]string{}
+		if a.dstConn, err = pgconn.Connect(ctx, a.dstDSN); err != nil {
+			a.dstConn = nil
+			return fmt.Errorf("apply: target database: %w", err)
+		}
+	}
+	return nil
+}
+
+// highWater is the largest id of the tenant's captured changes now (0: none).
+func (a *applier) highWater(ctx context.Context) (int64, error) {
+	var hwm int64
+	if err := a.src.GetContext(ctx, &hwm, `SELECT coalesce(max(id), 0) FROM switchyard.changes WHERE tenant_id = $1`, a.tenant); err != nil {
+		return 0, fmt.Errorf("high-water mark of the change capture: %w", err)
+	}
+	return hwm, nil
 }
 
 // backlog counts captured changes not applied yet.
@@ -61,109 +118,288 @@ func (a *applier) pendingKeys(ctx context.Context) (map[string]map[string]bool, 
 	return out, rows.Err()
 }
 
-// applyBatch applies up to a.batch changes and returns how many it handled
-// and the distinct keys per table it touched.
-func (a *applier) applyBatch(ctx context.Context) (int, map[string][]json.RawMessage, error) {
-	var changes []change
-	q, args := `SELECT id, tbl, pk FROM switchyard.changes WHERE tenant_id = $1 ORDER BY id LIMIT $2`, []any{a.tenant, a.batch}
-	if a.only != nil {
-		q = `SELECT id, tbl, pk FROM switchyard.changes WHERE tenant_id = $1 AND tbl = ANY($3) ORDER BY id LIMIT $2`
-		args = append(args, pq.Array(a.only))
+// applyTo applies every captured change with id <= hwm (of the tables in
+// only, if not nil), a batch at a time, calling each after every batch. It
+// ends: no id at or below the mark is handed out after the mark was read,
+// so only transactions already running then can add to the work.
+func (a *applier) applyTo(ctx context.Context, hwm int64, only []string, each func(n int, keys map[string][]json.RawMessage) error) (int, error) {
+	total := 0
+	for {
+		n, keys, err := a.applyBatch(ctx, hwm, only)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n > 0 && each != nil {
+			if err := each(n, keys); err != nil {
+				return total, err
+			}
+		}
+		if n < a.batch {
+			return total, nil
+		}
 	}
-	if err := a.src.SelectContext(ctx, &changes, q, args...); err != nil {
-		return 0, nil, fmt.Errorf("read changes: %w", err)
+}
+
+// applyBatch applies up to a.batch changes with id <= hwm (of the tables in
+// only, if not nil), oldest first, and returns how many it handled and the
+// distinct keys per table it touched. On the source it is one REPEATABLE
+// READ transaction: the changes are deleted (claimed) and the current rows
+// read in one snapshot, and it commits only after the target did, so a
+// failure anywhere leaves the changes to be applied again.
+func (a *applier) applyBatch(ctx context.Context, hwm int64, only []string) (n int, keys map[string][]json.RawMessage, err error) {
+	start := time.Now()
+	if err := a.connect(ctx); err != nil {
+		return 0, nil, err
 	}
-	if len(changes) == 0 {
-		return 0, nil, nil
+	src := a.srcConn
+	if err := src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ").Close(); err != nil {
+		return 0, nil, fmt.Errorf("apply: %w", err)
+	}
+	defer func() {
+		if err != nil && !src.IsClosed() {
+			_ = src.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		}
+	}()
+	n, keys, err = a.claim(ctx, hwm, only)
+	if err != nil || n == 0 {
+		if err == nil {
+			err = src.Exec(ctx, "COMMIT").Close()
+		}
+		return 0, nil, err
+	}
+	if a.before != nil {
+		if err := a.before(n); err != nil {
+			return 0, nil, err
+		}
+	}
+	current, err := a.readCurrent(ctx, keys)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.write(ctx, keys, current); err != nil {
+		return 0, nil, err
+	}
+	if err := src.Exec(ctx, "COMMIT").Close(); err != nil {
+		return 0, nil, fmt.Errorf("delete applied changes: %w", err)
+	}
+	a.applied += int64(n)
+	a.busy += time.Since(start)
+	return n, keys, nil
+}
+
+// claim deletes (in the open source transaction) the oldest a.batch changes
+// with id <= hwm and returns their distinct keys per table.
+func (a *applier) claim(ctx context.Context, hwm int64, only []string) (int, map[string][]json.RawMessage, error) {
+	filter, args := "", []string{a.tenant, strconv.FormatInt(hwm, 10), strconv.Itoa(a.batch)}
+	if only != nil {
+		arr, err := pq.Array(only).Value()
+		if err != nil {
+			return 0, nil, err
+		}
+		filter, args = " AND tbl = ANY($4::text[])", append(args, arr.(string))
+	}
+	q := `DELETE FROM switchyard.changes WHERE id IN (SELECT id FROM switchyard.changes
+		WHERE tenant_id = $1 AND id <= $2::bigint` + filter + ` ORDER BY id LIMIT $3::int) RETURNING tbl, pk::text`
+	params := make([][]byte, len(args))
+	for i, v := range args {
+		params[i] = []byte(v)
+	}
+	res := a.srcConn.ExecParams(ctx, q, params, nil, nil, nil).Read()
+	if res.Err != nil {
+		return 0, nil, fmt.Errorf("read changes: %w", res.Err)
 	}
 	keys := map[string][]json.RawMessage{}
 	seen := map[string]bool{}
-	ids := make([]int64, 0, len(changes))
-	for _, c := range changes {
-		ids = append(ids, c.ID)
-		k := c.Tbl + "|" + string(c.PK)
+	for _, row := range res.Rows {
+		k := string(row[0]) + "|" + string(row[1])
 		if !seen[k] {
 			seen[k] = true
-			keys[c.Tbl] = append(keys[c.Tbl], c.PK)
+			keys[string(row[0])] = append(keys[string(row[0])], json.RawMessage(row[1]))
 		}
 	}
-	if err := a.sync(ctx, keys); err != nil {
-		return 0, nil, err
-	}
-	if _, err := a.src.ExecContext(ctx, `DELETE FROM switchyard.changes WHERE id = ANY($1)`, pq.Array(ids)); err != nil {
-		return 0, nil, fmt.Errorf("delete applied changes: %w", err)
-	}
-	return len(changes), keys, nil
+	return len(res.Rows), keys, nil
 }
 
-// sync makes the target's rows for the given keys equal the source's: upserts
-// parents first, deletes children first, in one target transaction.
+// sync makes the target's rows for the given keys equal the source's:
+// deletes children first, upserts parents first, in one target transaction.
 func (a *applier) sync(ctx context.Context, keys map[string][]json.RawMessage) error {
-	type current struct {
-		table Table
-		rows  json.RawMessage // rows present on the source (a JSON array)
-		gone  json.RawMessage // keys absent from the source (a JSON array)
+	if err := a.connect(ctx); err != nil {
+		return err
 	}
-	var work []current
+	if err := a.srcConn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").Close(); err != nil {
+		return fmt.Errorf("re-read: %w", err)
+	}
+	current, err := a.readCurrent(ctx, keys)
+	if err == nil {
+		err = a.srcConn.Exec(ctx, "COMMIT").Close()
+	}
+	if err != nil {
+		if !a.srcConn.IsClosed() {
+			_ = a.srcConn.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		}
+		return err
+	}
+	return a.write(ctx, keys, current)
+}
+
+// readCurrent reads, in the source transaction open on srcConn, the current
+// rows for the keys, per table (COPY text). One snapshot for all tables: a
+// child read has its parent in the same read or already applied.
+func (a *applier) readCurrent(ctx context.Context, keys map[string][]json.RawMessage) (map[string]*bytes.Buffer, error) {
+	out := map[string]*bytes.Buffer{}
 	for _, t := range a.tables {
 		ks := keys[t.Key()]
 		if len(ks) == 0 {
 			continue
 		}
-		arr, _ := json.Marshal(ks)
-		// Re-read the current rows and the keys that are gone, in one query.
-		var rows, gone json.RawMessage
-		q := fmt.Sprintf(`
-			WITH k AS (SELECT * FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb))
-			SELECT
-				coalesce((SELECT jsonb_agg(to_jsonb(t)) FROM %[1]s t JOIN k USING (%[2]s) WHERE t.%[3]s = $2), '[]'::jsonb),
-				coalesce((SELECT jsonb_agg(to_jsonb(k)) FROM k WHERE NOT EXISTS (SELECT 1 FROM %[1]s t WHERE (%[4]s) = (%[5]s) AND t.%[3]s = $2)), '[]'::jsonb)`,
-			t.Ident(), quoteIdents(t.PK), pq.QuoteIdentifier(a.keyColumn), prefixed("t", t.PK), prefixed("k", t.PK))
-		if err := a.src.QueryRowContext(ctx, q, string(arr), a.tenant).Scan(&rows, &gone); err != nil {
-			return fmt.Errorf("re-read %s: %w", t.Key(), err)
+		arr, err := json.Marshal(ks)
+		if err != nil {
+			return nil, err
 		}
-		work = append(work, current{table: t, rows: rows, gone: gone})
+		q := fmt.Sprintf(`COPY (SELECT %[1]s FROM %[2]s JOIN %[3]s t ON (%[4]s) = (%[5]s) WHERE t.%[6]s = %[7]s) TO STDOUT`,
+			prefixed("t", columnNames(t)), keyRecordset(t, pq.QuoteLiteral(string(arr))+"::jsonb"), t.Ident(),
+			prefixed("t", t.PK), prefixed("k", t.PK), pq.QuoteIdentifier(a.keyColumn), pq.QuoteLiteral(a.tenant))
+		buf := &bytes.Buffer{}
+		if _, err := a.srcConn.CopyTo(ctx, buf, q); err != nil {
+			return nil, fmt.Errorf("re-read %s: %w", t.Key(), err)
+		}
+		out[t.Key()] = buf
 	}
-	tx, err := a.dst.BeginTxx(ctx, nil)
-	if err != nil {
+	return out, nil
+}
+
+// keyRecordset is a FROM item (alias k) of the primary keys in the JSON
+// array expr, typed as t's key columns.
+func keyRecordset(t Table, expr string) string {
+	cols := make([]string, len(t.PK))
+	for i, k := range t.PK {
+		cols[i] = pq.QuoteIdentifier(k) + " " + t.colType(k)
+	}
+	return fmt.Sprintf("jsonb_to_recordset(%s) AS k(%s)", expr, strings.Join(cols, ", "))
+}
+
+// write applies one batch on the target in one transaction: the current
+// rows go into a temporary table per table, keys absent there are deleted
+// (children first), the rows are upserted (parents first).
+func (a *applier) write(ctx context.Context, keys map[string][]json.RawMessage, current map[string]*bytes.Buffer) (err error) {
+	conn := a.dstConn
+	if err := a.ensureTemps(ctx, keys); err != nil {
+		return err
+	}
+	if err := conn.Exec(ctx, "BEGIN").Close(); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() {
+		if err != nil && !conn.IsClosed() {
+			_ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		}
+	}()
 	// A destination holding a retained (fenced) copy of the tenant lets
 	// Switchyard's own writes through.
-	if _, err := tx.ExecContext(ctx, `SELECT set_config('switchyard.bypass', $1, true)`, a.tenant); err != nil {
+	if err := execParams(ctx, conn, `SELECT set_config('switchyard.bypass', $1, true)`, a.tenant); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	for i := len(work) - 1; i >= 0; i-- { // deletes: children first
-		w := work[i]
-		if string(w.gone) == "[]" {
-			continue
-		}
-		q := fmt.Sprintf(`DELETE FROM %[1]s t USING jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) k WHERE (%[2]s) = (%[3]s) AND t.%[4]s = $2`,
-			w.table.Ident(), prefixed("t", w.table.PK), prefixed("k", w.table.PK), pq.QuoteIdentifier(a.keyColumn))
-		if _, err := tx.ExecContext(ctx, q, string(w.gone), a.tenant); err != nil {
-			return fmt.Errorf("apply deletes to %s: %w", w.table.Key(), err)
+	loaded := map[string]bool{}
+	for _, t := range a.tables {
+		if buf := current[t.Key()]; buf != nil && buf.Len() > 0 {
+			loaded[t.Key()] = true
+			if err := a.load(ctx, t, buf); err != nil {
+				return err
+			}
 		}
 	}
-	for _, w := range work { // upserts: parents first
-		if string(w.rows) == "[]" {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, upsertSQL(w.table), string(w.rows)); err != nil {
-			return fmt.Errorf("apply upserts to %s: %w", w.table.Key(), err)
+	for i := len(a.tables) - 1; i >= 0; i-- { // deletes: children first
+		t := a.tables[i]
+		if ks := keys[t.Key()]; len(ks) > 0 {
+			if err := a.deleteGone(ctx, t, ks); err != nil {
+				return err
+			}
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	for _, t := range a.tables { // upserts: parents first
+		if loaded[t.Key()] {
+			if err := conn.Exec(ctx, upsertSQL(t, a.temps[t.Key()])).Close(); err != nil {
+				return fmt.Errorf("apply upserts to %s: %w", t.Key(), err)
+			}
+		}
+	}
+	if err := conn.Exec(ctx, "COMMIT").Close(); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
 	return nil
 }
 
-func upsertSQL(t Table) string {
-	cols := make([]string, len(t.Columns))
+// ensureTemps creates, outside any transaction (a rollback would take
+// them away), the temporary tables of the tables with keys: one per table
+// and connection, emptied at every commit.
+func (a *applier) ensureTemps(ctx context.Context, keys map[string][]json.RawMessage) error {
+	for _, t := range a.tables {
+		if _, ok := a.temps[t.Key()]; ok || len(keys[t.Key()]) == 0 {
+			continue
+		}
+		temp := pq.QuoteIdentifier(fmt.Sprintf("switchyard_apply_%d", len(a.temps)))
+		q := fmt.Sprintf(`CREATE TEMPORARY TABLE %s (LIKE %s) ON COMMIT DELETE ROWS`, temp, t.Ident())
+		if err := a.dstConn.Exec(ctx, q).Close(); err != nil {
+			return fmt.Errorf("apply %s: temporary table: %w", t.Key(), err)
+		}
+		a.temps[t.Key()] = temp
+	}
+	return nil
+}
+
+// load copies one table's current rows into its temporary table.
+func (a *applier) load(ctx context.Context, t Table, rows *bytes.Buffer) error {
+	q := fmt.Sprintf(`COPY %s (%s) FROM STDIN`, a.temps[t.Key()], strings.Join(quoted(columnNames(t)), ", "))
+	if _, err := a.dstConn.CopyFrom(ctx, rows, q); err != nil {
+		return fmt.Errorf("apply %s: load current rows: %w", t.Key(), err)
+	}
+	return nil
+}
+
+// deleteGone deletes on the target the tenant's rows of the keys that the
+// source no longer has (absent from the temporary table).
+func (a *applier) deleteGone(ctx context.Context, t Table, ks []json.RawMessage) error {
+	arr, err := json.Marshal(ks)
+	if err != nil {
+		return err
+	}
+	// EXCEPT (a hashed set operation), not NOT EXISTS: the temporary table
+	// has no statistics, and a nested anti-join over it is quadratic.
+	q := fmt.Sprintf(`DELETE FROM %[1]s t USING (SELECT %[2]s FROM %[3]s EXCEPT SELECT %[4]s FROM %[5]s s) g
+		WHERE (%[6]s) = (%[7]s) AND t.%[8]s = $2`,
+		t.Ident(), prefixed("k", t.PK), keyRecordset(t, "$1::jsonb"), prefixed("s", t.PK), a.temps[t.Key()],
+		prefixed("t", t.PK), prefixed("g", t.PK), pq.QuoteIdentifier(a.keyColumn))
+	if err := execParams(ctx, a.dstConn, q, string(arr), a.tenant); err != nil {
+		return fmt.Errorf("apply deletes to %s: %w", t.Key(), err)
+	}
+	return nil
+}
+
+// execParams runs one statement with text parameters.
+func execParams(ctx context.Context, conn *pgconn.PgConn, sql string, args ...string) error {
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	return conn.ExecParams(ctx, sql, params, nil, nil, nil).Read().Err
+}
+
+// isFKViolation reports a foreign-key violation from either driver.
+func isFKViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23503"
+	}
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23503"
+}
+
+// upsertSQL writes the rows of the temporary table into t.
+func upsertSQL(t Table, temp string) string {
+	cols := quoted(columnNames(t))
 	var sets []string
 	for i, c := range t.Columns {
-		cols[i] = pq.QuoteIdentifier(c.Name)
 		isKey := false
 		for _, k := range t.PK {
 			if k == c.Name {
@@ -178,8 +414,24 @@ func upsertSQL(t Table) string {
 	if len(sets) > 0 {
 		conflict = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
-	return fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) ON CONFLICT (%[3]s) %[4]s`,
-		t.Ident(), strings.Join(cols, ", "), quoteIdents(t.PK), conflict)
+	return fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s ON CONFLICT (%[4]s) %[5]s`,
+		t.Ident(), strings.Join(cols, ", "), temp, quoteIdents(t.PK), conflict)
+}
+
+func columnNames(t Table) []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = c.Name
+	}
+	return out
+}
+
+func quoted(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = pq.QuoteIdentifier(n)
+	}
+	return out
 }
 
 func prefixed(alias string, cols []string) string {

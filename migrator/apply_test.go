@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -16,7 +17,9 @@ CREATE TABLE events (tenant_id text NOT NULL, order_id bigint NOT NULL, seq int 
 	PRIMARY KEY (tenant_id, order_id, seq), FOREIGN KEY (tenant_id, order_id) REFERENCES orders (tenant_id, id) ON DELETE CASCADE);
 `
 
-func twoDatabases(t *testing.T) (*sqlx.DB, *sqlx.DB) {
+// twoDatabases returns the source and target databases and an applier
+// between them for tenant acme (not yet told the tables).
+func twoDatabases(t *testing.T) (*sqlx.DB, *sqlx.DB, *applier) {
 	pg := harness.PostgresT(t)
 	ctx := context.Background()
 	var dbs []*sqlx.DB
@@ -34,13 +37,15 @@ func twoDatabases(t *testing.T) (*sqlx.DB, *sqlx.DB) {
 		}
 		dbs = append(dbs, db)
 	}
-	return dbs[0], dbs[1]
+	a := &applier{src: dbs[0], dst: dbs[1], srcDSN: pg.DSN("src"), dstDSN: pg.DSN("dst"), keyColumn: "tenant_id", tenant: "acme", batch: 1000}
+	t.Cleanup(a.close)
+	return dbs[0], dbs[1], a
 }
 
 // Captured inserts, updates and deletes of parents and children replay onto
 // the target in one pass, and a second replay changes nothing.
 func TestCaptureAndApply(t *testing.T) {
-	src, dst := twoDatabases(t)
+	src, dst, a := twoDatabases(t)
 	ctx := context.Background()
 	tables, err := discoverTables(ctx, src, "tenant_id")
 	if err != nil {
@@ -65,11 +70,15 @@ func TestCaptureAndApply(t *testing.T) {
 	mustExec(src, `INSERT INTO orders (tenant_id, item) VALUES ('other', 'not captured')`)
 	mustExec(src, `UPDATE orders SET qty = 9 WHERE tenant_id = 'acme' AND id = 2`)
 	mustExec(src, `DELETE FROM orders WHERE tenant_id = 'acme' AND id = 3`)
-	a := &applier{src: src, dst: dst, tables: tables, keyColumn: "tenant_id", tenant: "acme", batch: 1000}
+	a.tables = tables
 	if n, _ := a.backlog(ctx); n != 5*2+1+2 {
 		t.Fatalf("backlog %d", n)
 	}
-	n, _, err := a.applyBatch(ctx)
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := a.applyBatch(ctx, hwm, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,4 +110,90 @@ func TestCaptureAndApply(t *testing.T) {
 	if err != nil || len(mm) != 1 || len(mm[0].Keys) != 1 || mm[0].Keys[0] != `{"id": 4, "tenant_id": "acme"}` {
 		t.Fatalf("verify did not name the tampered row: %+v %v", mm, err)
 	}
+}
+
+// A high-water mark bounds an apply: changes captured after it was taken
+// stay for the next step, however many there are.
+func TestApplyStopsAtHighWater(t *testing.T) {
+	src, dst, a := twoDatabases(t)
+	ctx := context.Background()
+	tables, err := discoverTables(ctx, src, "tenant_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tables, a.batch = tables, 7
+	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Exec(`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'x' FROM generate_series(1, 20)`); err != nil {
+		t.Fatal(err)
+	}
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A writer keeps adding while the apply runs: after every batch.
+	added := 0
+	n, err := a.applyTo(ctx, hwm, nil, func(int, map[string][]json.RawMessage) error {
+		added += 5
+		_, err := src.Exec(`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'late' FROM generate_series(1, 5)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 {
+		t.Fatalf("applied %d changes, want the 20 up to the mark", n)
+	}
+	if left, _ := a.backlog(ctx); left != added {
+		t.Fatalf("backlog %d, want the %d captured after the mark", left, added)
+	}
+	var got int
+	_ = dst.Get(&got, `SELECT count(*) FROM orders WHERE tenant_id = 'acme'`)
+	if got != 20 {
+		t.Fatalf("target has %d orders, want 20", got)
+	}
+}
+
+// BenchmarkApply-like figure as a test: 50,000 captured changes (orders and
+// their events, inserts then updates) applied; the log says rows/s.
+func TestApplyRate(t *testing.T) {
+	src, dst, a := twoDatabases(t)
+	ctx := context.Background()
+	tables, err := discoverTables(ctx, src, "tenant_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tables, a.batch = tables, defaultApplyBatch
+	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
+		t.Fatal(err)
+	}
+	const orders = 20_000
+	for _, q := range []string{
+		`INSERT INTO orders (tenant_id, id, item) SELECT 'acme', g, 'item-' || g FROM generate_series(1, 20000) g`,
+		`INSERT INTO events SELECT 'acme', g, 1, 'created' FROM generate_series(1, 20000) g`,
+		`UPDATE orders SET qty = 2 WHERE tenant_id = 'acme' AND id <= 10000`,
+	} {
+		if _, err := src.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog, _ := a.backlog(ctx)
+	if backlog != 2*orders+orders/2 {
+		t.Fatalf("captured %d changes", backlog)
+	}
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n, err := a.applyTo(ctx, hwm, nil, nil)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mm, _, err := verifyAll(ctx, src, dst, tables, "tenant_id", "acme", 5); err != nil || len(mm) != 0 {
+		t.Fatalf("after apply: %v %v", mm, err)
+	}
+	t.Logf("applied %d captured changes in %s: %.0f changes/s (batch %d)", n, took.Round(time.Millisecond), float64(n)/took.Seconds(), a.batch)
 }

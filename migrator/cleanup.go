@@ -129,6 +129,10 @@ func (r *run) abort(ctx context.Context) error {
 		return ErrTooLateToAbort
 	}
 	var errs []error
+	if r.ap != nil {
+		r.ap.close() // its target connection would hold the database
+		r.ap = nil
+	}
 	if err := r.open(ctx, false); err != nil {
 		return r.mg.pause(ctx, r.m, fmt.Errorf("abort: %w", err))
 	}

@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -109,16 +110,15 @@ func (r *run) cutover(ctx context.Context) (err error) {
 
 	// 4. The last changes: the source takes no more writes for the tenant.
 	t0 = time.Now()
+	// Writers are fenced and drained, so the high-water mark taken now
+	// covers every change there will be.
 	a := r.applier()
-	for {
-		n, keys, err := a.applyBatch(budget)
-		if err != nil {
-			return err
-		}
-		r.note(keys)
-		if n == 0 {
-			break
-		}
+	hwm, err := a.highWater(budget)
+	if err != nil {
+		return err
+	}
+	if _, err := a.applyTo(budget, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil }); err != nil {
+		return err
 	}
 	mark("drain", t0)
 

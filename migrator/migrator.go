@@ -29,14 +29,20 @@ type Config struct {
 	LockTTL time.Duration
 	// Hooks let tests stop a move at a chosen point (nil in production).
 	Hooks *Hooks
+	// ConvergenceWindow: a catch-up whose backlog has not shrunk over this
+	// long says it is not converging (10s).
+	ConvergenceWindow time.Duration
 }
 
 // Hooks are called at fixed points of a move; an error returned stops the
 // move there as if the process had died (tests use them to inject faults).
 type Hooks struct {
-	BeforeChunk  func(m *Move, table string) error
-	AfterChunk   func(m *Move) error
-	AfterApply   func(m *Move) error
+	BeforeChunk func(m *Move, table string) error
+	AfterChunk  func(m *Move) error
+	AfterApply  func(m *Move) error
+	// BeforeApply is called before each batch of captured changes is
+	// applied, with its size (tests slow the apply down with it).
+	BeforeApply  func(m *Move, changes int) error
 	BeforeSwitch func(m *Move) error
 	AfterFence   func(m *Move) error
 }
@@ -67,6 +73,9 @@ func New(client *api.Client, cfg Config) *Migrator {
 	}
 	if cfg.LockTTL == 0 {
 		cfg.LockTTL = 10 * time.Second
+	}
+	if cfg.ConvergenceWindow == 0 {
+		cfg.ConvergenceWindow = defaultConvergenceWindow
 	}
 	return &Migrator{cfg: cfg, client: client, catalog: catalog.NewStore(client, cfg.Prefix),
 		moves: &moveStore{client: client, prefix: cfg.Prefix}, log: cfg.Logger.With("component", "migrator")}

@@ -93,9 +93,23 @@ type Move struct {
 	// Fingerprint is the tenant tables' shape when the move started.
 	Fingerprint string          `json:"fingerprint,omitempty"`
 	Tables      []TableProgress `json:"tables,omitempty"`
-	// Backlog is the number of captured changes not yet applied.
+	// Backlog is the number of captured changes not yet applied (sampled
+	// during the copy and the catch-up).
 	Backlog int `json:"backlog"`
-	// ETA of the copy, from the current rate.
+	// CapturePerS is how fast the tenant's writers add captured changes.
+	CapturePerS float64 `json:"capture_per_s,omitempty"`
+	// ApplyPerS is how fast the migrator applies them (per second of
+	// applying; 0 until something was applied).
+	ApplyPerS float64 `json:"apply_per_s,omitempty"`
+	// Converging, during catch-up, says whether the backlog shrank over the
+	// last convergence window (nil: not known yet, or not catching up).
+	Converging *bool `json:"converging,omitempty"`
+	// StalledSince is when the backlog stopped shrinking (zero: it shrinks).
+	StalledSince time.Time `json:"stalled_since,omitempty"`
+	// Message says what the move is doing or waiting for, in words.
+	Message string `json:"message,omitempty"`
+	// ETA is the estimated time until the switch can start: the rest of the
+	// copy and the backlog; empty when it cannot be said (see Message).
 	ETA      string `json:"eta,omitempty"`
 	Attempts int    `json:"switch_attempts,omitempty"`
 	// Resync: the destination held a retained copy of the tenant from an
@@ -129,8 +143,11 @@ type Options struct {
 	// SwitchBudget bounds the whole frozen part of the cutover (1.5s, under
 	// the routers' 2s hold).
 	SwitchBudget time.Duration `json:"switch_budget,omitempty"`
-	// CatchUpBacklog is the backlog under which the switch starts (200).
+	// CatchUpBacklog is the backlog under which the switch starts (200; or
+	// what apply handles in 100 ms at the measured rate, if that is more).
 	CatchUpBacklog int `json:"catch_up_backlog,omitempty"`
+	// ApplyBatch is how many captured changes one apply batch handles (10,000).
+	ApplyBatch int `json:"apply_batch,omitempty"`
 	// MaxSwitchAttempts before the move pauses (5).
 	MaxSwitchAttempts int `json:"max_switch_attempts,omitempty"`
 }
@@ -154,6 +171,9 @@ func (o *Options) setDefaults() {
 	if o.MaxSwitchAttempts == 0 {
 		o.MaxSwitchAttempts = 5
 	}
+	if o.ApplyBatch == 0 {
+		o.ApplyBatch = defaultApplyBatch
+	}
 }
 
 // Validate reports options that cannot work.
@@ -165,7 +185,7 @@ func (o *Options) Validate() error {
 	if o.ChunkRows < 1 || o.ChunkRows > 10_000_000 {
 		errs = append(errs, "chunk rows must be between 1 and 10,000,000")
 	}
-	if o.RateRows < 0 || o.Retention < 0 || o.SwitchBudget < 0 || o.CatchUpBacklog < 0 || o.MaxSwitchAttempts < 0 {
+	if o.RateRows < 0 || o.Retention < 0 || o.SwitchBudget < 0 || o.CatchUpBacklog < 0 || o.MaxSwitchAttempts < 0 || o.ApplyBatch < 0 {
 		errs = append(errs, "figures must not be negative")
 	}
 	if len(errs) > 0 {
@@ -177,20 +197,27 @@ func (o *Options) Validate() error {
 // Terminal reports whether the move has nothing more to do.
 func (m *Move) Terminal() bool { return m.Phase == PhaseDone || m.Phase == PhaseAborted }
 
-// Progress is the copy's overall fraction, 0..1.
+// Progress is the copy's overall fraction, 0..1. It is 1 only once every
+// table is copied: a copy still at work on its last chunk shows 99%.
 func (m *Move) Progress() float64 {
 	var rows, total int64
+	done := true
 	for _, t := range m.Tables {
 		rows += t.Rows
 		total += t.TotalRows
+		done = done && t.Done
 	}
 	if total == 0 {
-		if m.Phase == PhaseCopy {
+		if m.Phase == PhaseCopy || m.Phase == PhasePreflight || m.Phase == PhaseProvision || m.Phase == PhaseCapture {
 			return 0
 		}
 		return 1
 	}
-	return min(1, float64(rows)/float64(total))
+	p := min(1, float64(rows)/float64(total))
+	if !done && p > 0.99 {
+		p = 0.99
+	}
+	return p
 }
 
 func newMoveID() string {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq" // also the "postgres" driver
+	_ "github.com/lib/pq" // the "postgres" driver
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
@@ -32,6 +32,12 @@ type run struct {
 	changed  map[string][]json.RawMessage
 	verified bool
 	lastSave time.Time
+	// ap applies captured changes (one per run: it keeps its connections).
+	ap *applier
+	// conv follows the capture's and the apply's rates.
+	conv       *convergence
+	convPhase  Phase
+	lastSample time.Time
 }
 
 func (mg *Migrator) newRun(ctx context.Context, m *Move) (*run, error) {
@@ -53,6 +59,10 @@ func (mg *Migrator) newRun(ctx context.Context, m *Move) (*run, error) {
 }
 
 func (r *run) close() {
+	if r.ap != nil {
+		r.ap.close()
+		r.ap = nil
+	}
 	if r.src != nil {
 		r.src.Close()
 	}
@@ -335,7 +345,9 @@ func (r *run) copyAll(ctx context.Context) error {
 			if el := time.Since(tableStart).Seconds(); el > 0 {
 				p.RowsPerS = float64(p.Rows-rowsAtStart) / el
 			}
-			r.m.ETA = r.eta()
+			if err := r.sample(ctx, false); err != nil {
+				return err
+			}
 			if res.rows < int64(c.chunkRows) {
 				break
 			}
@@ -356,8 +368,7 @@ func (r *run) copyAll(ctx context.Context) error {
 			return err
 		}
 	}
-	r.m.ETA = ""
-	return nil
+	return r.sample(ctx, true)
 }
 
 // copyChunk copies one chunk. A chunk read after its parent table was
@@ -388,8 +399,10 @@ func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (res chun
 			}
 		}
 		res, err = c.copyChunk(ctx, last)
-		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "23503" || attempt >= 5 || deferred {
+		if err == nil {
+			r.m.Message = ""
+		}
+		if err == nil || !isFKViolation(err) || attempt >= 5 || deferred {
 			return res, err
 		}
 		idx := 0
@@ -397,6 +410,11 @@ func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (res chun
 			if t.Key() == c.table.Key() {
 				idx = i
 			}
+		}
+		r.m.Message = fmt.Sprintf("a chunk of %s met rows whose parents are still in the change queue: applying the parents' changes captured so far, then retrying (attempt %d)",
+			c.table.Key(), attempt+1)
+		if err := r.saveProgress(ctx); err != nil {
+			return res, err
 		}
 		if err := r.applyDone(ctx, idx); err != nil {
 			return res, err
@@ -446,8 +464,7 @@ func (r *run) resync(ctx context.Context) error {
 		for len(keys) > 0 {
 			n := min(len(keys), 500)
 			err := a.sync(ctx, map[string][]json.RawMessage{r.tables[i].Key(): keys[:n]})
-			var pqErr *pq.Error
-			if errors.As(err, &pqErr) && pqErr.Code == "23503" {
+			if isFKViolation(err) {
 				// Rows whose parents were written after the parents'
 				// diff: those parents are in the change capture.
 				if err = r.applyDone(ctx, i); err == nil {
@@ -478,19 +495,21 @@ func (r *run) resync(ctx context.Context) error {
 }
 
 // applyDone applies the captured changes of the tables before index i
-// (the parents, already re-synced or copied).
+// (the parents, already re-synced or copied), up to the high-water mark of
+// now: writers adding parents meanwhile cannot keep it going.
 func (r *run) applyDone(ctx context.Context, i int) error {
 	a := r.applier()
-	a.only = []string{}
+	only := []string{}
 	for _, t := range r.tables[:i] {
-		a.only = append(a.only, t.Key())
+		only = append(only, t.Key())
 	}
-	for {
-		n, _, err := a.applyBatch(ctx)
-		if err != nil || n == 0 {
-			return err
-		}
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		return err
 	}
+	n, err := a.applyTo(ctx, hwm, only, nil)
+	r.mg.log.Debug("applied the parents' captured changes", "move", r.m.ID, "changes", n, "high_water", hwm)
+	return err
 }
 
 func sumLens(x [][]json.RawMessage) int {
@@ -501,6 +520,129 @@ func sumLens(x [][]json.RawMessage) int {
 	return n
 }
 
+func (r *run) applier() *applier {
+	if r.ap == nil || r.ap.src != r.src || r.ap.dst != r.dst {
+		if r.ap != nil {
+			r.ap.close()
+		}
+		r.ap = &applier{src: r.src, dst: r.dst, srcDSN: r.srcDSN, dstDSN: r.dstDSN, tables: r.tables,
+			keyColumn: r.m.Options.KeyColumn, tenant: r.m.Tenant, batch: r.m.Options.ApplyBatch}
+		if h := r.mg.cfg.Hooks; h != nil && h.BeforeApply != nil {
+			r.ap.before = func(n int) error { return h.BeforeApply(r.m, n) }
+		}
+	}
+	return r.ap
+}
+
+// catchUp brings the backlog down, runs a full verification, and brings
+// down what was captured meanwhile, so the switch starts with a small one.
+func (r *run) catchUp(ctx context.Context) error {
+	if err := r.converge(ctx); err != nil {
+		return err
+	}
+	if err := r.checkDDL(ctx); err != nil {
+		return err
+	}
+	if err := r.verifyFull(ctx); err != nil {
+		return err
+	}
+	return r.converge(ctx)
+}
+
+// converge applies captured changes in rounds until the backlog is at most
+// CatchUpBacklog. Each round works up to the high-water mark taken when it
+// starts, so every round ends; between batches it measures the capture and
+// apply rates and says (Converging, Message) when the backlog stops
+// shrinking. It does not give up by itself: an operator may abort.
+func (r *run) converge(ctx context.Context) error {
+	a := r.applier()
+	lastDDLCheck := time.Now()
+	each := func(_ int, keys map[string][]json.RawMessage) error {
+		r.note(keys)
+		if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterApply, r.m); err != nil {
+			return err
+		}
+		if time.Since(lastDDLCheck) > 2*time.Second {
+			if err := r.checkDDL(ctx); err != nil {
+				return err
+			}
+			lastDDLCheck = time.Now()
+		}
+		if err := r.sample(ctx, false); err != nil {
+			return err
+		}
+		return r.saveProgress(ctx)
+	}
+	for {
+		hwm, err := a.highWater(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := a.applyTo(ctx, hwm, nil, each); err != nil {
+			return err
+		}
+		if err := r.sample(ctx, true); err != nil {
+			return err
+		}
+		if r.m.Backlog <= r.switchBacklog() {
+			return r.saveProgress(ctx)
+		}
+		if err := r.saveProgress(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// sample measures the backlog and the rates (at most once a second unless
+// forced) and updates the move's progress: backlog, rates, ETA, and during
+// catch-up whether it converges.
+func (r *run) sample(ctx context.Context, force bool) error {
+	if !force && time.Since(r.lastSample) < time.Second {
+		return nil
+	}
+	a := r.applier()
+	backlog, err := a.backlog(ctx)
+	if err != nil {
+		return fmt.Errorf("backlog: %w", err)
+	}
+	r.lastSample = time.Now()
+	if r.conv == nil || r.convPhase != r.m.Phase {
+		// The backlog grows during the copy by design: judge the
+		// catch-up on its own samples.
+		r.conv, r.convPhase = &convergence{window: r.mg.cfg.ConvergenceWindow}, r.m.Phase
+	}
+	st := r.conv.observe(convSample{at: r.lastSample, backlog: int64(backlog), applied: a.applied, busy: a.busy})
+	r.m.Backlog, r.m.CapturePerS, r.m.ApplyPerS = backlog, round1(st.CapturePerS), round1(st.ApplyPerS)
+	r.m.Converging, r.m.StalledSince = nil, time.Time{}
+	if r.m.Phase == PhaseCatchUp && st.Known {
+		conv := st.Converging || backlog <= r.switchBacklog()
+		r.m.Converging = &conv
+		if !conv {
+			r.m.StalledSince = st.StalledSince
+			r.m.Message = st.message()
+			if r.lastSample.Sub(st.StalledSince) < r.conv.window+time.Second {
+				r.mg.log.Warn("catch-up is not converging", "move", r.m.ID, "tenant", r.m.Tenant, "why", r.m.Message)
+			}
+		} else if r.m.Message != "" && r.m.Phase == PhaseCatchUp {
+			r.m.Message = ""
+		}
+	}
+	r.m.ETA = r.eta()
+	return nil
+}
+
+// switchBacklog is the backlog small enough to start the switch: the
+// CatchUpBacklog option, or what apply handles in 100 ms if that is more
+// (the floor of a catch-up under steady writers is what they write while
+// one round runs; the switch's own apply takes it within its budget).
+func (r *run) switchBacklog() int {
+	return max(r.m.Options.CatchUpBacklog, int(r.m.ApplyPerS/10))
+}
+
+func round1(x float64) float64 { return float64(int64(x*10)) / 10 }
+
+// eta is the time until the switch can start, counting the copy still to
+// do and the backlog; "" when it cannot be said.
 func (r *run) eta() string {
 	var left int64
 	var rate float64
@@ -512,58 +654,21 @@ func (r *run) eta() string {
 			}
 		}
 	}
-	if rate <= 0 {
+	if r.m.Phase != PhaseCopy {
+		left = 0
+	}
+	d, ok := etaToCutover(left, rate, int64(r.m.Backlog), r.m.CapturePerS, r.m.ApplyPerS)
+	if !ok {
 		return ""
 	}
-	return (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second).String()
+	return d.String()
 }
 
-func (r *run) applier() *applier {
-	return &applier{src: r.src, dst: r.dst, tables: r.tables, keyColumn: r.m.Options.KeyColumn, tenant: r.m.Tenant, batch: 1000}
-}
-
-// catchUp applies captured changes until the backlog is small, then runs a
-// full verification, re-syncing rows that differ because writers raced it.
-func (r *run) catchUp(ctx context.Context) error {
+// verifyFull compares every row while writers run: a row may differ only
+// because a write to it is still in the change queue. Differences on keys
+// with no pending change are real, and stop the move, named.
+func (r *run) verifyFull(ctx context.Context) error {
 	a := r.applier()
-	lastDDLCheck := time.Now()
-	for {
-		n, keys, err := a.applyBatch(ctx)
-		if err != nil {
-			return err
-		}
-		r.note(keys)
-		if n > 0 {
-			if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterApply, r.m); err != nil {
-				return err
-			}
-		}
-		if time.Since(lastDDLCheck) > 2*time.Second {
-			if err := r.checkDDL(ctx); err != nil {
-				return err
-			}
-			lastDDLCheck = time.Now()
-		}
-		if n < a.batch {
-			backlog, err := a.backlog(ctx)
-			if err != nil {
-				return err
-			}
-			r.m.Backlog = backlog
-			if backlog <= r.m.Options.CatchUpBacklog {
-				break
-			}
-		}
-		if err := r.saveProgress(ctx); err != nil {
-			return err
-		}
-	}
-	if err := r.checkDDL(ctx); err != nil {
-		return err
-	}
-	// Full verification while writers run: a row may differ only because a
-	// write to it is still in the change queue. Differences on keys with no
-	// pending change are real, and stop the move, named.
 	for attempt := 0; ; attempt++ {
 		r.changed = map[string][]json.RawMessage{}
 		mismatches, _, err := verifyAll(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, 0)
@@ -594,9 +699,13 @@ func (r *run) catchUp(ctx context.Context) error {
 		if attempt >= 2 {
 			return fmt.Errorf("%w: %s", ErrVerify, describe(real))
 		}
-		// Look once more after applying what is queued (a change may have
-		// been captured between the two reads).
-		if _, _, err := a.applyBatch(ctx); err != nil {
+		// Look once more after applying what is queued now (a change may
+		// have been captured between the two reads).
+		hwm, err := a.highWater(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil }); err != nil {
 			return err
 		}
 	}

@@ -133,12 +133,15 @@ func runWithProgress(ctx context.Context, mg *migrator.Migrator, id string) erro
 			return err
 		case <-tick.C:
 			if m, err := mg.Get(ctx, id); err == nil {
-				fmt.Printf("\r%-100s", progressLine(m))
+				fmt.Printf("\r%-140s", progressLine(m))
 			}
 		}
 	}
 }
 
+// progressLine is one line of a move's state: copy progress, the capture
+// backlog with its in and out rates, the ETA to the switch (counting the
+// backlog; "?" when it cannot be said) and what the move is waiting for.
 func progressLine(m *migrator.Move) string {
 	const width = 24
 	p := m.Progress()
@@ -151,17 +154,77 @@ func progressLine(m *migrator.Move) string {
 		}
 	}
 	s := fmt.Sprintf("%s %3.0f%% %-9s %-8s", bar, p*100, m.Phase, m.Status)
-	if rate > 0 {
+	if rate > 0 && m.Phase == migrator.PhaseCopy {
 		s += fmt.Sprintf(" %8.0f rows/s", rate)
 	}
-	if m.ETA != "" {
-		s += " ETA " + m.ETA
+	s += fmt.Sprintf(" backlog %d", m.Backlog)
+	if m.CapturePerS > 0 || m.ApplyPerS > 0 {
+		s += fmt.Sprintf(" (+%.0f/s captured, %.0f/s apply)", m.CapturePerS, m.ApplyPerS)
 	}
-	s += fmt.Sprintf(" lag %d", m.Backlog)
+	if waiting(m) {
+		eta := m.ETA
+		if eta == "" {
+			eta = "?"
+		}
+		s += " ETA " + eta
+	}
+	if m.Converging != nil && !*m.Converging {
+		s += fmt.Sprintf(" NOT CONVERGING for %s", time.Since(m.StalledSince).Round(time.Second))
+	}
+	if m.Message != "" {
+		s += " — " + m.Message
+	}
 	if m.Error != "" {
 		s += " — " + m.Error
 	}
 	return s
+}
+
+// waiting reports whether the move still has copying or catching up to do
+// before its switch.
+func waiting(m *migrator.Move) bool {
+	switch m.Phase {
+	case migrator.PhasePreflight, migrator.PhaseProvision, migrator.PhaseCapture, migrator.PhaseCopy, migrator.PhaseCatchUp:
+		return !m.Terminal() && m.Status != migrator.StatusAborting
+	}
+	return false
+}
+
+// printMove shows one move for a person: per-table copy progress, the
+// capture backlog and rates, the ETA, whether catch-up converges and why not.
+func printMove(m *migrator.Move) {
+	fmt.Printf("move %s: %s %s → %s (%s → %s)\n", m.ID, m.Tenant, m.From, m.To, m.FromTier, m.ToTier)
+	fmt.Printf("phase %s, %s\n", m.Phase, m.Status)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TABLE\tROWS\tOF\tROWS/S\tDONE")
+	for _, t := range m.Tables {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%v\n", t.Table, t.Rows, t.TotalRows, t.RowsPerS, t.Done)
+	}
+	w.Flush()
+	fmt.Printf("capture backlog %d changes; captured %.0f/s, applied %.0f/s\n", m.Backlog, m.CapturePerS, m.ApplyPerS)
+	if waiting(m) {
+		eta := m.ETA
+		if eta == "" {
+			eta = "unknown"
+		}
+		fmt.Printf("ETA to the switch: %s\n", eta)
+	}
+	if m.Converging != nil {
+		if *m.Converging {
+			fmt.Println("catch-up converging: yes")
+		} else {
+			fmt.Printf("catch-up converging: NO, backlog not shrinking since %s\n", m.StalledSince.Format(time.RFC3339))
+		}
+	}
+	if m.Message != "" {
+		fmt.Println(m.Message)
+	}
+	if m.Error != "" {
+		fmt.Println("error: " + m.Error)
+	}
+	if m.Pause > 0 {
+		fmt.Printf("switch pause %s\n", m.Pause.Round(time.Millisecond))
+	}
 }
 
 func printReport(rep *migrator.PreflightReport, output string) {
@@ -224,7 +287,7 @@ func runMoves(ctx context.Context, args []string) error {
 				if err != nil {
 					return err
 				}
-				fmt.Printf("\r%-100s", progressLine(m))
+				fmt.Printf("\r%-140s", progressLine(m))
 				if m.Terminal() || m.Status == migrator.StatusPaused || m.Phase == migrator.PhaseRetained {
 					fmt.Println()
 					return nil
@@ -240,6 +303,10 @@ func runMoves(ctx context.Context, args []string) error {
 		m, err := mg.Get(ctx, id)
 		if err != nil {
 			return err
+		}
+		if *mf.output != "json" {
+			printMove(m)
+			return nil
 		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"database/sql"
 
 	"bufio"
@@ -330,14 +331,21 @@ func sqlxMust(t *testing.T, dsn string) *sqlx.DB { return sqlxMustB(t, dsn) }
 
 // Writers that keep adding parents and their children while the children
 // are copied: every re-read of a child chunk holds rows whose parent is
-// still in the change queue. The copy must get through (the chunk is
-// written without the target checking foreign keys; catch-up brings the
-// parents) and the moved tenant must equal the source.
+// still in the change queue, and 16 unpaced clients keep writing orders and
+// events meanwhile. The copy must get through within a bound (the parents'
+// changes are applied up to a high-water mark, not until the queue is
+// empty; the chunk is then written without the target checking foreign
+// keys; catch-up brings the rest) and the moved tenant must equal the
+// source.
 func TestMoveCopiesChildrenWhileParentsKeepComing(t *testing.T) {
+	const copyBound = 10 * time.Second
 	s := newMoveStack(t)
 	ctx := testContext(t)
 	s.seedTenant("growing", "free", catalog.TierShared, "pool-1", 120)
 	src := sqlxMust(t, s.pgPool.DSN("pool"))
+	storm := s.startStorm("growing", 16, 0)
+	defer storm.halt()
+	time.Sleep(500 * time.Millisecond)
 	added := 0
 	mg := s.migrator(&migrator.Hooks{BeforeChunk: func(_ *migrator.Move, table string) error {
 		if !strings.HasSuffix(table, "order_events") {
@@ -355,37 +363,121 @@ func TestMoveCopiesChildrenWhileParentsKeepComing(t *testing.T) {
 		added++
 		return nil
 	}})
-	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "growing", To: "pool-2", Options: migrator.Options{ChunkRows: 50}})
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "growing", To: "pool-2", Options: migrator.Options{ChunkRows: 50, Retention: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mg.Run(ctx, m.ID); err != nil {
-		t.Fatalf("move: %v", err)
+	runCtx, cancel := context.WithTimeout(ctx, 2*copyBound)
+	err = mg.Run(runCtx, m.ID)
+	cancel()
+	storm.halt()
+	got, _ := mg.Get(ctx, m.ID)
+	if err != nil {
+		t.Fatalf("move: %v (left in %s: %s)", err, got.Phase, got.Message)
 	}
-	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseRetained && m.Phase != migrator.PhaseDone {
+	if m = got; m.Phase != migrator.PhaseRetained && m.Phase != migrator.PhaseDone {
 		t.Fatalf("move ended in %s (%s): %s", m.Phase, m.Status, m.Error)
+	}
+	if took := m.Took[migrator.PhaseCopy]; took > copyBound {
+		t.Fatalf("the copy took %s with writers running, over the %s bound", took, copyBound)
 	}
 	if added < 2 {
 		t.Fatalf("the hook added %d parent/child pairs; the race was not exercised", added)
 	}
-	dst := sqlxMust(t, s.pgPool.DSN("pool2"))
-	for _, q := range []string{
-		`SELECT count(*) FROM orders WHERE tenant_id = 'growing'`,
-		`SELECT count(*) FROM order_events WHERE tenant_id = 'growing'`,
-		`SELECT count(*) FROM order_events e WHERE tenant_id = 'growing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = e.tenant_id AND o.id = e.order_id)`,
-	} {
-		var a, b int
-		if err := src.Get(&a, q); err != nil {
-			t.Fatal(err)
-		}
-		if err := dst.Get(&b, q); err != nil {
-			t.Fatal(err)
-		}
-		if a != b {
-			t.Fatalf("%s: source %d, target %d", q, a, b)
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
+	}
+	storm.checkModel(t, s.pgPool.DSN("pool2"))
+	after := map[int64]bool{}
+	for id, by := range storm.touchedOn {
+		if by == "pool-2" {
+			after[id] = true
 		}
 	}
-	t.Logf("%d parent/child pairs written during the child copy", added)
+	compareAtFence(t, s.pgPool.DSN("pool"), s.pgPool.DSN("pool2"), "growing", after)
+	dst := sqlxMust(t, s.pgPool.DSN("pool2"))
+	orphans := `SELECT count(*) FROM order_events e WHERE tenant_id = 'growing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = e.tenant_id AND o.id = e.order_id)`
+	for name, db := range map[string]*sqlx.DB{"source": src, "target": dst} {
+		var n int
+		if err := db.Get(&n, orphans); err != nil || n != 0 {
+			t.Fatalf("%s: %d events without their order (%v)", name, n, err)
+		}
+	}
+	t.Logf("%d parent/child pairs written by the hook during the child copy, %d requests by the storm; copy took %s (bound %s)",
+		added, storm.requests.Load(), m.Took[migrator.PhaseCopy].Round(time.Millisecond), copyBound)
+}
+
+// A catch-up that cannot keep up says so: apply is slowed (a hook) while
+// unpaced writers keep going; within a few seconds the move's status reads
+// not converging, with both rates and a message. An abort then leaves the
+// tenant where it was: on the source, served, every acknowledged write
+// there, the guard gone and the destination database dropped.
+func TestMoveSaysWhenItCannotConverge(t *testing.T) {
+	s := newMoveStack(t)
+	ctx := testContext(t)
+	s.seedTenant("swamped", "free", catalog.TierShared, "pool-1", 100)
+	hooks := &migrator.Hooks{BeforeApply: func(m *migrator.Move, _ int) error {
+		if m.Phase == migrator.PhaseCatchUp {
+			time.Sleep(250 * time.Millisecond) // batches of 25: ≤ 100 changes/s
+		}
+		return nil
+	}}
+	mg := migrator.New(s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(t), Hooks: hooks, ConvergenceWindow: 2 * time.Second})
+	storm := s.startStorm("swamped", 16, 0)
+	defer storm.halt()
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "swamped", To: "db-1", Options: migrator.Options{ApplyBatch: 25, Retention: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mg.Run(ctx, m.ID) }()
+	var said *migrator.Move
+	waitFor(t, 20*time.Second, "the move to say it is not converging", func() bool {
+		got, err := mg.Get(ctx, m.ID)
+		if err == nil && got.Converging != nil && !*got.Converging && got.ApplyPerS > 0 && got.CapturePerS > got.ApplyPerS && got.Message != "" {
+			said = got
+		}
+		return said != nil
+	})
+	t.Logf("status: backlog %d, captured %.0f/s, applied %.0f/s, stalled since %s, ETA %q: %s",
+		said.Backlog, said.CapturePerS, said.ApplyPerS, said.StalledSince.Format(time.RFC3339), said.ETA, said.Message)
+	if said.ETA != "" {
+		t.Fatalf("an ETA (%s) for a catch-up that does not converge", said.ETA)
+	}
+	if _, err := mg.Abort(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after abort: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the running migrator did not take the abort within 20s")
+	}
+	time.Sleep(300 * time.Millisecond) // writes keep landing on the source
+	storm.halt()
+	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseAborted {
+		t.Fatalf("after abort: %s (%s): %s", m.Phase, m.Status, m.Error)
+	}
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
+	}
+	tenant, err := s.store.GetTenant(ctx, "swamped")
+	if err != nil || tenant.Target != "pool-1" || tenant.State != catalog.StateActive {
+		t.Fatalf("tenant after abort: %+v %v", tenant, err)
+	}
+	if _, status, _ := s.do("POST", s.routers[0].url+"/t/swamped/orders", map[string]any{"item": "after", "quantity": 1, "price_cents": 1}); status != 201 {
+		t.Fatalf("a write after the abort: status %d", status)
+	}
+	storm.checkModel(t, s.pgPool.DSN("pool"))
+	if left := leftoversIn(t, s.pgPool.DSN("pool"), "nobody"); len(left) > 0 {
+		t.Fatalf("source left with %v", left)
+	}
+	if left := leftoversIn(t, dsnOf(t, s, "db-1", "swamped"), "swamped"); len(left) > 0 {
+		t.Fatalf("destination left with %v", left)
+	}
+	t.Logf("aborted in catch-up after %d requests, 0 failed; the tenant stays on pool-1", storm.requests.Load())
 }
 
 // Writers adding rows faster than the copy moves them: the copy stops at

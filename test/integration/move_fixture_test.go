@@ -187,10 +187,11 @@ type writerStorm struct {
 	requests  atomic.Int64
 	// log has one entry per acknowledged write: when it started, how long
 	// it took and which target served it.
-	log     []stormWrite
-	failLog []string
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	log      []stormWrite
+	failLog  []string
+	stop     chan struct{}
+	haltOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 func (s *moveStack) startStorm(tenant string, writers int, pace time.Duration) *writerStorm {
@@ -381,8 +382,9 @@ func sqlxMustB(t testing.TB, dsn string) *sqlx.DB {
 	return db
 }
 
+// halt stops the writers and waits for them; calling it again is harmless.
 func (w *writerStorm) halt() {
-	close(w.stop)
+	w.haltOnce.Do(func() { close(w.stop) })
 	w.wg.Wait()
 }
 

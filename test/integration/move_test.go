@@ -27,10 +27,14 @@ func dsnOf(t *testing.T, s *moveStack, target, tenant string) string {
 	return dsn
 }
 
-// Writer storm: concurrent clients insert, update and delete through two
-// routers for the whole move. Afterwards: zero failed requests, every
+// Writer storm: 16 clients with no pause between requests insert, update
+// and delete orders (and so their order_events children) through two
+// routers, and the move to a dedicated database must finish while they
+// run, within a stated bound (issue 8: a busy tenant's move used to sit in
+// copy or catch-up forever). Afterwards: zero failed requests, every
 // acknowledged write on the target, source at the fence equal to the target.
 func TestMoveUnderWriterStorm(t *testing.T) {
+	const moveBound = 15 * time.Second // the storm runs ≤ ~18 s in all
 	s := newMoveStack(t)
 	s.seedTenant("stormy", "free", catalog.TierShared, "pool-1", 300)
 	s.seedTenant("neighbour", "free", catalog.TierShared, "pool-1", 10)
@@ -40,7 +44,7 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 		return len(live) == 2
 	})
 	mg := s.migrator(nil)
-	storm := s.startStorm("stormy", 4, 2*time.Millisecond)
+	storm := s.startStorm("stormy", 16, 0)
 	neighbours := s.startStorm("neighbour", 1, 5*time.Millisecond)
 	stormStart := time.Now()
 	time.Sleep(time.Second)
@@ -50,11 +54,19 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mg.Run(ctx, m.ID); err != nil {
-		t.Fatalf("move: %v", err)
-	}
+	runCtx, cancel := context.WithTimeout(ctx, moveBound)
+	err = mg.Run(runCtx, m.ID)
+	cancel()
 	moveEnd := time.Now()
+	if err != nil {
+		storm.halt()
+		neighbours.halt()
+		m, _ = mg.Get(ctx, m.ID)
+		t.Fatalf("the move did not finish within %s while the storm ran: %v; left in %s (%s): backlog %d, %.0f/s captured, %.0f/s applied: %s",
+			moveBound, err, m.Phase, m.Status, m.Backlog, m.CapturePerS, m.ApplyPerS, m.Message)
+	}
 	time.Sleep(300 * time.Millisecond)
+	stormEnd := time.Now()
 	storm.halt()
 	neighbours.halt()
 	m, _ = mg.Get(ctx, m.ID)
@@ -67,7 +79,10 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	if f := neighbours.failures.Load(); f != 0 {
 		t.Fatalf("neighbour tenant: %d failed requests: %v", f, neighbours.failLog)
 	}
-	t.Logf("%d requests, 0 failed; served by %v; switch pause %s", storm.requests.Load(), storm.servedBy, m.Pause)
+	t.Logf("%d requests, 0 failed (%.0f writes/s by 16 unpaced clients); served by %v; move took %s (copy %s, catch-up %s), switch pause %s; apply %.0f changes/s, capture %.0f/s",
+		storm.requests.Load(), float64(storm.requests.Load())/stormEnd.Sub(stormStart).Seconds(), storm.servedBy,
+		moveEnd.Sub(moveStart).Round(time.Millisecond), m.Took[migrator.PhaseCopy].Round(time.Millisecond),
+		m.Took[migrator.PhaseCatchUp].Round(time.Millisecond), m.Pause, m.ApplyPerS, m.CapturePerS)
 	if storm.servedBy["db-1"] == 0 || storm.servedBy["pool-1"] == 0 {
 		t.Fatalf("writes were not spread across the move: %v", storm.servedBy)
 	}
