@@ -48,7 +48,8 @@ type Config struct {
 	// Retention keeps a moved tenant's source copy this long (24h).
 	Retention time.Duration
 	// HousekeepingEvery is how often the leader measures tenant sizes and
-	// removes offboarded tenants past retention (1m).
+	// removes offboarded tenants past retention (1m); it also deletes
+	// expired idempotency records, at most every IdempotencyTTL or hour.
 	HousekeepingEvery time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key or a billing event id
 	// is remembered (24h): a repeat within it gets the first answer, after
