@@ -60,6 +60,10 @@ func (s *Store) targetsPrefix() string      { return s.prefix + "/config/targets
 func (s *Store) policyKey() string          { return s.prefix + "/config/policy" }
 func (s *Store) configPrefix() string       { return s.prefix + "/config/" }
 
+// IdempotencyPrefix is where the controller keeps its idempotency records:
+// <prefix>/idempotency/<namespace>/<SHA-256 of the key, hex>.
+func (s *Store) IdempotencyPrefix() string { return s.prefix + "/idempotency/" }
+
 // Init creates an empty catalog with the given number of buckets if none
 // exists. It is a no-op on an existing catalog.
 func (s *Store) Init(ctx context.Context, buckets int) error {

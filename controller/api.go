@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -57,13 +58,22 @@ func failErr(c *gin.Context, err error) {
 
 // bindJSON decodes a body strictly: unknown fields and trailing data are
 // errors that name what was wrong.
-func bindJSON(c *gin.Context, v any) bool {
+func bindJSON(c *gin.Context, v any) bool { return decodeBody(c, v, false) }
+
+// bindOptionalJSON is bindJSON for endpoints whose body may be left out: an
+// empty body leaves v as it was (its zero value, read as the defaults).
+func bindOptionalJSON(c *gin.Context, v any) bool { return decodeBody(c, v, true) }
+
+func decodeBody(c *gin.Context, v any, optional bool) bool {
 	if c.ContentType() != "application/json" && c.Request.ContentLength != 0 {
 		fail(c, http.StatusUnsupportedMediaType, "bad_content_type", "send application/json")
 		return false
 	}
 	dec := jsonDecoder(c.Request.Body)
 	if err := dec.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return true // no body at all (io.ErrUnexpectedEOF is a cut-off one)
+		}
 		fail(c, http.StatusBadRequest, "bad_json", "request body: "+strings.TrimPrefix(err.Error(), "json: "))
 		return false
 	}

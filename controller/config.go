@@ -48,8 +48,16 @@ type Config struct {
 	// Retention keeps a moved tenant's source copy this long (24h).
 	Retention time.Duration
 	// HousekeepingEvery is how often the leader measures tenant sizes and
-	// removes offboarded tenants past retention (1m).
+	// removes offboarded tenants past retention (1m); it also deletes
+	// expired idempotency records, at most every IdempotencyTTL or hour.
 	HousekeepingEvery time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key or a billing event id
+	// is remembered (24h): a repeat within it gets the first answer, after
+	// it the key is new again.
+	IdempotencyTTL time.Duration
+	// IdempotencyWait is how long a request waits for the answer of the
+	// first request with its key while that one runs (5s); after it, 409.
+	IdempotencyWait time.Duration
 	// MoveRateRows limits each move's copy (0: unlimited).
 	MoveRateRows float64
 	// MoveChunkRows is each move's copy chunk (0: the migrator's default).
@@ -82,6 +90,12 @@ func (c *Config) SetDefaults() {
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour
 	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.IdempotencyWait == 0 {
+		c.IdempotencyWait = 5 * time.Second
+	}
 	if c.HousekeepingEvery == 0 {
 		c.HousekeepingEvery = time.Minute
 	}
@@ -110,7 +124,7 @@ func (c *Config) Validate() error {
 	if len(c.WebhookSecret) > 0 && len(c.WebhookSecret) < 32 {
 		errs = append(errs, errors.New("webhook secret must be at least 32 bytes"))
 	}
-	if c.MaxConcurrentMoves < 1 || c.LeaderTTL < 0 || c.Retention < 0 || c.MoveRateRows < 0 {
+	if c.MaxConcurrentMoves < 1 || c.LeaderTTL < 0 || c.Retention < 0 || c.MoveRateRows < 0 || c.IdempotencyTTL < 0 || c.IdempotencyWait < 0 {
 		errs = append(errs, errors.New("concurrency must be at least 1 and durations not negative"))
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/switchyard/switchyard/catalog"
 )
@@ -32,6 +33,7 @@ func TestConfigValidate(t *testing.T) {
 		"bad role":     func(c *Config) { c.Tokens = map[string]Role{"0123456789abcdef": "root"} },
 		"short secret": func(c *Config) { c.WebhookSecret = []byte("x") },
 		"bad listen":   func(c *Config) { c.Listen = "nowhere" },
+		"negative TTL": func(c *Config) { c.IdempotencyTTL = -time.Second },
 	} {
 		c := good
 		edit(&c)

@@ -64,20 +64,7 @@ func (s *Server) campaign(ctx context.Context) {
 func (s *Server) schedule(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	go func() {
-		// Tenant data sizes for the planner, measured off the request path.
-		for {
-			if err := s.measureBytes(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("measuring tenant sizes", "err", err)
-			}
-			if err := s.removeOffboarded(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("removing offboarded tenants", "err", err)
-			}
-			if retry.Sleep(ctx, s.cfg.HousekeepingEvery) != nil {
-				return
-			}
-		}
-	}()
+	go s.housekeep(ctx)
 	for {
 		if err := s.scheduleOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("scheduler", "err", err)
@@ -86,6 +73,36 @@ func (s *Server) schedule(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// housekeep runs the leader's periodic chores until ctx ends: tenant data
+// sizes for the planner (measured off the request path), offboarded tenants
+// past retention, expired idempotency records.
+func (s *Server) housekeep(ctx context.Context) {
+	var swept time.Time
+	for {
+		if err := s.measureBytes(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("measuring tenant sizes", "err", err)
+		}
+		if err := s.removeOffboarded(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("removing offboarded tenants", "err", err)
+		}
+		if time.Since(swept) >= s.idem.sweepEvery() {
+			n, err := s.idem.Sweep(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Warn("sweeping expired idempotency records", "err", err)
+			case err == nil:
+				swept = time.Now()
+				if n > 0 {
+					s.log.Info("swept expired idempotency records", "deleted", n)
+				}
+			}
+		}
+		if retry.Sleep(ctx, s.cfg.HousekeepingEvery) != nil {
+			return
 		}
 	}
 }

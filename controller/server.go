@@ -36,6 +36,7 @@ type Server struct {
 	engine   *gin.Engine
 	leader   atomic.Bool
 	metrics  *metrics
+	idem     *idemStore
 
 	mu      sync.Mutex
 	running map[string]bool // moves this replica is running
@@ -60,6 +61,7 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	log := cfg.Logger.With("component", "controller", "replica", cfg.ID)
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
 		running: map[string]bool{}, ready: make(chan struct{})}
+	s.idem = newIdemStore(client, s.store.IdempotencyPrefix(), cfg.IdempotencyTTL, cfg.IdempotencyWait, log)
 	s.migrator = migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL})
 	w, err := catalog.NewWatcher(client, catalog.WatcherConfig{Prefix: cfg.Prefix, Logger: log})
 	if err != nil {
@@ -135,8 +137,11 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
 func jsonDecoder(r io.Reader) *json.Decoder {
-	d := json.NewDecoder(io.LimitReader(r, 1<<20))
+	d := json.NewDecoder(io.LimitReader(r, maxBody))
 	d.DisallowUnknownFields()
 	return d
 }

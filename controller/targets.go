@@ -69,22 +69,31 @@ func (s *Server) cordonTarget(c *gin.Context) {
 	c.JSON(http.StatusOK, t)
 }
 
-type dryRunRequest struct {
-	DryRun   bool    `json:"dry_run"`
+// planRequest is the body of a rebalance or a drain. DryRun is a pointer so
+// that a field left out is told apart from false: only an explicit
+// "dry_run": false changes anything.
+type planRequest struct {
+	DryRun   *bool   `json:"dry_run"`
 	MaxMoves int     `json:"max_moves,omitempty"`
 	Spread   float64 `json:"spread,omitempty"`
 }
 
+// dryRun reports whether the request asks for the plan only: true unless
+// the body says "dry_run": false (an empty body, {} and null are dry runs).
+func (r planRequest) dryRun() bool { return r.DryRun == nil || *r.DryRun }
+
 type planResponse struct {
-	Plan  placement.Plan   `json:"plan"`
-	Moves []*migrator.Move `json:"moves,omitempty"`
+	// DryRun says whether this was the plan only (nothing changed).
+	DryRun bool             `json:"dry_run"`
+	Plan   placement.Plan   `json:"plan"`
+	Moves  []*migrator.Move `json:"moves,omitempty"`
 }
 
-// drainTarget cordons the target and moves every tenant off it (dry_run:
-// only the plan).
+// drainTarget cordons the target and moves every tenant off it; by default
+// (no "dry_run": false) it only answers the plan and changes nothing.
 func (s *Server) drainTarget(c *gin.Context) {
-	var req dryRunRequest
-	if !bindJSON(c, &req) {
+	var req planRequest
+	if !bindOptionalJSON(c, &req) {
 		return
 	}
 	ctx := c.Request.Context()
@@ -99,7 +108,7 @@ func (s *Server) drainTarget(c *gin.Context) {
 		return
 	}
 	plan, err := placement.PlanDrain(id, targets, tenants, placement.Config{})
-	s.answerPlan(c, plan, err, req.DryRun, "drain of "+id, func() error {
+	s.answerPlan(c, plan, err, req.dryRun(), "drain of "+id, func() error {
 		_, err := s.store.UpdateTarget(ctx, id, func(t *catalog.Target) error { t.Cordoned = true; return nil })
 		return err
 	})
@@ -116,7 +125,7 @@ func (s *Server) answerPlan(c *gin.Context, plan placement.Plan, err error, dryR
 		plan.Moves = []placement.Move{}
 	}
 	if dryRun {
-		c.JSON(http.StatusOK, planResponse{Plan: plan})
+		c.JSON(http.StatusOK, planResponse{DryRun: true, Plan: plan})
 		return
 	}
 	if before != nil {
@@ -133,9 +142,11 @@ func (s *Server) answerPlan(c *gin.Context, plan placement.Plan, err error, dryR
 	c.JSON(http.StatusAccepted, planResponse{Plan: plan, Moves: moves})
 }
 
+// rebalance plans moves that even out the shared pools; it starts them only
+// when the body says "dry_run": false.
 func (s *Server) rebalance(c *gin.Context) {
-	var req dryRunRequest
-	if !bindJSON(c, &req) {
+	var req planRequest
+	if !bindOptionalJSON(c, &req) {
 		return
 	}
 	if req.MaxMoves < 0 || req.MaxMoves > 10000 || req.Spread < 0 || req.Spread >= 1 {
@@ -150,7 +161,7 @@ func (s *Server) rebalance(c *gin.Context) {
 	}
 	cfg := placement.RebalanceConfig{MaxMoves: req.MaxMoves, Spread: req.Spread, Metric: placement.MetricTenants}
 	plan, err := placement.PlanRebalance(targets, tenants, cfg)
-	s.answerPlan(c, plan, err, req.DryRun, "rebalance", nil)
+	s.answerPlan(c, plan, err, req.dryRun(), "rebalance", nil)
 }
 
 // startMoves creates the plan's moves; the leader runs them, a bounded

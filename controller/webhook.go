@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/catalog"
 )
@@ -79,85 +77,57 @@ func (s *Server) verifySignature(header string, body []byte) error {
 	return nil
 }
 
-// billingWebhook: HMAC-signed, idempotent by event id (the outcome of the
-// first delivery is stored and returned again for redeliveries).
+// webhookCaller is the caller in a billing event's fingerprint and audit
+// entries.
+const webhookCaller = "billing-webhook"
+
+// billingWebhook: HMAC-signed, run at most once per event id (the
+// idempotency store's webhook namespace): a redelivery gets the first
+// answer, one arriving while the first runs waits for it, and a failed
+// delivery releases the id so that billing's retry runs again.
 func (s *Server) billingWebhook(c *gin.Context) {
+	body, ev, ok := s.readBillingEvent(c)
+	if !ok {
+		return
+	}
+	fp := requestFingerprint(c.Request.Method, c.Request.URL.Path, webhookCaller, body)
+	s.runOnce(c, nsWebhook, ev.ID, fp, func(c *gin.Context) {
+		res, status, err := s.changePlan(c.Request.Context(), ev.Tenant, ev.Plan, webhookCaller, "billing event "+ev.ID)
+		if err != nil {
+			failErr(c, err)
+			return
+		}
+		c.JSON(status, res)
+	})
+}
+
+// readBillingEvent reads, verifies and validates a delivery; it answers
+// the errors itself.
+func (s *Server) readBillingEvent(c *gin.Context) ([]byte, BillingEvent, bool) {
+	var ev BillingEvent
 	body, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<10))
 	if err != nil {
 		fail(c, http.StatusBadRequest, "bad_body", "could not read the body")
-		return
+		return nil, ev, false
 	}
 	if err := s.verifySignature(c.GetHeader(SignatureHeader), body); err != nil {
 		fail(c, http.StatusUnauthorized, "bad_signature", err.Error())
-		return
+		return nil, ev, false
 	}
-	var ev BillingEvent
 	dec := jsonDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&ev); err != nil {
 		fail(c, http.StatusBadRequest, "bad_json", "event: "+strings.TrimPrefix(err.Error(), "json: "))
-		return
+		return nil, ev, false
 	}
-	if ev.ID == "" || len(ev.ID) > 200 || strings.ContainsAny(ev.ID, "/ \t\n") {
+	switch {
+	case ev.ID == "" || len(ev.ID) > 200 || strings.ContainsAny(ev.ID, "/ \t\n"):
 		fail(c, http.StatusBadRequest, "invalid", "event id must be 1..200 characters without slashes or spaces")
-		return
-	}
-	if ev.Type != "plan.changed" {
+	case ev.Type != "plan.changed":
 		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("event type %q is not handled (plan.changed is)", ev.Type))
-		return
-	}
-	if !catalog.ValidID(ev.Tenant) || !catalog.ValidID(ev.Plan) {
+	case !catalog.ValidID(ev.Tenant) || !catalog.ValidID(ev.Plan):
 		fail(c, http.StatusBadRequest, "invalid", "tenant and plan must be lowercase identifiers")
-		return
+	default:
+		return body, ev, true
 	}
-	ctx := c.Request.Context()
-	key := s.cfg.Prefix + "/webhooks/" + ev.ID
-	// Claim the event id; a redelivery finds it and gets the first answer.
-	// A claim whose handler died (no outcome after a minute) is taken over.
-	claim, _ := json.Marshal(gin.H{"status": 0, "claimed": time.Now().UTC()})
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: key, Value: claim, ModifyIndex: 0}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		failErr(c, err)
-		return
-	}
-	if !ok {
-		pair, _, err := s.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil || pair == nil {
-			failErr(c, fmt.Errorf("webhook %s: %v", ev.ID, err))
-			return
-		}
-		var stored struct {
-			Status  int             `json:"status"`
-			Body    json.RawMessage `json:"body"`
-			Claimed time.Time       `json:"claimed"`
-		}
-		_ = json.Unmarshal(pair.Value, &stored)
-		if stored.Status == 0 {
-			stale := time.Since(stored.Claimed) > time.Minute
-			if !stale {
-				fail(c, http.StatusConflict, "in_progress", "this event is being handled; retry later")
-				return
-			}
-			ok, _, err := s.client.KV().CAS(&api.KVPair{Key: key, Value: claim, ModifyIndex: pair.ModifyIndex}, (&api.WriteOptions{}).WithContext(ctx))
-			if err != nil || !ok {
-				fail(c, http.StatusConflict, "in_progress", "this event is being handled; retry later")
-				return
-			}
-		} else {
-			c.Header("X-Switchyard-Duplicate", "true")
-			c.Data(stored.Status, "application/json", stored.Body)
-			return
-		}
-	}
-	res, status, err := s.changePlan(ctx, ev.Tenant, ev.Plan, "billing-webhook", "billing event "+ev.ID)
-	if err != nil {
-		_, _ = s.client.KV().Delete(key, nil) // let billing retry
-		failErr(c, err)
-		return
-	}
-	out, _ := json.Marshal(res)
-	record, _ := json.Marshal(gin.H{"status": status, "body": json.RawMessage(out)})
-	if _, err := s.client.KV().Put(&api.KVPair{Key: key, Value: record}, nil); err != nil {
-		s.log.Warn("storing webhook outcome", "event", ev.ID, "err", err)
-	}
-	c.Data(status, "application/json", out)
+	return nil, ev, false
 }

@@ -163,7 +163,7 @@ func runTargets(ctx context.Context, args []string) error {
 	c := addAPIFlags(fs)
 	file := fs.String("f", "", "register: JSON file describing the target (- for stdin)")
 	undo := fs.Bool("undo", false, "cordon: uncordon")
-	dry := fs.Bool("dry-run", false, "drain: print the plan only")
+	mode := addPlanFlags(fs, "drain")
 	id, rest := splitFirstArg(rest)
 	if err := fs.Parse(rest); err != nil {
 		return err
@@ -206,24 +206,70 @@ func runTargets(ctx context.Context, args []string) error {
 		_, err := c.do(ctx, "POST", "/v1/targets/"+id+"/cordon", map[string]bool{"cordoned": !*undo}, nil)
 		return err
 	case "drain":
-		return c.planVerb(ctx, "/v1/targets/"+id+"/drain", *dry)
+		apply, err := mode.applying()
+		if err != nil {
+			return err
+		}
+		return c.planVerb(ctx, "/v1/targets/"+id+"/drain", apply)
 	}
-	return errors.New("usage: switchyard targets ls|register -f t.json|cordon <id> [--undo]|drain <id> [--dry-run]")
+	return errors.New("usage: switchyard targets ls|register -f t.json|cordon <id> [--undo]|drain <id> [--apply]")
 }
 
-// runRebalance: switchyard rebalance --dry-run|--apply.
+// runRebalance: switchyard rebalance [--apply].
 func runRebalance(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rebalance", flag.ContinueOnError)
 	c := addAPIFlags(fs)
-	apply := fs.Bool("apply", false, "start the moves (default: dry run)")
-	_ = fs.Bool("dry-run", true, "print the plan only (the default)")
+	mode := addPlanFlags(fs, "rebalance")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return c.planVerb(ctx, "/v1/rebalance", !*apply)
+	apply, err := mode.applying()
+	if err != nil {
+		return err
+	}
+	return c.planVerb(ctx, "/v1/rebalance", apply)
 }
 
-func (c *apiClient) planVerb(ctx context.Context, path string, dry bool) error {
+// planFlags are the --apply and --dry-run flags of a verb that plans moves
+// (rebalance, targets drain). A dry run is the default; --dry-run is kept
+// so that scripts passing it keep working.
+type planFlags struct {
+	fs     *flag.FlagSet
+	apply  *bool
+	dryRun *bool
+}
+
+func addPlanFlags(fs *flag.FlagSet, verb string) *planFlags {
+	return &planFlags{
+		fs:     fs,
+		apply:  fs.Bool("apply", false, verb+": carry the plan out (default: a dry run that prints the plan and changes nothing)"),
+		dryRun: fs.Bool("dry-run", true, verb+": print the plan only (the default)"),
+	}
+}
+
+// applying reports, once the flags are parsed, whether to carry the plan out.
+func (p *planFlags) applying() (bool, error) {
+	dryRunSet := false
+	p.fs.Visit(func(f *flag.Flag) { dryRunSet = dryRunSet || f.Name == "dry-run" })
+	return planMode(*p.apply, dryRunSet, *p.dryRun)
+}
+
+// planMode decides between a dry run and applying: only --apply applies.
+// Flags that contradict each other are refused rather than guessed at.
+func planMode(apply, dryRunSet, dryRun bool) (bool, error) {
+	switch {
+	case apply && dryRunSet && dryRun:
+		return false, errors.New("--apply and --dry-run contradict each other: pass one")
+	case !apply && dryRunSet && !dryRun:
+		return false, errors.New("--dry-run=false does not carry a plan out: pass --apply")
+	}
+	return apply, nil
+}
+
+// planVerb asks for a plan, or for it to be carried out when apply. The body
+// always says dry_run explicitly (false only when applying), so the answer
+// does not depend on the server's default.
+func (c *apiClient) planVerb(ctx context.Context, path string, apply bool) error {
 	var res struct {
 		Plan struct {
 			Moves []struct {
@@ -235,7 +281,7 @@ func (c *apiClient) planVerb(ctx context.Context, path string, dry bool) error {
 		}
 		Moves []struct{ ID string }
 	}
-	if _, err := c.do(ctx, "POST", path, map[string]any{"dry_run": dry}, &res); err != nil {
+	if _, err := c.do(ctx, "POST", path, map[string]any{"dry_run": !apply}, &res); err != nil {
 		return err
 	}
 	c.print(res, "TENANT\tFROM\tTO\tBYTES\tWHY", func(w io.Writer) {
@@ -245,8 +291,10 @@ func (c *apiClient) planVerb(ctx context.Context, path string, dry bool) error {
 	})
 	if c.output != "json" {
 		fmt.Printf("%d moves; converged: %v. %s\n", len(res.Plan.Moves), res.Plan.Converged, res.Plan.Note)
-		if !dry {
+		if apply {
 			fmt.Printf("started %d moves: switchyard moves ls\n", len(res.Moves))
+		} else {
+			fmt.Println("dry run: nothing changed; pass --apply to carry the plan out")
 		}
 	}
 	return nil

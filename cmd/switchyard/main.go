@@ -29,8 +29,8 @@ var commands = map[string]command{
 	"moves":      {"list, show, watch, abort, retry or resume moves", runMoves},
 	"controller": {"run a control API replica (leader-elected move scheduler)", runController},
 	"tenants":    {"ls, get, create, set-plan (through the control API)", runTenants},
-	"targets":    {"ls, register, cordon, drain (through the control API)", runTargets},
-	"rebalance":  {"plan (--dry-run, default) or --apply a rebalance of the shared pools", runRebalance},
+	"targets":    {"ls, register, cordon, drain (a dry run unless --apply) (through the control API)", runTargets},
+	"rebalance":  {"plan (a dry run, the default) or --apply a rebalance of the shared pools", runRebalance},
 	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},
 }
 

@@ -62,6 +62,17 @@ func (s *moveStack) startController(edit func(*controller.Config)) (*controller.
 
 func call(t testing.TB, method, url, token string, body any, hdr map[string]string) (int, map[string]any) {
 	t.Helper()
+	status, out, _, err := callE(method, url, token, body, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, out
+}
+
+// callE is call for goroutines other than the test's: it returns a failed
+// exchange as an error instead of failing the test, and the answer's
+// headers too.
+func callE(method, url, token string, body any, hdr map[string]string) (int, map[string]any, http.Header, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -71,7 +82,10 @@ func call(t testing.TB, method, url, token string, body any, hdr map[string]stri
 		data, _ := json.Marshal(b)
 		rd = bytes.NewReader(data)
 	}
-	req, _ := http.NewRequest(method, url, rd)
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, nil, err
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -83,13 +97,13 @@ func call(t testing.TB, method, url, token string, body any, hdr map[string]stri
 	}
 	resp, err := shortClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return 0, nil, nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	var out map[string]any
 	data, _ := io.ReadAll(resp.Body)
 	_ = json.Unmarshal(data, &out)
-	return resp.StatusCode, out
+	return resp.StatusCode, out, resp.Header, nil
 }
 
 // Every endpoint × every role, missing and bad tokens: 401 without a valid
@@ -272,9 +286,14 @@ func TestControllerOpenAPIMatchesRoutes(t *testing.T) {
 }
 
 func webhook(t testing.TB, base string, ev controller.BillingEvent, at time.Time, secret []byte) (int, map[string]any) {
+	body, hdr := signedEvent(ev, at, secret)
+	return call(t, "POST", base+"/v1/webhooks/billing", "", body, hdr)
+}
+
+// signedEvent is a billing delivery: its body and signature header.
+func signedEvent(ev controller.BillingEvent, at time.Time, secret []byte) (string, map[string]string) {
 	body, _ := json.Marshal(ev)
-	return call(t, "POST", base+"/v1/webhooks/billing", "", string(body),
-		map[string]string{controller.SignatureHeader: controller.SignWebhook(secret, body, at)})
+	return string(body), map[string]string{controller.SignatureHeader: controller.SignWebhook(secret, body, at)}
 }
 
 // A plan change through the billing webhook puts the tenant on the right

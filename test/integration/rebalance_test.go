@@ -86,7 +86,7 @@ func TestRebalanceThreePools(t *testing.T) {
 	if m, _ := s.migrator(nil).List(ctx); len(m) != 0 {
 		t.Fatal("a dry run started moves")
 	}
-	status, body = call(t, "POST", base+"/v1/rebalance", tokOperator, map[string]any{}, nil)
+	status, body = call(t, "POST", base+"/v1/rebalance", tokOperator, map[string]any{"dry_run": false}, nil)
 	if status != 202 {
 		t.Fatalf("apply: %d %v", status, body)
 	}
