@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -41,15 +42,17 @@ type RouterSession struct {
 	ID    string
 	// Session is the Consul session id holding the router's keys.
 	Session string
-	done    chan struct{}
 }
 
-// RegisterRouter creates a session (TTL ttl, keys deleted on expiry), holds
-// the router's key with it and renews it until ctx ends.
+// ErrSessionGone: Consul no longer has the router's session (it expired or
+// was destroyed); the router must register again.
+var ErrSessionGone = errors.New("router session no longer exists")
+
+// RegisterRouter creates a session (TTL ttl, at least Consul's 10 s; keys
+// deleted on expiry) and holds the router's key with it. The caller keeps
+// it alive with Renew, and Ends it on the way out.
 func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration) (*RouterSession, error) {
-	if ttl < 10*time.Second {
-		ttl = 10 * time.Second
-	}
+	ttl = max(ttl, 10*time.Second)
 	se, _, err := s.client.Session().Create(&api.SessionEntry{
 		Name: "switchyard-router-" + id, TTL: ttl.String(), Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
 	}, writeOpts(ctx))
@@ -61,16 +64,27 @@ func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration
 		_, _ = s.client.Session().Destroy(se, nil)
 		return nil, fmt.Errorf("router key %s: held by another session or %v", id, err)
 	}
-	rs := &RouterSession{store: s, ID: id, Session: se, done: make(chan struct{})}
-	go func() {
-		defer close(rs.done)
-		_ = s.client.Session().RenewPeriodic(ttl.String(), se, nil, ctx.Done())
-	}()
-	return rs, nil
+	return &RouterSession{store: s, ID: id, Session: se}, nil
 }
 
-// Done is closed when the session is no longer renewed (expired or ended).
-func (rs *RouterSession) Done() <-chan struct{} { return rs.done }
+// Renew extends the session's TTL; ErrSessionGone if Consul no longer
+// has it.
+func (rs *RouterSession) Renew(ctx context.Context) error {
+	e, _, err := rs.store.client.Session().Renew(rs.Session, writeOpts(ctx))
+	if err != nil {
+		return fmt.Errorf("renew router session: %w", err)
+	}
+	if e == nil {
+		return ErrSessionGone
+	}
+	return nil
+}
+
+// End destroys the session: the router's key and acks go with it, so no
+// cutover waits for it.
+func (rs *RouterSession) End(ctx context.Context) {
+	_, _ = rs.store.client.Session().Destroy(rs.Session, writeOpts(ctx))
+}
 
 // Ack records that this router holds the tenant at epoch.
 func (rs *RouterSession) Ack(ctx context.Context, tenant string, epoch uint64) error {

@@ -122,6 +122,27 @@ func (w *Watcher) LastError() string {
 	return ""
 }
 
+// Confirm returns once the snapshot reflects the catalog manifest as of a
+// consistent read that begins now, or when ctx ends: what a router whose
+// lease lapsed does before it forwards again.
+func (w *Watcher) Confirm(ctx context.Context) error {
+	_, meta, err := w.store.client.KV().Get(w.store.manifestKey(), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("confirm catalog: %w", err)
+	}
+	for {
+		snap := w.snap.Load()
+		if snap.ManifestIndex >= meta.LastIndex {
+			return nil
+		}
+		select {
+		case <-snap.Changed():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // BucketsFetched counts bucket reads since start (for metrics and tests).
 func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
 

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -25,9 +26,10 @@ type acknowledger struct {
 
 func (a *acknowledger) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		sess, err := a.store.RegisterRouter(ctx, a.r.cfg.ID, 10*time.Second)
+		sentAt := monoNow()
+		sess, err := a.store.RegisterRouter(ctx, a.r.cfg.ID, a.r.lease.ttl)
 		if err != nil {
-			a.r.log.Warn("router registration failed; cutovers will not wait for this router", "err", err)
+			a.r.log.Warn("router registration failed; not forwarding once the lease lapses", "err", err)
 			if retry.Sleep(ctx, time.Second) != nil {
 				return
 			}
@@ -37,14 +39,19 @@ func (a *acknowledger) run(ctx context.Context) {
 		sctx, cancel := context.WithCancel(ctx)
 		go a.reportLoad(sctx, sess)
 		go func() {
-			select {
-			case <-sess.Done():
-			case <-sctx.Done():
+			if err := a.keepAlive(sctx, sess, sentAt); errors.Is(err, catalog.ErrSessionGone) {
+				a.r.lease.until.Store(0) // cutovers may have gone on without this router
+				a.r.log.Warn("router session lost; registering again")
 			}
 			cancel()
 		}()
 		a.watch(sctx, sess)
 		cancel()
+		if ctx.Err() != nil {
+			ectx, ecancel := context.WithTimeout(context.Background(), time.Second)
+			sess.End(ectx) // no cutover waits for a router that is gone
+			ecancel()
+		}
 		a.mu.Lock()
 		a.acked = map[string]uint64{}
 		a.mu.Unlock()

@@ -49,6 +49,10 @@ type Config struct {
 	// HoldMax is how long a frozen tenant's request may be held before it
 	// gets 503 with Retry-After (2s).
 	HoldMax time.Duration
+	// LeaseTTL is how long after its last acknowledged Consul session
+	// renewal the router may forward on its snapshot (10s, Consul's
+	// shortest session TTL; shorter only makes it stricter).
+	LeaseTTL time.Duration
 	// ShutdownTimeout bounds the drain of in-flight requests (30s).
 	ShutdownTimeout time.Duration
 
@@ -123,6 +127,9 @@ func (c *Config) SetDefaults() {
 	if c.HoldMax == 0 {
 		c.HoldMax = 2 * time.Second
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
@@ -155,7 +162,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"read header timeout": c.ReadHeaderTimeout, "idle timeout": c.IdleTimeout,
 		"upstream header timeout": c.UpstreamHeaderTimeout, "dial timeout": c.DialTimeout,
-		"hold max": c.HoldMax, "body idle timeout": c.BodyIdleTimeout, "body timeout": c.BodyTimeout, "shutdown timeout": c.ShutdownTimeout, "breaker open timeout": c.Breaker.OpenTimeout,
+		"hold max": c.HoldMax, "lease ttl": c.LeaseTTL, "body idle timeout": c.BodyIdleTimeout, "body timeout": c.BodyTimeout, "shutdown timeout": c.ShutdownTimeout, "breaker open timeout": c.Breaker.OpenTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))

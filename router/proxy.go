@@ -33,6 +33,7 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport upstreamTransport
 	inflight  *Inflight
+	lease     *lease // nil: no lease to keep (a proxy without a router)
 
 	// fastTransport is the backend client of the fast path (front.go).
 	fastTransport *syncTransport
@@ -165,6 +166,7 @@ var (
 	errTenantDisabled   = &routeError{http.StatusForbidden, "tenant_disabled", "the tenant is not served", 0}
 	errUnknownTarget    = &routeError{http.StatusServiceUnavailable, "unknown_target", "the tenant's target is not registered", 1}
 	errHoldCancelled    = &routeError{status: 499}
+	errLeaseLapsed      = &routeError{http.StatusServiceUnavailable, "router_lease_lapsed", "this router has lost touch with the catalog; retry (another router may answer)", 1}
 )
 
 // resolve looks the tenant up, holds it while it is frozen, and counts the
@@ -201,6 +203,10 @@ func (p *Proxy) resolve(ctx context.Context, tenant string) (catalog.Route, *cat
 			return route, nil, nil, errUnknownTarget
 		}
 		entry := p.inflight.Enter(tenant)
+		if !p.lease.valid() && !p.lease.wait(ctx, p.cfg.HoldMax) {
+			entry.Leave()
+			return route, nil, nil, errLeaseLapsed
+		}
 		// A freeze may have landed between the lookup and Enter. A router
 		// acknowledges a freeze only when nothing is in flight, so re-check
 		// now that this request counts; if the tenant moved on, start over

@@ -30,6 +30,7 @@ type Router struct {
 	metrics   *Metrics
 	inflight  *Inflight
 	proxy     *Proxy
+	lease     *lease
 
 	mu              sync.Mutex
 	proxyAddr       net.Addr
@@ -58,6 +59,8 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 		listening: make(chan struct{}), shuttingDown: make(chan struct{})}
 	r.upstreams = NewUpstreams(consul.Health(), cfg.Breaker, log, m)
 	r.proxy = NewProxy(cfg, w, r.upstreams, m, r.inflight, log)
+	r.lease = &lease{ttl: cfg.LeaseTTL}
+	r.proxy.lease = r.lease
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_router_catalog_age_seconds",
@@ -67,6 +70,15 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 			Name: "switchyard_router_catalog_version",
 			Help: "Consul index of the catalog manifest the snapshot reflects.",
 		}, func() float64 { return float64(w.Snapshot().ManifestIndex) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_router_lease_valid",
+			Help: "1 while the router's lease lets it forward (its Consul session certainly alive), else 0.",
+		}, func() float64 {
+			if r.lease.valid() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_router_catalog_tenants",
 			Help: "Tenants in the catalog snapshot.",
@@ -195,6 +207,7 @@ func (r *Router) adminHandler() http.Handler {
 			"targets":         len(snap.Targets()),
 			"catalog_age_ms":  r.watcher.Age().Milliseconds(),
 			"last_error":      r.watcher.LastError(),
+			"lease_valid":     r.lease.valid(),
 		}
 		select {
 		case <-r.shuttingDown:
@@ -207,6 +220,11 @@ func (r *Router) adminHandler() http.Handler {
 		case <-r.watcher.Ready():
 			if !r.upstreams.Loaded() || !r.upstreamsSynced(r.watcher.Snapshot().Targets()) {
 				body["status"] = "backend health not loaded"
+				writeJSON(w, http.StatusServiceUnavailable, body)
+				return
+			}
+			if !r.lease.valid() {
+				body["status"] = "no lease: not registered with Consul, or lost it"
 				writeJSON(w, http.StatusServiceUnavailable, body)
 				return
 			}

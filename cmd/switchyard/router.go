@@ -57,6 +57,7 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.HoldMax, "hold-max", 2*time.Second, "longest a frozen tenant's request is held")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-timeout", 30*time.Second, "wait for backend response headers")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", 32<<20, "largest request body")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 10*time.Second, "forward only this long after the last acknowledged Consul session renewal")
 	fs.DurationVar(&cfg.BodyIdleTimeout, "body-idle-timeout", 10*time.Second, "a request body that sends nothing for this long gets 408")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", 60*time.Second, "a request body not complete this long after its head gets 408")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header", 64<<10, "largest request header block")
