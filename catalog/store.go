@@ -100,7 +100,16 @@ func writeOpts(ctx context.Context) *api.WriteOptions {
 }
 
 func readOpts(ctx context.Context) *api.QueryOptions {
-	return (&api.QueryOptions{}).WithContext(ctx)
+	return (&api.QueryOptions{RequireConsistent: ctx.Value(consistentKey{}) != nil}).WithContext(ctx)
+}
+
+type consistentKey struct{}
+
+// Consistent makes the catalog reads done with ctx consistent reads (the
+// leader confirms it still leads): for decisions a stale answer would make
+// wrong, such as whether a flip committed.
+func Consistent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, consistentKey{}, true)
 }
 
 func (s *Store) readManifest(ctx context.Context) (*manifest, uint64, error) {

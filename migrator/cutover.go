@@ -11,6 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // cutover is the switch. Each step has a deadline inside SwitchBudget, and
@@ -48,10 +49,10 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	// 1. Freeze. The rollback is armed first: a freeze whose answer was
 	// lost may still have committed.
 	t0 := time.Now()
-	fenced := false
+	fenced, flipUnknown := false, false
 	defer func() {
-		if err == nil {
-			return
+		if err == nil || flipUnknown {
+			return // a flip that may have committed is never rolled back blind
 		}
 		// Roll back with a fresh context: the budget may be spent.
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -160,11 +161,15 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, catalog.ErrConflict) {
-		// The answer was lost, not the write perhaps: the catalog says.
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		t, gerr := r.mg.catalog.GetTenant(rctx, m.Tenant)
-		rcancel()
-		if gerr == nil && t.Target == m.To && t.State == catalog.StateActive && t.Epoch > frozen.Epoch {
+		// The answer was lost, not the write perhaps: only the catalog can
+		// say. Until it does, the source stays fenced and the tenant frozen
+		// (routers' holds expire into 503 + Retry-After).
+		t, gerr := r.readFlip(ctx)
+		switch {
+		case gerr != nil:
+			flipUnknown = true
+			return fmt.Errorf("%w: flip outcome unknown (%v), catalog unreadable: %v", errRollbackFailed, err, gerr)
+		case t.Target == m.To && t.State == catalog.StateActive && t.Epoch > frozen.Epoch:
 			flipped, err = t, nil
 		}
 	}
@@ -284,6 +289,27 @@ func (r *run) advanceSequences(ctx context.Context) error {
 	return nil
 }
 
+// readFlip reads the tenant with a consistent read, again and again (with
+// backoff) until the catalog answers or ctx ends: whether a flip whose
+// answer was lost committed decides everything after it.
+func (r *run) readFlip(ctx context.Context) (catalog.Tenant, error) {
+	ctx = catalog.Consistent(ctx)
+	wait := 50 * time.Millisecond
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t, err := r.mg.catalog.GetTenant(rctx, r.m.Tenant)
+		cancel()
+		if err == nil {
+			return t, nil
+		}
+		r.mg.log.Warn("switch: flip outcome unknown, catalog unreadable; staying fenced and frozen", "tenant", r.m.Tenant, "err", err)
+		if serr := retry.Sleep(ctx, wait); serr != nil {
+			return catalog.Tenant{}, errors.Join(err, serr)
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
 // rollbackSwitch undoes a switch that did not flip: unfence the source,
 // unfreeze the tenant if we froze it, and withdraw the freeze.
 func (r *run) rollbackSwitch(ctx context.Context, fenced bool) error {
@@ -324,7 +350,7 @@ var errNoChange = errors.New("no change needed")
 // recoverSwitch decides, after a crash inside the switch, which side of the
 // flip the move is on: the catalog is the truth.
 func (r *run) recoverSwitch(ctx context.Context) error {
-	t, err := r.mg.catalog.GetTenant(ctx, r.m.Tenant)
+	t, err := r.mg.catalog.GetTenant(catalog.Consistent(ctx), r.m.Tenant)
 	if err != nil {
 		return err
 	}
