@@ -305,8 +305,10 @@ func (p *FaultProxy) forward(c *proxyConn, dst net.Conn, chunk []byte, upstream 
 	_, err := dst.Write(chunk)
 	if fire {
 		time.Sleep(triggerHold)
-		p.Cut()
-		close(tr.fired)
+		p.mu.Lock()
+		p.cutLocked()
+		close(tr.fired) // before anyone can see the cut
+		p.mu.Unlock()
 		return false
 	}
 	return err == nil
