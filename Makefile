@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin
 FUZZTIME ?= 10s
 
-.PHONY: tools build run test fuzz bench bench-proxy bench-catalog bench-moves bench-placement bench-api vet clean
+.PHONY: tools build run test soak fuzz bench bench-proxy bench-catalog bench-moves bench-placement bench-api vet clean
 
 tools:
 	@scripts/tools.sh
@@ -22,6 +22,11 @@ test: tools
 	$(GO) vet ./...
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
+
+# The long variants of the scale-out fault scenarios (20 back-and-forth
+# moves under load, histories checked for linearizability).
+soak: tools
+	SWITCHYARD_SOAK=1 $(GO) test -race -count=1 -v -timeout 30m -run '^TestScaleOut' ./test/integration/
 
 # Tenant extraction, the fast path's request and response head parsers and its chunked relay
 # differentially against net/http.
