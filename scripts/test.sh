@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GO="${GO:-go}"
 LOG="${TEST_LOG:-test.log}"
-TIMEOUT="${TEST_TIMEOUT:-15m}"
+TIMEOUT="${TEST_TIMEOUT:-25m}"
 
 "$GO" test -race -count=1 -timeout "$TIMEOUT" -v ./... >"$LOG" 2>&1 &
 pid=$!
