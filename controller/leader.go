@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -59,14 +60,25 @@ func (s *Server) campaign(ctx context.Context) {
 	}
 }
 
+// stopTimeout bounds how long a leader stepping down (shutdown, or the
+// lock lost) waits for its move runners: a runner inside a switch finishes
+// or rolls back (the migrator's rollback takes at most 10 s) before the
+// leader lock is released.
+const stopTimeout = 30 * time.Second
+
 // schedule runs unfinished moves, at most MaxConcurrentMoves at a time,
-// and cleans up retained ones whose window is over.
+// and cleans up retained ones whose window is over. It owns its
+// goroutines (housekeeping, move runners): when ctx ends it returns only
+// once they have stopped, or stopTimeout passed.
 func (s *Server) schedule(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	go s.housekeep(ctx)
+	var owned sync.WaitGroup
+	defer s.join(&owned)
+	owned.Add(1)
+	go func() { defer owned.Done(); s.housekeep(ctx) }()
 	for {
-		if err := s.scheduleOnce(ctx); err != nil && ctx.Err() == nil {
+		if err := s.scheduleOnce(ctx, &owned); err != nil && ctx.Err() == nil {
 			s.log.Warn("scheduler", "err", err)
 		}
 		select {
@@ -107,7 +119,18 @@ func (s *Server) housekeep(ctx context.Context) {
 	}
 }
 
-func (s *Server) scheduleOnce(ctx context.Context) error {
+// join waits for the scheduler's goroutines, at most stopTimeout.
+func (s *Server) join(owned *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { owned.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		s.log.Warn("move runners still busy after the stop timeout; stepping down anyway (each move is locked and resumable)", "timeout", stopTimeout)
+	}
+}
+
+func (s *Server) scheduleOnce(ctx context.Context, owned *sync.WaitGroup) error {
 	moves, err := s.migrator.List(ctx)
 	if err != nil {
 		return err
@@ -138,7 +161,8 @@ func (s *Server) scheduleOnce(ctx context.Context) error {
 		}
 		s.running[m.ID] = true
 		s.mu.Unlock()
-		go s.runMove(ctx, m.ID)
+		owned.Add(1)
+		go func() { defer owned.Done(); s.runMove(ctx, m.ID) }()
 	}
 	return nil
 }
