@@ -73,24 +73,24 @@ func TestPlacementChangeObeyedByTwoRouters(t *testing.T) {
 	t.Logf("placement write → first request on new target, 2 routers × 10 moves: p50 %s, max %s", lat[len(lat)/2], lat[len(lat)-1])
 }
 
-// Consul goes away: routers keep routing from their snapshot with no errors;
-// when it is back they catch up with what changed meanwhile. Uses a 3-node
-// cluster: the routers' agent is stopped while the change is written through
-// another node.
-func TestRoutersSurviveConsulOutage(t *testing.T) {
+// outageStack is a 3-node Consul cluster with a catalog of two shared
+// pools (app-shared, app-shared-2, backends registered through the Raft
+// leader) and the given tenants on pool-1. agent is a follower for the
+// routers to talk to: stopping it cuts them off without an election;
+// the leader and store keep working.
+func outageStack(t *testing.T, tenants ...string) (agent, leader *harness.Consul, store *catalog.Store) {
+	t.Helper()
 	cluster := harness.ConsulClusterT(t, 3)
 	ctx := testContext(t)
-	// The routers' agent is a follower, so stopping it forces no election;
-	// writes go through the leader.
-	other, err := cluster.Leader(ctx)
+	leader, err := cluster.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := cluster.Nodes[0]
-	if agent == other {
+	agent = cluster.Nodes[0]
+	if agent == leader {
 		agent = cluster.Nodes[1]
 	}
-	store := catalog.NewStore(other.Client(), "")
+	store = catalog.NewStore(leader.Client(), "")
 	if err := store.Init(ctx, 64); err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +102,23 @@ func TestRoutersSurviveConsulOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, id := range []string{"alpha", "beta"} {
+	for _, id := range tenants {
 		if _, err := store.CreateTenant(ctx, catalog.Tenant{ID: id, Plan: "free", Tier: catalog.TierShared, Target: "pool-1"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Backends register with the node that stays up; the routers talk to agent.
-	startBackend(t, other.Client(), "app-shared", nil)
-	startBackend(t, other.Client(), "app-shared-2", nil)
+	startBackend(t, leader.Client(), "app-shared", nil)
+	startBackend(t, leader.Client(), "app-shared-2", nil)
+	return agent, leader, store
+}
+
+// Consul goes away: routers keep routing from their snapshot with no errors;
+// when it is back they catch up with what changed meanwhile. Uses a 3-node
+// cluster: the routers' agent is stopped while the change is written through
+// another node.
+func TestRoutersSurviveConsulOutage(t *testing.T) {
+	ctx := testContext(t)
+	agent, _, store := outageStack(t, "alpha", "beta")
 	routers := []*runningRouter{startRouter(t, agent.Client(), nil), startRouter(t, agent.Client(), nil)}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	for _, r := range routers {

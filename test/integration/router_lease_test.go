@@ -9,7 +9,6 @@ import (
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/router"
-	"github.com/switchyard/switchyard/test/harness"
 )
 
 // The router's lease, both sides of the rule: a router that loses Consul
@@ -19,33 +18,8 @@ import (
 // snapshot it held when the lease lapsed.
 func TestRouterLease(t *testing.T) {
 	const ttl = 4 * time.Second
-	cluster := harness.ConsulClusterT(t, 3)
 	ctx := testContext(t)
-	other, err := cluster.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := cluster.Nodes[0]
-	if agent == other {
-		agent = cluster.Nodes[1]
-	}
-	store := catalog.NewStore(other.Client(), "")
-	if err := store.Init(ctx, 64); err != nil {
-		t.Fatal(err)
-	}
-	for _, tg := range []catalog.Target{
-		{ID: "pool-1", Tier: catalog.TierShared, Service: "app-shared", DSN: "postgres://x@127.0.0.1:1/a"},
-		{ID: "pool-2", Tier: catalog.TierShared, Service: "app-shared-2", DSN: "postgres://x@127.0.0.1:1/b"},
-	} {
-		if err := store.CreateTarget(ctx, tg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := store.CreateTenant(ctx, catalog.Tenant{ID: "beta", Plan: "free", Tier: catalog.TierShared, Target: "pool-1"}); err != nil {
-		t.Fatal(err)
-	}
-	startBackend(t, other.Client(), "app-shared", nil)
-	startBackend(t, other.Client(), "app-shared-2", nil)
+	agent, _, store := outageStack(t, "beta")
 	r := startRouter(t, agent.Client(), func(c *router.Config) { c.LeaseTTL = ttl })
 	hc := &http.Client{Timeout: 5 * time.Second}
 	served := func() (int, string, string) {
