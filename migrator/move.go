@@ -123,7 +123,10 @@ type Move struct {
 	FlipEpoch   uint64        `json:"flip_epoch,omitempty"`
 	Switched    time.Time     `json:"switched,omitempty"`
 	Pause       time.Duration `json:"pause_ns,omitempty"`
-	RetainUntil time.Time     `json:"retain_until,omitempty"`
+	// PauseSteps is the pause by step of the switch (freeze, acks, fence,
+	// drain, ddl, verify, sequences, flip).
+	PauseSteps  map[string]time.Duration `json:"pause_steps_ns,omitempty"`
+	RetainUntil time.Time                `json:"retain_until,omitempty"`
 
 	Options Options `json:"options"`
 

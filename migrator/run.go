@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,8 +28,8 @@ type run struct {
 	dstDSN   string
 	src, dst *sqlx.DB
 	tables   []Table
-	// changed collects the keys applied since the last full verification;
-	// the switch verifies only those rows (plus counts).
+	// changed collects the keys applied since the last full verification
+	// (then since the switch's pre-check); the switch verifies those rows.
 	changed  map[string][]json.RawMessage
 	verified bool
 	lastSave time.Time
@@ -679,19 +680,7 @@ func (r *run) verifyFull(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var real []Mismatch
-		for _, mm := range mismatches {
-			var keys []string
-			for _, k := range mm.Keys {
-				if !pending[mm.Table][k] {
-					keys = append(keys, k)
-				}
-			}
-			if len(keys) > 0 {
-				mm.Keys = keys[:min(len(keys), 20)]
-				real = append(real, mm)
-			}
-		}
+		real := unexcused(mismatches, pending)
 		if len(real) == 0 {
 			r.verified = true
 			return nil
@@ -709,6 +698,25 @@ func (r *run) verifyFull(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// unexcused keeps the differing keys that have no captured change pending
+// (up to 20 per table): those differences are real.
+func unexcused(mismatches []Mismatch, pending map[string]map[string]bool) []Mismatch {
+	var real []Mismatch
+	for _, mm := range mismatches {
+		var keys []string
+		for _, k := range mm.Keys {
+			if !pending[mm.Table][k] {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			mm.Keys = keys[:min(len(keys), 20)]
+			real = append(real, mm)
+		}
+	}
+	return real
 }
 
 // note remembers keys applied since the last full verification.
@@ -729,12 +737,24 @@ func describe(ms []Mismatch) string {
 	return s
 }
 
-// checkDDL stops the move if a tenant table's shape changed.
+// checkDDL stops the move if a tenant table's shape changed. Source and
+// target are read at the same time (it runs inside the switch).
 func (r *run) checkDDL(ctx context.Context) error {
 	if r.m.Fingerprint == "" {
 		return nil
 	}
+	var dt []Table
+	var derr error
+	var wg sync.WaitGroup
+	if r.dst != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dt, derr = discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
+		}()
+	}
 	tables, err := discoverTables(ctx, r.src, r.m.Options.KeyColumn)
+	wg.Wait()
 	if err != nil {
 		return err
 	}
@@ -742,14 +762,14 @@ func (r *run) checkDDL(ctx context.Context) error {
 		return fmt.Errorf("%w on the source (fingerprint %s, was %s): finish the schema change on both sides, then abort and start the move again",
 			ErrDDL, fp, r.m.Fingerprint)
 	}
-	if r.dst != nil {
-		dt, err := discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
-		if err != nil {
-			return err
-		}
-		if err := sameShape(tables, dt); err != nil {
-			return fmt.Errorf("%w on the target: %v", ErrDDL, err)
-		}
+	if r.dst == nil {
+		return nil
+	}
+	if derr != nil {
+		return derr
+	}
+	if err := sameShape(tables, dt); err != nil {
+		return fmt.Errorf("%w on the target: %v", ErrDDL, err)
 	}
 	return nil
 }
