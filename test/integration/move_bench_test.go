@@ -22,7 +22,9 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 // BenchmarkCopyMillion: one tenant of 1,000,000 rows (about 170 MB with a
 // jsonb column) copied from a shared pool database to a dedicated database
 // on the same server, by `psql \copy … | psql \copy …` and by a Switchyard
-// move with change capture running, in the same run. Run with -benchtime=1x.
+// move with change capture running, in the same run; the move copies in
+// parallel key-range streams (SWITCHYARD_COPY_STREAMS, default 2). Run with
+// -benchtime=1x.
 func BenchmarkCopyMillion(b *testing.B) {
 	pg := harness.PostgresT(b)
 	ctx := context.Background()
@@ -69,7 +71,8 @@ func BenchmarkCopyMillion(b *testing.B) {
 
 		// The move (capture triggers installed before the copy starts).
 		mg := migrator.New(c.Client(), migrator.Config{Logger: testLogger(b)})
-		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "big", To: "db-1", Options: migrator.Options{Retention: time.Hour}})
+		streams, _ := strconv.Atoi(os.Getenv("SWITCHYARD_COPY_STREAMS")) // 0: the default (2)
+		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "big", To: "db-1", Options: migrator.Options{Retention: time.Hour, CopyStreams: streams}})
 		if err != nil {
 			b.Fatal(err)
 		}
