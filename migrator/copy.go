@@ -29,6 +29,8 @@ type copier struct {
 
 	bounded bool     // bound was called: copy only up to upper
 	upper   []string // the largest key to copy; nil with bounded: nothing
+	// lower, if set, is the key the copy starts after (a stream's range).
+	lower []string
 }
 
 // chunkResult says what one chunk moved.
@@ -39,9 +41,21 @@ type chunkResult struct {
 }
 
 // resumeKey returns the largest primary key of the tenant's rows already on
-// the target (text form), or nil if there are none.
+// the target (text form) in the copier's range, or its lower end if there
+// are none: chunks commit on the target, so it is where the copy resumes.
 func (c *copier) resumeKey(ctx context.Context) ([]string, error) {
-	return c.maxKey(ctx, c.dst)
+	key, err := c.maxKey(ctx, c.dst)
+	if err != nil || key != nil {
+		return key, err
+	}
+	return c.lower, nil
+}
+
+// keyAt returns the primary key of the tenant's row at offset (in key
+// order, up to the bound) in the source, or nil past the end.
+func (c *copier) keyAt(ctx context.Context, offset int64) ([]string, error) {
+	sql := c.keySQL(false, c.upper) + fmt.Sprintf(" OFFSET %d", offset)
+	return readKey(ctx, c.src, sql)
 }
 
 // bound fixes the copy's end: the largest primary key of the tenant's rows
@@ -59,19 +73,38 @@ func (c *copier) bound(ctx context.Context) error {
 }
 
 // maxKey returns the largest primary key of the tenant's rows in the
-// database of conn (text form), or nil if there are none.
+// database of conn (text form) in the copier's range, or nil if there are
+// none.
 func (c *copier) maxKey(ctx context.Context, conn *pgconn.PgConn) ([]string, error) {
+	return readKey(ctx, conn, c.keySQL(true, c.upper))
+}
+
+// keySQL selects the tenant's primary keys after c.lower and up to upper
+// (nil: no end) in key order, descending if desc, one row.
+func (c *copier) keySQL(desc bool, upper []string) string {
 	cols := make([]string, len(c.table.PK))
+	order := make([]string, len(c.table.PK))
 	for i, k := range c.table.PK {
 		cols[i] = "t." + pq.QuoteIdentifier(k) + "::text"
-	}
-	desc := make([]string, len(c.table.PK))
-	for i, k := range c.table.PK {
 		// Qualified: a bare name would sort by the ::text output column.
-		desc[i] = "t." + pq.QuoteIdentifier(k) + " DESC"
+		order[i] = "t." + pq.QuoteIdentifier(k)
+		if desc {
+			order[i] += " DESC"
+		}
 	}
-	sql := fmt.Sprintf(`SELECT %s FROM %s t WHERE t.%s = %s ORDER BY %s LIMIT 1`,
-		strings.Join(cols, ", "), c.table.Ident(), pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant), strings.Join(desc, ", "))
+	where := fmt.Sprintf("t.%s = %s", pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant))
+	if c.lower != nil {
+		where += fmt.Sprintf(" AND (%s) > (%s)", prefixed("t", c.table.PK), c.keyLits(c.lower))
+	}
+	if upper != nil {
+		where += fmt.Sprintf(" AND (%s) <= (%s)", prefixed("t", c.table.PK), c.keyLits(upper))
+	}
+	return fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT 1`,
+		strings.Join(cols, ", "), c.table.Ident(), where, strings.Join(order, ", "))
+}
+
+// readKey runs a one-row key query; nil if it found no row.
+func readKey(ctx context.Context, conn *pgconn.PgConn, sql string) ([]string, error) {
 	res := conn.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		return nil, res.Err
@@ -86,15 +119,21 @@ func (c *copier) maxKey(ctx context.Context, conn *pgconn.PgConn) ([]string, err
 	return key, nil
 }
 
+// keyLits is a key (text form) as typed literals of the primary key columns.
+func (c *copier) keyLits(key []string) string {
+	lits := make([]string, len(key))
+	for i, v := range key {
+		lits[i] = pq.QuoteLiteral(v) + "::" + c.table.colType(c.table.PK[i])
+	}
+	return strings.Join(lits, ", ")
+}
+
 // selectSQL is the source query of one chunk after lastKey.
 func (c *copier) selectSQL(lastKey []string) string {
 	where := fmt.Sprintf("%s = %s", pq.QuoteIdentifier(c.keyColumn), pq.QuoteLiteral(c.tenant))
-	keyLits := func(key []string) string {
-		lits := make([]string, len(key))
-		for i, v := range key {
-			lits[i] = pq.QuoteLiteral(v) + "::" + c.table.colType(c.table.PK[i])
-		}
-		return strings.Join(lits, ", ")
+	keyLits := c.keyLits
+	if lastKey == nil {
+		lastKey = c.lower
 	}
 	if lastKey != nil {
 		where += fmt.Sprintf(" AND (%s) > (%s)", quoteIdents(c.table.PK), keyLits(lastKey))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -24,7 +25,9 @@ import (
 //  3. fence the tenant on the source and drain the writers that got past
 //     the fence check before it;
 //  4. apply the last captured changes;
-//  5. verify what changed since the full verification, and the row counts;
+//  5. verify the rows the final apply wrote (those applied between the full
+//     verification and the freeze were verified before it; no row counts:
+//     see verifyKeys);
 //  6. move the target's sequences past the source's;
 //  7. flip the placement with CAS (still frozen at our epoch → active on the
 //     target); routers release the held requests to the new target.
@@ -38,6 +41,18 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		}
 	}
 	if err := r.checkDDL(ctx); err != nil {
+		return err
+	}
+	// Bring the backlog down to what writers add in one short round, and
+	// compare the rows applied since the full verification before the
+	// freeze: the fence then applies and compares only the last few.
+	if err := r.topUp(ctx, 3); err != nil {
+		return err
+	}
+	if err := r.verifyChanged(ctx); err != nil {
+		return err
+	}
+	if err := r.topUp(ctx, 1); err != nil { // what came during the check
 		return err
 	}
 	budget, cancel := context.WithTimeout(ctx, m.Options.SwitchBudget)
@@ -109,46 +124,20 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	}
 	mark("fence", t0)
 
-	// 4. The last changes: the source takes no more writes for the tenant.
-	t0 = time.Now()
-	// Writers are fenced and drained, so the high-water mark taken now
-	// covers every change there will be.
-	a := r.applier()
-	hwm, err := a.highWater(budget)
-	if err != nil {
+	// 4.–6. The last changes, their verification, the DDL check and the
+	// sequences (the last two alongside the first two).
+	if err := r.settle(budget, steps); err != nil {
 		return err
 	}
-	if _, err := a.applyTo(budget, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil }); err != nil {
-		return err
-	}
-	mark("drain", t0)
 
-	// 5. Verify.
-	t0 = time.Now()
-	if err := r.checkDDL(budget); err != nil {
-		return err
-	}
-	mismatches, err := verifyKeys(budget, r.src, r.dst, r.tables, m.Options.KeyColumn, m.Tenant, r.changed)
-	if err != nil {
-		return err
-	}
-	if len(mismatches) > 0 {
-		return fmt.Errorf("%w: %s", ErrVerify, describe(mismatches))
-	}
-	mark("verify", t0)
-
-	// 6. Sequences.
-	t0 = time.Now()
-	if err := r.advanceSequences(budget); err != nil {
-		return err
-	}
-	mark("sequences", t0)
-
-	// A retained copy we re-synced is still fenced: let it take writes.
+	// A retained copy we re-synced is still fenced: let it take writes
+	// (its guard, DDL, is removed after the flip).
 	if m.Resync {
-		if err := removeGuard(budget, r.dst, r.tables, m.Tenant); err != nil {
+		t0 = time.Now()
+		if err := unfence(budget, r.dst, m.Tenant); err != nil {
 			return err
 		}
+		mark("unfence-target", t0)
 	}
 
 	// 7. Flip.
@@ -180,6 +169,7 @@ func (r *run) cutover(ctx context.Context) (err error) {
 	m.FlipEpoch = flipped.Epoch
 	m.Switched = time.Now().UTC()
 	m.Pause = time.Since(start)
+	m.PauseSteps = steps
 	m.RetainUntil = m.Switched.Add(m.Options.Retention)
 	log.Info("switched", "pause", m.Pause, "steps", fmtSteps(steps), "epoch", flipped.Epoch)
 
@@ -198,9 +188,110 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		log.Warn("drop captured changes", "err", err)
 	}
 	if m.Resync {
+		if err := removeGuard(post, r.dst, r.tables, m.Tenant); err != nil {
+			log.Warn("remove the guard of the re-synced copy", "err", err)
+		}
 		_ = dropGuardSchemaIfUnused(post, r.dst)
 		r.supersede(post)
 	}
+	return nil
+}
+
+// settle runs the switch's steps 4 to 6 with the source fenced: the final
+// apply then the verification of the rows it wrote, and meanwhile the DDL
+// check and the sequences (other connections; none depends on the others).
+func (r *run) settle(ctx context.Context, steps map[string]time.Duration) error {
+	var ddlErr, seqErr error
+	var ddlTook, seqTook time.Duration
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		t0 := time.Now()
+		ddlErr, ddlTook = r.checkDDL(ctx), time.Since(t0)
+	}()
+	go func() {
+		defer wg.Done()
+		t0 := time.Now()
+		seqErr, seqTook = r.advanceSequences(ctx), time.Since(t0)
+	}()
+	err := r.finalApply(ctx, steps)
+	wg.Wait()
+	steps["ddl"], steps["sequences"] = ddlTook, seqTook
+	return errors.Join(ddlErr, err, seqErr)
+}
+
+// finalApply applies the last captured changes (writers are fenced and
+// drained, so the high-water mark taken now covers every change there will
+// be) and verifies the rows it wrote: r.changed is empty after
+// verifyChanged, so it holds exactly those (see verifyKeys: no counts).
+func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) error {
+	t0 := time.Now()
+	a := r.applier()
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		return err
+	}
+	n, err := a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
+	if err != nil {
+		return err
+	}
+	steps["drain"] = time.Since(t0)
+	r.m.Message = fmt.Sprintf("the switch applied the last %d captured changes", n)
+	t0 = time.Now()
+	mismatches, err := verifyKeys(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, r.changed, 20)
+	if err != nil {
+		return err
+	}
+	if len(mismatches) > 0 {
+		return fmt.Errorf("%w: %s", ErrVerify, describe(mismatches))
+	}
+	steps["verify"] = time.Since(t0)
+	return nil
+}
+
+// topUp applies captured changes in up to rounds rounds (each up to the
+// high-water mark of its start) until a round finds at most half the
+// CatchUpBacklog: catch-up stops at what apply does in 100 ms, and
+// what is left at the freeze is applied inside the pause.
+func (r *run) topUp(ctx context.Context, rounds int) error {
+	a := r.applier()
+	for round := 0; round < rounds; round++ {
+		hwm, err := a.highWater(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
+		if err != nil {
+			return err
+		}
+		if n <= r.m.Options.CatchUpBacklog/2 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// verifyChanged compares, outside the fence, the rows applied since the
+// full verification. A row may differ only because a later write to it is
+// still queued: the switch's final apply brings it, and the fence verifies
+// it then. Any other difference stops the move, named. Afterwards
+// r.changed starts empty, so the switch compares only what it applies.
+func (r *run) verifyChanged(ctx context.Context) error {
+	mismatches, err := verifyKeys(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, r.changed, 0)
+	if err != nil {
+		return err
+	}
+	pending := map[string]map[string]bool{}
+	if len(mismatches) > 0 {
+		if pending, err = r.applier().pendingKeys(ctx); err != nil {
+			return err
+		}
+	}
+	if real := unexcused(mismatches, pending); len(real) > 0 {
+		return fmt.Errorf("%w: %s", ErrVerify, describe(real))
+	}
+	r.changed = map[string][]json.RawMessage{}
 	return nil
 }
 

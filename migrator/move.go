@@ -72,6 +72,22 @@ type TableProgress struct {
 	TotalRows int64   `json:"total_rows"`
 	Done      bool    `json:"done"`
 	RowsPerS  float64 `json:"rows_per_s"`
+	// Streams are the key ranges of a table copied in parallel, each with
+	// its position; a resumed copy keeps the ranges.
+	Streams []StreamProgress `json:"streams,omitempty"`
+}
+
+// StreamProgress is one copy stream: the tenant's rows of a table with keys
+// after After (none: from the first) up to UpTo (none: to the copy's
+// bound), text form. Last is the largest key committed on the target as
+// last saved; a resumed stream starts after the target's largest key in
+// its range, which is never behind Last (chunks commit before the save).
+type StreamProgress struct {
+	After []string `json:"after,omitempty"`
+	UpTo  []string `json:"up_to,omitempty"`
+	Last  []string `json:"last,omitempty"`
+	Rows  int64    `json:"rows"`
+	Done  bool     `json:"done"`
 }
 
 // Move is one tenant's move, as persisted in Consul.
@@ -123,7 +139,10 @@ type Move struct {
 	FlipEpoch   uint64        `json:"flip_epoch,omitempty"`
 	Switched    time.Time     `json:"switched,omitempty"`
 	Pause       time.Duration `json:"pause_ns,omitempty"`
-	RetainUntil time.Time     `json:"retain_until,omitempty"`
+	// PauseSteps is the pause by step of the switch (freeze, acks, fence,
+	// drain, ddl, verify, sequences, flip).
+	PauseSteps  map[string]time.Duration `json:"pause_steps_ns,omitempty"`
+	RetainUntil time.Time                `json:"retain_until,omitempty"`
 
 	Options Options `json:"options"`
 
@@ -148,6 +167,9 @@ type Options struct {
 	CatchUpBacklog int `json:"catch_up_backlog,omitempty"`
 	// ApplyBatch is how many captured changes one apply batch handles (10,000).
 	ApplyBatch int `json:"apply_batch,omitempty"`
+	// CopyStreams is how many streams copy one table's key ranges in
+	// parallel (2); a table gets at most one stream per chunk of rows.
+	CopyStreams int `json:"copy_streams,omitempty"`
 	// MaxSwitchAttempts before the move pauses (5).
 	MaxSwitchAttempts int `json:"max_switch_attempts,omitempty"`
 }
@@ -168,6 +190,9 @@ func (o *Options) setDefaults() {
 	if o.CatchUpBacklog == 0 {
 		o.CatchUpBacklog = 200
 	}
+	if o.CopyStreams == 0 {
+		o.CopyStreams = 2
+	}
 	if o.MaxSwitchAttempts == 0 {
 		o.MaxSwitchAttempts = 5
 	}
@@ -182,10 +207,13 @@ func (o *Options) Validate() error {
 	if !catalog.ValidID(strings.ReplaceAll(o.KeyColumn, "_", "-")) {
 		errs = append(errs, fmt.Sprintf("key column %q is not a plain identifier", o.KeyColumn))
 	}
+	if o.CopyStreams > 16 {
+		errs = append(errs, "copy streams must be at most 16")
+	}
 	if o.ChunkRows < 1 || o.ChunkRows > 10_000_000 {
 		errs = append(errs, "chunk rows must be between 1 and 10,000,000")
 	}
-	if o.RateRows < 0 || o.Retention < 0 || o.SwitchBudget < 0 || o.CatchUpBacklog < 0 || o.MaxSwitchAttempts < 0 || o.ApplyBatch < 0 {
+	if o.RateRows < 0 || o.Retention < 0 || o.SwitchBudget < 0 || o.CatchUpBacklog < 0 || o.MaxSwitchAttempts < 0 || o.ApplyBatch < 0 || o.CopyStreams < 0 {
 		errs = append(errs, "figures must not be negative")
 	}
 	if len(errs) > 0 {

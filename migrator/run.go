@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the "postgres" driver
 
@@ -27,8 +27,8 @@ type run struct {
 	dstDSN   string
 	src, dst *sqlx.DB
 	tables   []Table
-	// changed collects the keys applied since the last full verification;
-	// the switch verifies only those rows (plus counts).
+	// changed collects the keys applied since the last full verification
+	// (then since the switch's pre-check); the switch verifies those rows.
 	changed  map[string][]json.RawMessage
 	verified bool
 	lastSave time.Time
@@ -38,6 +38,9 @@ type run struct {
 	conv       *convergence
 	convPhase  Phase
 	lastSample time.Time
+	// mu serialises the copy streams' use of the move, the applier, the
+	// hooks and saving (the rows themselves stream in parallel).
+	mu sync.Mutex
 }
 
 func (mg *Migrator) newRun(ctx context.Context, m *Move) (*run, error) {
@@ -292,143 +295,6 @@ func (h *Hooks) call(f func(*Move) error, m *Move) error {
 	return f(m)
 }
 
-// copyAll copies every table, parents first, resuming each from the
-// largest key already on the target.
-func (r *run) copyAll(ctx context.Context) error {
-	if len(r.m.Tables) != len(r.tables) {
-		r.m.Tables = make([]TableProgress, len(r.tables))
-		for i, t := range r.tables {
-			r.m.Tables[i] = TableProgress{Table: t.Key()}
-		}
-	}
-	srcConn, err := pgconn.Connect(ctx, r.srcDSN)
-	if err != nil {
-		return fmt.Errorf("source database: %w", err)
-	}
-	defer srcConn.Close(context.Background())
-	dstConn, err := pgconn.Connect(ctx, r.dstDSN)
-	if err != nil {
-		return fmt.Errorf("target database: %w", err)
-	}
-	defer dstConn.Close(context.Background())
-	th := &throttle{rowsPerSec: r.m.Options.RateRows}
-	for i, t := range r.tables {
-		p := &r.m.Tables[i]
-		if p.Done {
-			continue
-		}
-		if err := r.src.GetContext(ctx, &p.TotalRows, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, t.Ident(), quoteIdents([]string{r.m.Options.KeyColumn})), r.m.Tenant); err != nil {
-			return fmt.Errorf("count %s: %w", t.Key(), err)
-		}
-		c := &copier{src: srcConn, dst: dstConn, table: t, keyColumn: r.m.Options.KeyColumn, tenant: r.m.Tenant, chunkRows: r.m.Options.ChunkRows}
-		last, err := c.resumeKey(ctx)
-		if err != nil {
-			return fmt.Errorf("resume point of %s: %w", t.Key(), err)
-		}
-		if err := c.bound(ctx); err != nil {
-			return fmt.Errorf("copy bound of %s: %w", t.Key(), err)
-		}
-		if last != nil {
-			var have int64
-			_ = r.dst.GetContext(ctx, &have, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, t.Ident(), quoteIdents([]string{r.m.Options.KeyColumn})), r.m.Tenant)
-			p.Rows = have
-		}
-		tableStart, rowsAtStart := time.Now(), p.Rows
-		for {
-			chunkStart := time.Now()
-			res, err := r.copyChunk(ctx, c, last)
-			if err != nil {
-				return err
-			}
-			p.Rows += res.rows
-			p.Bytes += res.bytes
-			if el := time.Since(tableStart).Seconds(); el > 0 {
-				p.RowsPerS = float64(p.Rows-rowsAtStart) / el
-			}
-			if err := r.sample(ctx, false); err != nil {
-				return err
-			}
-			if res.rows < int64(c.chunkRows) {
-				break
-			}
-			last = res.lastKey
-			if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterChunk, r.m); err != nil {
-				return err
-			}
-			if err := r.saveProgress(ctx); err != nil {
-				return err
-			}
-			if err := th.wait(ctx, res.rows, time.Since(chunkStart)); err != nil {
-				return err
-			}
-		}
-		p.Done = true
-		p.TotalRows = max(p.TotalRows, p.Rows)
-		if err := r.save(ctx); err != nil {
-			return err
-		}
-	}
-	return r.sample(ctx, true)
-}
-
-// copyChunk copies one chunk. A chunk read after its parent table was
-// copied may reference parent rows written since: those are in the change
-// capture, so on a foreign-key violation the changes of the tables already
-// copied are applied and the chunk is read again. Writers that keep adding
-// parents and children can win that race every time (the re-read chunk has
-// newer children still), so from the second retry the chunk is written
-// without the target checking foreign keys (session_replication_role =
-// replica, as logical replication applies): every row's parent exists in
-// the source, so it is on the target or in the change queue, which catch-up
-// applies before the full verification compares every row. Where the
-// migrator's role may not set that (it needs superuser), it keeps retrying.
-func (r *run) copyChunk(ctx context.Context, c *copier, last []string) (res chunkResult, err error) {
-	deferred := false // foreign-key checks off on the target connection
-	defer func() {
-		if !deferred {
-			return
-		}
-		if rerr := c.dst.Exec(ctx, "RESET session_replication_role").Close(); rerr != nil && err == nil {
-			err = fmt.Errorf("reset session_replication_role: %w", rerr)
-		}
-	}()
-	for attempt := 0; ; attempt++ {
-		if h := r.mg.cfg.Hooks; h != nil && h.BeforeChunk != nil {
-			if err := h.BeforeChunk(r.m, c.table.Key()); err != nil {
-				return chunkResult{}, err
-			}
-		}
-		res, err = c.copyChunk(ctx, last)
-		if err == nil {
-			r.m.Message = ""
-		}
-		if err == nil || !isFKViolation(err) || attempt >= 5 || deferred {
-			return res, err
-		}
-		idx := 0
-		for i, t := range r.tables {
-			if t.Key() == c.table.Key() {
-				idx = i
-			}
-		}
-		r.m.Message = fmt.Sprintf("a chunk of %s met rows whose parents are still in the change queue: applying the parents' changes captured so far, then retrying (attempt %d)",
-			c.table.Key(), attempt+1)
-		if err := r.saveProgress(ctx); err != nil {
-			return res, err
-		}
-		if err := r.applyDone(ctx, idx); err != nil {
-			return res, err
-		}
-		if attempt == 1 {
-			if rerr := c.dst.Exec(ctx, "SET session_replication_role = replica").Close(); rerr != nil {
-				r.mg.log.Warn("cannot defer foreign-key checks for the copy (needs superuser); retrying as is", "move", r.m.ID, "err", rerr)
-			} else {
-				deferred = true
-			}
-		}
-	}
-}
-
 // resync brings a retained copy on the destination up to date by
 // difference: rows gone from the source are deleted (children first), rows
 // missing or different are upserted (parents first). Only what changed since
@@ -679,19 +545,7 @@ func (r *run) verifyFull(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var real []Mismatch
-		for _, mm := range mismatches {
-			var keys []string
-			for _, k := range mm.Keys {
-				if !pending[mm.Table][k] {
-					keys = append(keys, k)
-				}
-			}
-			if len(keys) > 0 {
-				mm.Keys = keys[:min(len(keys), 20)]
-				real = append(real, mm)
-			}
-		}
+		real := unexcused(mismatches, pending)
 		if len(real) == 0 {
 			r.verified = true
 			return nil
@@ -709,6 +563,25 @@ func (r *run) verifyFull(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// unexcused keeps the differing keys that have no captured change pending
+// (up to 20 per table): those differences are real.
+func unexcused(mismatches []Mismatch, pending map[string]map[string]bool) []Mismatch {
+	var real []Mismatch
+	for _, mm := range mismatches {
+		var keys []string
+		for _, k := range mm.Keys {
+			if !pending[mm.Table][k] {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			mm.Keys = keys[:min(len(keys), 20)]
+			real = append(real, mm)
+		}
+	}
+	return real
 }
 
 // note remembers keys applied since the last full verification.
@@ -729,12 +602,24 @@ func describe(ms []Mismatch) string {
 	return s
 }
 
-// checkDDL stops the move if a tenant table's shape changed.
+// checkDDL stops the move if a tenant table's shape changed. Source and
+// target are read at the same time (it runs inside the switch).
 func (r *run) checkDDL(ctx context.Context) error {
 	if r.m.Fingerprint == "" {
 		return nil
 	}
+	var dt []Table
+	var derr error
+	var wg sync.WaitGroup
+	if r.dst != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dt, derr = discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
+		}()
+	}
 	tables, err := discoverTables(ctx, r.src, r.m.Options.KeyColumn)
+	wg.Wait()
 	if err != nil {
 		return err
 	}
@@ -742,14 +627,14 @@ func (r *run) checkDDL(ctx context.Context) error {
 		return fmt.Errorf("%w on the source (fingerprint %s, was %s): finish the schema change on both sides, then abort and start the move again",
 			ErrDDL, fp, r.m.Fingerprint)
 	}
-	if r.dst != nil {
-		dt, err := discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
-		if err != nil {
-			return err
-		}
-		if err := sameShape(tables, dt); err != nil {
-			return fmt.Errorf("%w on the target: %v", ErrDDL, err)
-		}
+	if r.dst == nil {
+		return nil
+	}
+	if derr != nil {
+		return derr
+	}
+	if err := sameShape(tables, dt); err != nil {
+		return fmt.Errorf("%w on the target: %v", ErrDDL, err)
 	}
 	return nil
 }

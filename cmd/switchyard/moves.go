@@ -70,6 +70,7 @@ func runMove(ctx context.Context, args []string) error {
 	reason := fs.String("reason", "operator", "why (kept in the move record)")
 	var opts migrator.Options
 	fs.IntVar(&opts.ChunkRows, "chunk", 250_000, "rows per copy chunk")
+	fs.IntVar(&opts.CopyStreams, "streams", 2, "parallel copy streams per table (key ranges)")
 	fs.Float64Var(&opts.RateRows, "rate", 0, "copy at most this many rows per second (0: unlimited)")
 	fs.DurationVar(&opts.Retention, "retention", 24*time.Hour, "keep the fenced source copy this long")
 	tenant, rest := splitFirstArg(args)

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 // BenchmarkCopyMillion: one tenant of 1,000,000 rows (about 170 MB with a
 // jsonb column) copied from a shared pool database to a dedicated database
 // on the same server, by `psql \copy … | psql \copy …` and by a Switchyard
-// move with change capture running, in the same run. Run with -benchtime=1x.
+// move with change capture running, in the same run; the move copies in
+// parallel key-range streams (SWITCHYARD_COPY_STREAMS, default 2). Run with
+// -benchtime=1x.
 func BenchmarkCopyMillion(b *testing.B) {
 	pg := harness.PostgresT(b)
 	ctx := context.Background()
@@ -68,7 +71,8 @@ func BenchmarkCopyMillion(b *testing.B) {
 
 		// The move (capture triggers installed before the copy starts).
 		mg := migrator.New(c.Client(), migrator.Config{Logger: testLogger(b)})
-		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "big", To: "db-1", Options: migrator.Options{Retention: time.Hour}})
+		streams, _ := strconv.Atoi(os.Getenv("SWITCHYARD_COPY_STREAMS")) // 0: the default (2)
+		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "big", To: "db-1", Options: migrator.Options{Retention: time.Hour, CopyStreams: streams}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,49 +91,95 @@ func BenchmarkCopyMillion(b *testing.B) {
 	}
 }
 
-// BenchmarkSwitchPause: 20 moves of a 10,000-row tenant back and forth
-// between two pools under about 200 writes/s through two routers. Reports
-// the time requests were held (router hold histogram) and the freeze→flip
-// pause, p50 and p99, and requires zero failed requests.
+// BenchmarkSwitchPause: moves of one tenant back and forth between two
+// pools while about 1,000 writes/s go through two routers, for tenants of
+// 10,000 and 1,000,000 rows (SWITCHYARD_PAUSE_ROWS=10000,1000000,10000000
+// picks the sizes, SWITCHYARD_PAUSE_MOVES the moves per size). The first move copies; the later ones move back onto
+// the retained copy (re-sync by difference), so a large tenant is not
+// copied and deleted again for every sample: the switch is the same. Reports
+// the freeze→flip pause p50/p99 (and its slowest steps), the time requests
+// were held (router hold histogram), and requires zero failed requests.
+// The pause must not grow with the tenant's size.
 func BenchmarkSwitchPause(b *testing.B) {
-	s := newMoveStackTB(b)
-	s.seedTenantBulk("pauser", 10_000)
-	ctx := context.Background()
-	mg := migrator.New(s.consul.Client(), migrator.Config{Logger: testLogger(b)})
-	for i := 0; i < b.N; i++ {
-		storm := s.startStorm("pauser", 4, 15*time.Millisecond) // 4 writers ≈ 200 writes/s
-		stormStart := time.Now()
-		var pauses []time.Duration
-		to := "pool-2"
-		for j := 0; j < 20; j++ {
-			m, _, err := mg.Create(ctx, migrator.Request{Tenant: "pauser", To: to, Options: migrator.Options{Retention: time.Millisecond}})
+	sizes := []int{10_000, 1_000_000}
+	if env := os.Getenv("SWITCHYARD_PAUSE_ROWS"); env != "" {
+		sizes = nil
+		for _, f := range strings.Split(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil {
-				b.Fatal(err)
+				b.Fatalf("SWITCHYARD_PAUSE_ROWS: %v", err)
 			}
-			if err := mg.Run(ctx, m.ID); err != nil {
-				b.Fatal(err)
-			}
-			m, _ = mg.Get(ctx, m.ID)
-			if m.Phase != migrator.PhaseDone {
-				b.Fatalf("move %d: %s %s", j, m.Phase, m.Error)
-			}
-			pauses = append(pauses, m.Pause)
-			to = map[string]string{"pool-1": "pool-2", "pool-2": "pool-1"}[to]
+			sizes = append(sizes, n)
 		}
-		storm.halt()
-		if f := storm.failures.Load(); f != 0 {
-			b.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
-		}
-		held := s.holdQuantiles(b)
-		sort.Slice(pauses, func(i, j int) bool { return pauses[i] < pauses[j] })
-		p50, p99 := pauses[len(pauses)/2], pauses[len(pauses)*99/100]
-		b.ReportMetric(float64(p50.Microseconds())/1000, "pause-p50-ms")
-		b.ReportMetric(float64(p99.Microseconds())/1000, "pause-p99-ms")
-		b.ReportMetric(held[0.5]*1000, "hold-p50-ms")
-		b.ReportMetric(held[0.99]*1000, "hold-p99-ms")
-		b.Logf("20 moves of 10,000 rows under %d writes at %.0f writes/s (0 failed): freeze→flip p50 %s p99 %s; request hold p50 %.1f ms p99 %.1f ms (%d held)",
-			storm.requests.Load(), float64(storm.requests.Load())/time.Since(stormStart).Seconds(), p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), held[0.5]*1000, held[0.99]*1000, int(held[-1]))
 	}
+	for _, rows := range sizes {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			moves := map[bool]int{true: 20, false: 8}[rows <= 100_000]
+			if rows >= 5_000_000 {
+				moves = 4
+			}
+			if n, err := strconv.Atoi(os.Getenv("SWITCHYARD_PAUSE_MOVES")); err == nil && n > 0 {
+				moves = n
+			}
+			for i := 0; i < b.N; i++ {
+				switchPause(b, rows, moves)
+			}
+		})
+	}
+}
+
+// switchPause seeds a tenant of rows rows and times moves of it under
+// about 1,000 writes/s.
+func switchPause(b *testing.B, rows, moves int) {
+	s := newMoveStackTB(b)
+	seedStart := time.Now()
+	s.seedTenantBulk("pauser", rows)
+	b.Logf("seeded %d rows in %s", rows, time.Since(seedStart).Round(time.Millisecond))
+	ctx := context.Background()
+	waitFor(b, 10*time.Second, "both routers registered for cutovers", func() bool {
+		live, _ := s.store.LiveRouters(ctx)
+		return len(live) == 2
+	})
+	mg := migrator.New(s.consul.Client(), migrator.Config{Logger: testLogger(b)})
+	storm := s.startStorm("pauser", 32, 20*time.Millisecond) // ≈ 1,000 writes/s here
+	stormStart := time.Now()
+	var pauses []time.Duration
+	slowest := map[string]time.Duration{}
+	to := "pool-2"
+	for j := 0; j < moves; j++ {
+		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "pauser", To: to, Options: migrator.Options{Retention: time.Hour}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := mg.Run(ctx, m.ID); err != nil {
+			b.Fatal(err)
+		}
+		m, _ = mg.Get(ctx, m.ID)
+		if m.Phase != migrator.PhaseRetained {
+			b.Fatalf("move %d: %s %s", j, m.Phase, m.Error)
+		}
+		pauses = append(pauses, m.Pause)
+		for step, d := range m.PauseSteps {
+			slowest[step] = max(slowest[step], d)
+		}
+		b.Logf("move %d (%s, resync %v): pause %s: %v", j, to, m.Resync, m.Pause.Round(100*time.Microsecond), m.PauseSteps)
+		to = map[string]string{"pool-1": "pool-2", "pool-2": "pool-1"}[to]
+	}
+	rate := float64(storm.requests.Load()) / time.Since(stormStart).Seconds()
+	storm.halt()
+	if f := storm.failures.Load(); f != 0 {
+		b.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
+	}
+	held := s.holdQuantiles(b)
+	sort.Slice(pauses, func(i, j int) bool { return pauses[i] < pauses[j] })
+	p50, p99 := pauses[len(pauses)/2], pauses[len(pauses)*99/100]
+	b.ReportMetric(float64(p50.Microseconds())/1000, "pause-p50-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "pause-p99-ms")
+	b.ReportMetric(held[0.5]*1000, "hold-p50-ms")
+	b.ReportMetric(held[0.99]*1000, "hold-p99-ms")
+	b.ReportMetric(rate, "writes/s")
+	b.Logf("%d moves of %d rows under %d writes at %.0f writes/s (0 failed): freeze→flip p50 %s p99 %s (slowest steps %v); request hold p50 %.1f ms p99 %.1f ms (%d held)",
+		moves, rows, storm.requests.Load(), rate, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), slowest, held[0.5]*1000, held[0.99]*1000, int(held[-1]))
 }
 
 // BenchmarkCaptureOverhead: the pool's write throughput (pgbench, custom

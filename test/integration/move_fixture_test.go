@@ -311,6 +311,9 @@ func (s *moveStack) seedTenantBulk(id string, n int) {
 		SELECT $1, 'bulk-' || g, g % 100 + 1, g, jsonb_build_object('n', g) FROM generate_series(1, $2::int) g`, id, n); err != nil {
 		s.t.Fatal(err)
 	}
+	if _, err := db.Exec(`VACUUM ANALYZE orders`); err != nil {
+		s.t.Fatal(err)
+	}
 	waitFor(s.t, 15*time.Second, "tenant served", func() bool {
 		resp, err := s.hc.Get(s.routers[0].url + "/t/" + id + "/orders?limit=1")
 		if err != nil {

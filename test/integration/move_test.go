@@ -29,27 +29,50 @@ func dsnOf(t *testing.T, s *moveStack, target, tenant string) string {
 
 // Writer storm: 16 clients with no pause between requests insert, update
 // and delete orders (and so their order_events children) through two
-// routers, and the move to a dedicated database must finish while they
-// run, within a stated bound (issue 8: a busy tenant's move used to sit in
-// copy or catch-up forever). Afterwards: zero failed requests, every
+// routers, and the move must finish while they run, within a stated bound
+// (issue 8: a busy tenant's move used to sit in copy or catch-up forever),
+// in every direction between tiers. Afterwards: zero failed requests, every
 // acknowledged write on the target, source at the fence equal to the target.
 func TestMoveUnderWriterStorm(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		tier     catalog.Tier
+		from, to string
+		toTier   catalog.Tier
+	}{
+		{"pool to dedicated-db", catalog.TierShared, "pool-1", "db-1", catalog.TierDedicatedDB},
+		{"pool to dedicated-cluster", catalog.TierShared, "pool-1", "cl-1", catalog.TierDedicatedCluster},
+		{"dedicated-db to dedicated-cluster", catalog.TierDedicatedDB, "db-1", "cl-1", catalog.TierDedicatedCluster},
+		{"dedicated-cluster to pool", catalog.TierDedicatedCluster, "cl-1", "pool-2", catalog.TierShared},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newMoveStack(t)
+			s.seedTenant("stormy", "free", tc.tier, tc.from, 300)
+			s.seedTenant("neighbour", "free", catalog.TierShared, "pool-1", 10)
+			stormMove(t, s, tc.from, tc.to, tc.toTier)
+		})
+	}
+}
+
+// stormMove moves "stormy" from → to under 16 unpaced writers (and a paced
+// neighbour in pool-1) and checks the outcome.
+func stormMove(t *testing.T, s *moveStack, from, to string, toTier catalog.Tier) {
 	const moveBound = 15 * time.Second // the storm runs ≤ ~18 s in all
-	s := newMoveStack(t)
-	s.seedTenant("stormy", "free", catalog.TierShared, "pool-1", 300)
-	s.seedTenant("neighbour", "free", catalog.TierShared, "pool-1", 10)
 	ctx := testContext(t)
 	waitFor(t, 10*time.Second, "both routers registered for cutovers", func() bool {
 		live, _ := s.store.LiveRouters(ctx)
 		return len(live) == 2
 	})
+	srcDSN := dsnOf(t, s, from, "stormy")
 	mg := s.migrator(nil)
 	storm := s.startStorm("stormy", 16, 0)
 	neighbours := s.startStorm("neighbour", 1, 5*time.Millisecond)
+	defer neighbours.halt()
+	defer storm.halt()
 	stormStart := time.Now()
 	time.Sleep(time.Second)
 	moveStart := time.Now()
-	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "stormy", To: "db-1", Reason: "plan upgrade",
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "stormy", To: to, Reason: "plan change",
 		Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +82,6 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	cancel()
 	moveEnd := time.Now()
 	if err != nil {
-		storm.halt()
-		neighbours.halt()
 		m, _ = mg.Get(ctx, m.ID)
 		t.Fatalf("the move did not finish within %s while the storm ran: %v; left in %s (%s): backlog %d, %.0f/s captured, %.0f/s applied: %s",
 			moveBound, err, m.Phase, m.Status, m.Backlog, m.CapturePerS, m.ApplyPerS, m.Message)
@@ -79,36 +100,36 @@ func TestMoveUnderWriterStorm(t *testing.T) {
 	if f := neighbours.failures.Load(); f != 0 {
 		t.Fatalf("neighbour tenant: %d failed requests: %v", f, neighbours.failLog)
 	}
-	t.Logf("%d requests, 0 failed (%.0f writes/s by 16 unpaced clients); served by %v; move took %s (copy %s, catch-up %s), switch pause %s; apply %.0f changes/s, capture %.0f/s",
-		storm.requests.Load(), float64(storm.requests.Load())/stormEnd.Sub(stormStart).Seconds(), storm.servedBy,
+	t.Logf("%s → %s: %d requests, 0 failed (%.0f writes/s by 16 unpaced clients); served by %v; move took %s (copy %s, catch-up %s), switch pause %s %v; apply %.0f changes/s, capture %.0f/s",
+		from, to, storm.requests.Load(), float64(storm.requests.Load())/stormEnd.Sub(stormStart).Seconds(), storm.servedBy,
 		moveEnd.Sub(moveStart).Round(time.Millisecond), m.Took[migrator.PhaseCopy].Round(time.Millisecond),
-		m.Took[migrator.PhaseCatchUp].Round(time.Millisecond), m.Pause, m.ApplyPerS, m.CapturePerS)
-	if storm.servedBy["db-1"] == 0 || storm.servedBy["pool-1"] == 0 {
+		m.Took[migrator.PhaseCatchUp].Round(time.Millisecond), m.Pause, m.PauseSteps, m.ApplyPerS, m.CapturePerS)
+	if storm.servedBy[to] == 0 || storm.servedBy[from] == 0 {
 		t.Fatalf("writes were not spread across the move: %v", storm.servedBy)
 	}
 	// Audit: after the flip no write of the tenant went to the source, by
 	// either router (the flip is done before m.Switched is stamped).
 	for _, e := range storm.log {
-		if e.start.After(m.Switched) && e.servedBy != "db-1" {
+		if e.start.After(m.Switched) && e.servedBy != to {
 			t.Fatalf("a write started %s after the switch was served by %s", e.start.Sub(m.Switched), e.servedBy)
 		}
 	}
 	before, nb := neighbours.p99(stormStart, moveStart)
 	during, nd := neighbours.p99(moveStart, moveEnd)
-	t.Logf("neighbour tenant in the same pool: write p99 %s before the move (%d writes), %s during it (%d writes)", before, nb, during, nd)
+	t.Logf("neighbour tenant in pool-1: write p99 %s before the move (%d writes), %s during it (%d writes)", before, nb, during, nd)
 	tenant, _ := s.store.GetTenant(ctx, "stormy")
-	if tenant.Target != "db-1" || tenant.Tier != catalog.TierDedicatedDB || tenant.State != catalog.StateActive {
+	if tenant.Target != to || tenant.Tier != toTier || tenant.State != catalog.StateActive {
 		t.Fatalf("catalog after move: %+v", tenant)
 	}
-	dst := dsnOf(t, s, "db-1", "stormy")
+	dst := dsnOf(t, s, to, "stormy")
 	storm.checkModel(t, dst)
 	after := map[int64]bool{}
 	for id, by := range storm.touchedOn {
-		if by == "db-1" {
+		if by == to {
 			after[id] = true
 		}
 	}
-	compareAtFence(t, s.pgPool.DSN("pool"), dst, "stormy", after)
+	compareAtFence(t, srcDSN, dst, "stormy", after)
 }
 
 // leftoversIn lists what a finished or aborted move may have left in a
