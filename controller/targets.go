@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -164,18 +165,45 @@ func (s *Server) rebalance(c *gin.Context) {
 	s.answerPlan(c, plan, err, req.dryRun(), "rebalance", nil)
 }
 
-// startMoves creates the plan's moves; the leader runs them, a bounded
-// number at a time.
+// startMovesParallel bounds how many moves a plan creates at once: each
+// runs its own preflight (both databases), which is most of the time.
+const startMovesParallel = 8
+
+// startMoves creates the plan's moves, a few at a time; the leader runs
+// them, a bounded number at a time. On an error it returns the moves
+// created (in plan order) and the first error in plan order.
 func (s *Server) startMoves(c *gin.Context, plan placement.Plan, why string) ([]*migrator.Move, error) {
+	ctx, who := c.Request.Context(), actor(c)
+	created := make([]*migrator.Move, len(plan.Moves))
+	errs := make([]error, len(plan.Moves))
+	sem := make(chan struct{}, startMovesParallel)
+	var wg sync.WaitGroup
+	for i, pm := range plan.Moves {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m, _, err := s.migrator.Create(ctx, migrator.Request{Tenant: pm.Tenant, To: pm.To, Reason: why + ": " + pm.Reason + " (by " + who + ")",
+				Options: s.moveOptions()})
+			if err != nil {
+				errs[i] = fmt.Errorf("move %s → %s: %w", pm.Tenant, pm.To, err)
+				return
+			}
+			s.audit(ctx, auditEntry{Actor: who, Action: "move.start", Tenant: pm.Tenant, Move: m.ID, Detail: why + ": " + pm.Reason})
+			created[i] = m
+		}()
+	}
+	wg.Wait()
 	var out []*migrator.Move
-	for _, pm := range plan.Moves {
-		m, _, err := s.migrator.Create(c.Request.Context(), migrator.Request{Tenant: pm.Tenant, To: pm.To, Reason: why + ": " + pm.Reason + " (by " + actor(c) + ")",
-			Options: s.moveOptions()})
-		if err != nil {
-			return out, fmt.Errorf("move %s → %s: %w", pm.Tenant, pm.To, err)
+	for _, m := range created {
+		if m != nil {
+			out = append(out, m)
 		}
-		s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "move.start", Tenant: pm.Tenant, Move: m.ID, Detail: why + ": " + pm.Reason})
-		out = append(out, m)
+	}
+	for _, err := range errs {
+		if err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
