@@ -227,12 +227,7 @@ func (r *run) settle(ctx context.Context, steps map[string]time.Duration) error 
 // verifyChanged, so it holds exactly those (see verifyKeys: no counts).
 func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) error {
 	t0 := time.Now()
-	a := r.applier()
-	hwm, err := a.highWater(ctx)
-	if err != nil {
-		return err
-	}
-	n, err := a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
+	n, err := r.applyNoted(ctx, r.applier())
 	if err != nil {
 		return err
 	}
@@ -250,6 +245,17 @@ func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) er
 	return nil
 }
 
+// applyNoted applies the captured changes up to the high-water mark taken
+// now, noting the keys it wrote for the next verification, and returns
+// how many it applied.
+func (r *run) applyNoted(ctx context.Context, a *applier) (int, error) {
+	hwm, err := a.highWater(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
+}
+
 // topUp applies captured changes in up to rounds rounds (each up to the
 // high-water mark of its start) until a round finds at most half the
 // CatchUpBacklog: catch-up stops at what apply does in 100 ms, and
@@ -257,11 +263,7 @@ func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) er
 func (r *run) topUp(ctx context.Context, rounds int) error {
 	a := r.applier()
 	for round := 0; round < rounds; round++ {
-		hwm, err := a.highWater(ctx)
-		if err != nil {
-			return err
-		}
-		n, err := a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
+		n, err := r.applyNoted(ctx, a)
 		if err != nil {
 			return err
 		}
