@@ -256,6 +256,18 @@ func (h *hostileRun) dial() (*hostileConn, error) {
 	return &hostileConn{conn: conn, br: bufio.NewReader(conn)}, nil
 }
 
+// dialFor dials for an attack; on failure it records the failure in o and
+// returns nil.
+func (h *hostileRun) dialFor(o *hostileOutcome) *hostileConn {
+	c, err := h.dial()
+	if err != nil {
+		o.class = "dial error"
+		o.problem("dial: %v", err)
+		return nil
+	}
+	return c
+}
+
 func (c *hostileConn) send(s string) error {
 	_, err := io.WriteString(c.conn, s)
 	return err
@@ -327,10 +339,8 @@ type exchange struct {
 
 func (x exchange) run(h *hostileRun, i int) hostileOutcome {
 	var o hostileOutcome
-	c, err := h.dial()
-	if err != nil {
-		o.class = "dial error"
-		o.problem("dial: %v", err)
+	c := h.dialFor(&o)
+	if c == nil {
 		return o
 	}
 	defer c.conn.Close()
@@ -805,10 +815,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 					{"attacker", fmt.Sprintf("GET /p?i=%d&k=2 HTTP/1.1\r\nHost: router.test\r\nAuthorization: Bearer %s\r\nX-Test-Route: 1\r\n%s\r\n", i, h.env.attackerToken, c.extras[2])},
 				}
 				var o hostileOutcome
-				conn, err := h.dial()
-				if err != nil {
-					o.class = "dial error"
-					o.problem("dial: %v", err)
+				conn := h.dialFor(&o)
+				if conn == nil {
 					return o
 				}
 				defer conn.conn.Close()
@@ -857,10 +865,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 			maxElapsed: hostileReadHeader + hostileMargin,
 			attack: func(h *hostileRun, i int) hostileOutcome {
 				var o hostileOutcome
-				c, err := h.dial()
-				if err != nil {
-					o.class = "dial error"
-					o.problem("dial: %v", err)
+				c := h.dialFor(&o)
+				if c == nil {
 					return o
 				}
 				defer c.conn.Close()
@@ -909,10 +915,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 			limit: hostileBodyTimeout + hostileMargin + 2*time.Second,
 			attack: func(h *hostileRun, i int) hostileOutcome {
 				var o hostileOutcome
-				conn, err := h.dial()
-				if err != nil {
-					o.class = "dial error"
-					o.problem("dial: %v", err)
+				conn := h.dialFor(&o)
+				if conn == nil {
 					return o
 				}
 				defer conn.conn.Close()
@@ -1018,10 +1022,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 		name: "chunked body over MaxBodyBytes", want: []int{413}, json: true, closedAfter: true,
 		attack: func(h *hostileRun, i int) hostileOutcome {
 			var o hostileOutcome
-			c, err := h.dial()
-			if err != nil {
-				o.class = "dial error"
-				o.problem("dial: %v", err)
+			c := h.dialFor(&o)
+			if c == nil {
 				return o
 			}
 			defer c.conn.Close()
@@ -1053,10 +1055,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 		},
 		attack: func(h *hostileRun, i int) hostileOutcome {
 			var o hostileOutcome
-			c, err := h.dial()
-			if err != nil {
-				o.class = "dial error"
-				o.problem("dial: %v", err)
+			c := h.dialFor(&o)
+			if c == nil {
 				return o
 			}
 			defer c.conn.Close()
@@ -1122,10 +1122,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 			maxElapsed: hostileMargin, limit: hostileSleep + 3*time.Second,
 			attack: func(h *hostileRun, i int) hostileOutcome {
 				var o hostileOutcome
-				c, err := h.dial()
-				if err != nil {
-					o.class = "dial error"
-					o.problem("dial: %v", err)
+				c := h.dialFor(&o)
+				if c == nil {
 					return o
 				}
 				id := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(eng.name, " ", ""), time.Now().UnixNano(), i)
@@ -1234,10 +1232,8 @@ func hostileRows(env *hostileEnv) []hostileRow {
 			maxElapsed: 200 * time.Millisecond,
 			attack: func(h *hostileRun, i int) hostileOutcome {
 				var o hostileOutcome
-				conn, err := h.dial()
-				if err != nil {
-					o.class = "dial error"
-					o.problem("dial: %v", err)
+				conn := h.dialFor(&o)
+				if conn == nil {
 					return o
 				}
 				defer conn.conn.Close()
