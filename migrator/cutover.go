@@ -2,14 +2,15 @@ package migrator
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/lib/pq"
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
@@ -360,24 +361,37 @@ func (r *run) waitAcks(ctx context.Context, epoch uint64) error {
 // advanceSequences sets every target sequence past the source's value (and
 // past the largest value already on the target).
 func (r *run) advanceSequences(ctx context.Context) error {
+	var seqs []string
 	for _, t := range r.tables {
-		for _, seq := range t.Sequences {
-			var srcLast int64
-			if err := r.src.GetContext(ctx, &srcLast, fmt.Sprintf(`SELECT last_value FROM %s`, seq)); err != nil {
-				return fmt.Errorf("read sequence %s: %w", seq, err)
-			}
-			var exists bool
-			if err := r.dst.GetContext(ctx, &exists, `SELECT to_regclass($1) IS NOT NULL`, seq); err != nil {
-				return err
-			}
-			if !exists {
-				continue
-			}
-			q := fmt.Sprintf(`SELECT setval(%[1]s, GREATEST((SELECT last_value FROM %[2]s), $1::bigint))`, pq.QuoteLiteral(seq), seq)
-			if _, err := r.dst.ExecContext(ctx, q, srcLast); err != nil {
-				return fmt.Errorf("advance sequence %s: %w", seq, err)
-			}
-		}
+		seqs = append(seqs, t.Sequences...)
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	// One round trip per side: every sequence's last value on the source
+	// (NULL if never used), then every one the destination has set past
+	// it (setval and pg_sequence_last_value of a missing one are NULL).
+	src, dst := make([]string, len(seqs)), make([]string, len(seqs))
+	args := make([]any, len(seqs))
+	for i, seq := range seqs {
+		src[i] = fmt.Sprintf("pg_sequence_last_value(to_regclass($%d))", i+1)
+		args[i] = seq
+	}
+	last := make([]sql.NullInt64, len(seqs))
+	dests := make([]any, len(seqs))
+	for i := range last {
+		dests[i] = &last[i]
+	}
+	if err := r.src.QueryRowContext(ctx, "SELECT "+strings.Join(src, ", "), args...).Scan(dests...); err != nil {
+		return fmt.Errorf("read sequences %v: %w", seqs, err)
+	}
+	dargs := make([]any, 0, 2*len(seqs))
+	for i, seq := range seqs {
+		dst[i] = fmt.Sprintf("setval(to_regclass($%[1]d), GREATEST(pg_sequence_last_value(to_regclass($%[1]d)), $%[2]d::bigint))", 2*i+1, 2*i+2)
+		dargs = append(dargs, seq, last[i])
+	}
+	if _, err := r.dst.ExecContext(ctx, "SELECT "+strings.Join(dst, ", "), dargs...); err != nil {
+		return fmt.Errorf("advance sequences %v: %w", seqs, err)
 	}
 	return nil
 }
