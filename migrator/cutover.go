@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
 )
