@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -12,10 +11,6 @@ import (
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/migrator"
 )
-
-// knownBugs reports whether tests of bugs not fixed yet run instead of
-// skipping.
-func knownBugs() bool { return os.Getenv("SWITCHYARD_KNOWN_BUGS") != "" }
 
 // isFlip matches the migrator's catalog transaction (a bucket CAS) in the
 // bytes of a request to Consul.
@@ -34,7 +29,6 @@ func TestScaleOutFlipAnswerLost(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		afterForward bool
-		bug          string
 	}{
 		{name: "before the CAS reaches Consul"},
 		// Before the fix, the rollback unfenced the source although the
@@ -42,9 +36,6 @@ func TestScaleOutFlipAnswerLost(t *testing.T) {
 		{name: "after the CAS commits", afterForward: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.bug != "" && !knownBugs() {
-				t.Skip(tc.bug + " (SWITCHYARD_KNOWN_BUGS=1 runs it)")
-			}
 			flipCut(t, tc.afterForward)
 		})
 	}
