@@ -25,7 +25,8 @@ var _ http.RoundTripper = (*selectingTransport)(nil)
 func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	service := req.URL.Host
 	tenant := ""
-	if st, ok := req.Context().Value(reqStateKey{}).(*reqState); ok {
+	st, _ := req.Context().Value(reqStateKey{}).(*reqState) // the request's state, read once
+	if st != nil {
 		tenant = st.route.ID
 	}
 	p := t.upstreams.pool(service)
@@ -33,7 +34,7 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", service, err)
 	}
-	resp, err := t.try(req, tk)
+	resp, err := t.try(req, tk, st)
 	if err == nil || !retriable(req, err) {
 		return resp, err
 	}
@@ -49,12 +50,12 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		}
 		req.Body = body
 	}
-	return t.try(req, tk2)
+	return t.try(req, tk2, st)
 }
 
 // try sends the request to the ticket's instance and reports the outcome
-// to its breakers.
-func (t *selectingTransport) try(req *http.Request, tk ticket) (*http.Response, error) {
+// to its breakers; st (nil outside the proxy) keeps what modifyResponse needs.
+func (t *selectingTransport) try(req *http.Request, tk ticket, st *reqState) (*http.Response, error) {
 	req.URL.Host = tk.up.addr
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
@@ -65,11 +66,8 @@ func (t *selectingTransport) try(req *http.Request, tk ticket) (*http.Response, 
 		return nil, err
 	}
 	tk.report(statusOutcome(resp.StatusCode))
-	if v, ok := resp.Header["Proxy-Authenticate"]; ok {
-		// ReverseProxy drops it as hop-by-hop; modifyResponse puts it back.
-		if st, ok := req.Context().Value(reqStateKey{}).(*reqState); ok {
-			st.proxyAuthenticate = v
-		}
+	if v, ok := resp.Header["Proxy-Authenticate"]; ok && st != nil {
+		st.proxyAuthenticate = v // ReverseProxy drops it as hop-by-hop; modifyResponse puts it back
 	}
 	return resp, nil
 }
