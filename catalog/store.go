@@ -301,7 +301,7 @@ func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]
 		if resp != nil && len(resp.Errors) > 0 && !isCASFailure(resp.Errors) {
 			return fmt.Errorf("catalog write: %s", resp.Errors[0].What)
 		}
-		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
+		if err := casBackoff.Sleep(ctx, attempt+1); err != nil {
 			return err
 		}
 	}
@@ -330,10 +330,8 @@ func isCASFailure(errs api.TxnErrors) bool {
 	return true
 }
 
-func backoff(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 6)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
+// casBackoff spreads writers that lost a compare-and-set race.
+var casBackoff = retry.Backoff{Min: time.Millisecond, Max: 64 * time.Millisecond}
 
 func cloneLabels(m map[string]string) map[string]string {
 	if m == nil {
@@ -456,7 +454,7 @@ func (s *Store) UpdateTarget(ctx context.Context, id string, fn func(*Target) er
 		if ok {
 			return next, nil
 		}
-		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
+		if err := casBackoff.Sleep(ctx, attempt+1); err != nil {
 			return Target{}, err
 		}
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/internal/watch"
 )
 
 // WatcherConfig configures a Watcher. Zero values take the defaults.
@@ -150,77 +149,27 @@ func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); w.loop(ctx, "manifest", w.watchManifest) }()
-	go func() { defer wg.Done(); w.loop(ctx, "targets", w.watchTargets) }()
+	go func() { defer wg.Done(); w.loop("manifest", w.watchManifest).Run(ctx) }()
+	go func() { defer wg.Done(); w.loop("targets", w.watchTargets).Run(ctx) }()
 	wg.Wait()
 	return nil
 }
 
-// loop runs one blocking-query step again and again: it backs off on errors,
-// resets the index when it goes backwards, and rate-limits itself.
-func (w *Watcher) loop(ctx context.Context, name string, step func(context.Context, uint64) (uint64, error)) {
-	var index uint64
-	failures := 0
-	for ctx.Err() == nil {
-		start := time.Now()
-		next, err := safeStep(ctx, step, index)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			failures++
-			// After an error the server may not be the one we were
-			// watching (a restart, a rebuilt cluster): start over at 0.
-			index = 0
-			msg := fmt.Sprintf("%s watch: %v", name, err)
+// loop is the blocking-query loop of one of the watcher's two watches; it
+// keeps LastError current.
+func (w *Watcher) loop(name string, fetch watch.Fetch) *watch.Loop {
+	return &watch.Loop{
+		Name: "catalog " + name, Fetch: fetch, Logger: w.cfg.Logger,
+		Backoff:     retry.Backoff{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax},
+		MinInterval: w.cfg.MinInterval,
+		OnResult: func(err error) {
+			msg := ""
+			if err != nil {
+				msg = fmt.Sprintf("%s watch: %v", name, err)
+			}
 			w.lastErr.Store(&msg)
-			d := w.retryDelay(failures)
-			w.cfg.Logger.Warn("catalog watch failed", "watch", name, "err", err, "retry_in", d, "failures", failures)
-			if retry.Sleep(ctx, d) != nil {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			w.cfg.Logger.Info("catalog watch recovered", "watch", name, "after_failures", failures)
-			failures = 0
-		}
-		empty := ""
-		w.lastErr.Store(&empty)
-		switch {
-		case next < index:
-			// Consul's index went backwards (a restored or new cluster):
-			// start over from 0 so the next query returns at once.
-			w.cfg.Logger.Info("catalog index went backwards; resetting", "watch", name, "from", index, "to", next)
-			index = 0
-		case next == index:
-			// Woke without a change: rate-limit.
-			if el := time.Since(start); el < w.cfg.MinInterval {
-				if retry.Sleep(ctx, w.cfg.MinInterval-el) != nil {
-					return
-				}
-			}
-		default:
-			index = next
-		}
+		},
 	}
-}
-
-func safeStep(ctx context.Context, step func(context.Context, uint64) (uint64, error), index uint64) (next uint64, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return step(ctx, index)
-}
-
-func (w *Watcher) retryDelay(failures int) time.Duration {
-	d := w.cfg.RetryMin << min(failures-1, 20)
-	if d > w.cfg.RetryMax || d <= 0 {
-		d = w.cfg.RetryMax
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 func (w *Watcher) blockingOpts(ctx context.Context, index uint64) *api.QueryOptions {
