@@ -29,12 +29,12 @@ type Freeze struct {
 	Move   string `json:"move"`
 }
 
-func (s *Store) routerKey(id string) string     { return s.prefix + "/routers/" + id }
-func (s *Store) freezeKey(tenant string) string { return s.prefix + "/freezes/" + tenant }
-func (s *Store) ackPrefix(tenant string) string { return s.prefix + "/acks/" + tenant + "/" }
+func (s *Store) routerKey(id string) string     { return s.keys.Router(id) }
+func (s *Store) freezeKey(tenant string) string { return s.keys.Freeze(tenant) }
+func (s *Store) ackPrefix(tenant string) string { return s.keys.Acks(tenant) }
 
 // FreezesPrefix is the KV prefix routers watch for cutovers.
-func (s *Store) FreezesPrefix() string { return s.prefix + "/freezes/" }
+func (s *Store) FreezesPrefix() string { return s.keys.Freezes() }
 
 // RouterSession is a router's presence in Consul.
 type RouterSession struct {
@@ -102,14 +102,14 @@ func (rs *RouterSession) Ack(ctx context.Context, tenant string, epoch uint64) e
 
 // LiveRouters lists the routers whose session holds their key.
 func (s *Store) LiveRouters(ctx context.Context) ([]string, error) {
-	pairs, _, err := s.client.KV().List(s.prefix+"/routers/", readOpts(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.Routers(), readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list routers: %w", err)
 	}
 	var out []string
 	for _, p := range pairs {
 		if p.Session != "" {
-			out = append(out, strings.TrimPrefix(p.Key, s.prefix+"/routers/"))
+			out = append(out, strings.TrimPrefix(p.Key, s.keys.Routers()))
 		}
 	}
 	return out, nil
@@ -191,6 +191,6 @@ func (rs *RouterSession) PutLoad(ctx context.Context, l RouterLoad) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.prefix + "/load/routers/" + rs.ID, Value: data, Session: rs.Session}, writeOpts(ctx))
+	_, _, err = rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.keys.RouterLoad(rs.ID), Value: data, Session: rs.Session}, writeOpts(ctx))
 	return err
 }

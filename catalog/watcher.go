@@ -125,7 +125,7 @@ func (w *Watcher) LastError() string {
 // consistent read that begins now, or when ctx ends: what a router whose
 // lease lapsed does before it forwards again.
 func (w *Watcher) Confirm(ctx context.Context) error {
-	_, meta, err := w.store.client.KV().Get(w.store.manifestKey(), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	_, meta, err := w.store.client.KV().Get(w.store.keys.Manifest(), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("confirm catalog: %w", err)
 	}
@@ -179,7 +179,7 @@ func (w *Watcher) blockingOpts(ctx context.Context, index uint64) *api.QueryOpti
 // watchManifest waits for the manifest to change, then fetches only the
 // buckets whose version moved and swaps in a new snapshot.
 func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, error) {
-	pair, meta, err := w.store.client.KV().Get(w.store.manifestKey(), w.blockingOpts(ctx, index))
+	pair, meta, err := w.store.client.KV().Get(w.store.keys.Manifest(), w.blockingOpts(ctx, index))
 	if err != nil {
 		return index, err
 	}
@@ -251,7 +251,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	var jobs []job
 	for g, idx := range groups {
 		if len(idx) > 16 {
-			jobs = append(jobs, job{prefix: fmt.Sprintf("%s/tenants/b/%02x", w.store.prefix, g), indexes: idx})
+			jobs = append(jobs, job{prefix: w.store.keys.BucketGroup(g), indexes: idx})
 			continue
 		}
 		for _, i := range idx {
@@ -306,7 +306,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 						views[i] = emptyBucket
 						continue
 					}
-					pair, _, err := w.store.client.KV().Get(w.store.bucketKey(buckets[i]), readOpts(fctx))
+					pair, _, err := w.store.client.KV().Get(w.store.keys.Bucket(buckets[i]), readOpts(fctx))
 					w.bucketsFetched.Add(1)
 					if err != nil {
 						fail(err)
@@ -330,7 +330,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 				}
 				w.bucketsFetched.Add(uint64(len(j.indexes)))
 				for _, i := range j.indexes {
-					decode(i, byKey[w.store.bucketKey(buckets[i])])
+					decode(i, byKey[w.store.keys.Bucket(buckets[i])])
 				}
 			}
 		}()
@@ -353,7 +353,7 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 }
 
 func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error) {
-	pairs, meta, err := w.store.client.KV().List(w.store.targetsPrefix(), w.blockingOpts(ctx, index))
+	pairs, meta, err := w.store.client.KV().List(w.store.keys.Targets(), w.blockingOpts(ctx, index))
 	if err != nil {
 		return index, err
 	}
@@ -368,7 +368,7 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 			w.cfg.Logger.Warn("skipping unreadable target", "key", p.Key, "err", err)
 			continue
 		}
-		if t.ID != strings.TrimPrefix(p.Key, w.store.targetsPrefix()) {
+		if t.ID != strings.TrimPrefix(p.Key, w.store.keys.Targets()) {
 			w.cfg.Logger.Warn("skipping target whose id does not match its key", "key", p.Key, "id", t.ID)
 			continue
 		}
