@@ -432,7 +432,7 @@ func (s *scaleStack) verdict(w *history.Workload, tenant string, fault time.Time
 // of the test's own) through its own Consul proxy.
 func (s *scaleStack) migrator() *migrator.Migrator {
 	client, _ := s.consulVia(0)
-	return migrator.New(client, migrator.Config{ID: "observer", Logger: testLogger(s.t), LockTTL: time.Second})
+	return newMigrator(s.t, client, migrator.Config{ID: "observer", Logger: testLogger(s.t), LockTTL: time.Second})
 }
 
 // tail is the last n bytes of data.
