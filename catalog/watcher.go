@@ -239,99 +239,18 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	if len(buckets) == 0 {
 		return views, nil
 	}
-	// Group by the first two hex digits of the 4-digit bucket key.
-	groups := map[int][]int{} // group → indexes into buckets
-	for i, b := range buckets {
-		groups[b>>8] = append(groups[b>>8], i)
-	}
-	type job struct {
-		prefix  string // list this prefix...
-		indexes []int  // ...or get these buckets one by one
-	}
-	var jobs []job
-	for g, idx := range groups {
-		if len(idx) > 16 {
-			jobs = append(jobs, job{prefix: w.store.keys.BucketGroup(g), indexes: idx})
-			continue
-		}
-		for _, i := range idx {
-			jobs = append(jobs, job{indexes: []int{i}})
-		}
-	}
+	jobs := w.bucketJobs(buckets)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
-		}
-		mu.Unlock()
-	}
-	decode := func(i int, data []byte) {
-		b := buckets[i]
-		if data == nil {
-			if versions[b] != 0 {
-				fail(fmt.Errorf("bucket %d: missing but manifest says version %d", b, versions[b]))
-				return
-			}
-			views[i] = emptyBucket
-			return
-		}
-		v, err := decodeBucketView(data, w.names)
-		if err != nil {
-			fail(fmt.Errorf("bucket %d: %w", b, err))
-			return
-		}
-		if v.version < versions[b] {
-			fail(fmt.Errorf("bucket %d: read version %d older than manifest %d", b, v.version, versions[b]))
-			return
-		}
-		views[i] = v
-	}
-	work := make(chan job)
+	f := &bucketFetch{w: w, buckets: buckets, versions: versions, views: views, cancel: cancel}
+	work := make(chan bucketJob)
 	var wg sync.WaitGroup
 	for range min(w.cfg.FetchConcurrency, len(jobs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				if j.prefix == "" {
-					i := j.indexes[0]
-					if versions[buckets[i]] == 0 {
-						views[i] = emptyBucket
-						continue
-					}
-					pair, _, err := w.store.client.KV().Get(w.store.keys.Bucket(buckets[i]), readOpts(fctx))
-					w.bucketsFetched.Add(1)
-					if err != nil {
-						fail(err)
-						continue
-					}
-					var data []byte
-					if pair != nil {
-						data = pair.Value
-					}
-					decode(i, data)
-					continue
-				}
-				pairs, _, err := w.store.client.KV().List(j.prefix, readOpts(fctx))
-				if err != nil {
-					fail(err)
-					continue
-				}
-				byKey := make(map[string][]byte, len(pairs))
-				for _, p := range pairs {
-					byKey[p.Key] = p.Value
-				}
-				w.bucketsFetched.Add(uint64(len(j.indexes)))
-				for _, i := range j.indexes {
-					decode(i, byKey[w.store.keys.Bucket(buckets[i])])
-				}
+				f.run(fctx, j)
 			}
 		}()
 	}
@@ -343,13 +262,124 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	}
 	close(work)
 	wg.Wait()
-	if firstErr != nil {
-		return nil, fmt.Errorf("fetch buckets: %w", firstErr)
+	if f.firstErr != nil {
+		return nil, fmt.Errorf("fetch buckets: %w", f.firstErr)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return views, nil
+}
+
+// bucketJob lists a key prefix holding the buckets at indexes (into the
+// buckets being fetched), or, without a prefix, gets its one bucket.
+type bucketJob struct {
+	prefix  string
+	indexes []int
+}
+
+// bucketJobs groups buckets by the first two hex digits of their 4-digit
+// key: a group with more than 16 changed buckets is listed in one request,
+// the others are read one by one.
+func (w *Watcher) bucketJobs(buckets []int) []bucketJob {
+	groups := map[int][]int{} // group → indexes into buckets
+	for i, b := range buckets {
+		groups[b>>8] = append(groups[b>>8], i)
+	}
+	var jobs []bucketJob
+	for g, idx := range groups {
+		if len(idx) > 16 {
+			jobs = append(jobs, bucketJob{prefix: w.store.keys.BucketGroup(g), indexes: idx})
+			continue
+		}
+		for _, i := range idx {
+			jobs = append(jobs, bucketJob{indexes: []int{i}})
+		}
+	}
+	return jobs
+}
+
+// bucketFetch is one fetchBuckets call: its results and its first error,
+// which cancels the rest.
+type bucketFetch struct {
+	w        *Watcher
+	buckets  []int
+	versions []uint64
+	views    []*bucketView
+	cancel   context.CancelFunc
+
+	mu       sync.Mutex
+	firstErr error
+}
+
+func (f *bucketFetch) fail(err error) {
+	f.mu.Lock()
+	if f.firstErr == nil {
+		f.firstErr = err
+		f.cancel()
+	}
+	f.mu.Unlock()
+}
+
+// run does one job.
+func (f *bucketFetch) run(ctx context.Context, j bucketJob) {
+	kv := f.w.store.client.KV()
+	if j.prefix == "" {
+		i := j.indexes[0]
+		if f.versions[f.buckets[i]] == 0 {
+			f.views[i] = emptyBucket
+			return
+		}
+		pair, _, err := kv.Get(f.w.store.keys.Bucket(f.buckets[i]), readOpts(ctx))
+		f.w.bucketsFetched.Add(1)
+		if err != nil {
+			f.fail(err)
+			return
+		}
+		var data []byte
+		if pair != nil {
+			data = pair.Value
+		}
+		f.decode(i, data)
+		return
+	}
+	pairs, _, err := kv.List(j.prefix, readOpts(ctx))
+	if err != nil {
+		f.fail(err)
+		return
+	}
+	byKey := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		byKey[p.Key] = p.Value
+	}
+	f.w.bucketsFetched.Add(uint64(len(j.indexes)))
+	for _, i := range j.indexes {
+		f.decode(i, byKey[f.w.store.keys.Bucket(f.buckets[i])])
+	}
+}
+
+// decode decodes the i-th bucket read (nil: absent) and checks it is at
+// least as new as the manifest said.
+func (f *bucketFetch) decode(i int, data []byte) {
+	b := f.buckets[i]
+	if data == nil {
+		if f.versions[b] != 0 {
+			f.fail(fmt.Errorf("bucket %d: missing but manifest says version %d", b, f.versions[b]))
+			return
+		}
+		f.views[i] = emptyBucket
+		return
+	}
+	v, err := decodeBucketView(data, f.w.names)
+	if err != nil {
+		f.fail(fmt.Errorf("bucket %d: %w", b, err))
+		return
+	}
+	if v.version < f.versions[b] {
+		f.fail(fmt.Errorf("bucket %d: read version %d older than manifest %d", b, v.version, f.versions[b]))
+		return
+	}
+	f.views[i] = v
 }
 
 func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error) {
