@@ -29,7 +29,7 @@ func TestClassify(t *testing.T) {
 		{"body too large", bodyReadError(&http.MaxBytesError{Limit: 10}), faultClient, errBodyTooLarge},
 		{"client gone", fmt.Errorf("x: %w", errClientGone), faultClient, nil},
 		{"client context cancelled", context.Canceled, faultClient, nil},
-		{"response head too large", errResponseHeadTooLarge, faultRouter, errUpstreamFailed},
+		{"response head too large", errResponseHeadTooLarge, faultTenant, errUpstreamFailed},
 		{"dial refused", dial, faultInstance, errUpstreamFailed},
 		{"header timeout", headerTimeoutError{}, faultTenant, errUpstreamTimeout},
 		{"reset after send", syscall.ECONNRESET, faultTenant, errUpstreamFailed},

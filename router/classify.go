@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,11 +15,11 @@ import (
 // both engines turn an error into an answer and into breaker accounting.
 //
 // The rule, in the README's words: only what the backend did counts
-// against it. A client's broken, stalled, oversized or abandoned body, and
-// the router's own limits, count nowhere. A backend's HTTP answers (5xx
-// included) and the failures of one tenant's requests on an instance
-// (no answer in time, a connection dropped after the request was sent, a
-// malformed response) are that tenant's: they count against the
+// against it. A client's broken, stalled, oversized or abandoned body
+// counts nowhere. A backend's HTTP answers (5xx included) and the failures
+// of one tenant's requests on an instance (no answer in time, a connection
+// dropped after the request was sent, a malformed or oversized response
+// head) are that tenant's: they count against the
 // (tenant, instance) breaker only. An instance's breaker, which every
 // tenant shares, opens on failures to connect, and on the per-request
 // failures above only when they come from different tenants one after
@@ -30,8 +31,7 @@ type fault uint8
 const (
 	faultNone     fault = iota // the backend answered
 	faultClient                // the client: bad, stalled, oversized or abandoned body, hang-up
-	faultRouter                // the router's own limit (a response head over its limit)
-	faultTenant                // this tenant's request failed on the instance: timeout, dropped, malformed answer
+	faultTenant                // this tenant's request failed on the instance: timeout, dropped, malformed or oversized answer
 	faultInstance              // the instance could not be reached: dial failed or refused
 )
 
@@ -105,12 +105,21 @@ func classify(err error) fault {
 		return faultTenant
 	case isClientFault(err):
 		return faultClient
-	case errors.Is(err, errResponseHeadTooLarge):
-		return faultRouter
 	case isConnectError(err):
 		return faultInstance
 	}
 	return faultTenant
+}
+
+// withClientGone marks err, the failure of an exchange whose request
+// context (ctx) has ended, as the client's: nobody waits for the answer,
+// so it is not the backend's failure. Errors of the router's own choosing
+// (no healthy instance, breakers open) are left as they are.
+func withClientGone(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, ErrNoHealthyBackend) || breakerOpen(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errClientGone, err)
 }
 
 func isClientFault(err error) bool {

@@ -151,26 +151,33 @@ func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string)
 // can be reused.
 func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 	p := fc.p
-	tr := p.fastTransport
-	pl := p.upstreams.pool(req.service)
-	tk, err := pl.pick(p.upstreams, req.tenant, nil)
+	a, err := startAttempt(p.upstreams, p.metrics.retries, req.service, req.tenant, req.idempotent)
 	if err != nil {
 		return fc.failed(req, err)
 	}
-	fresh, otherTried := false, false
-	for attempt := 0; ; attempt++ {
-		c, err := tr.getConn(context.Background(), tk.up.addr, fresh, false)
-		if err != nil {
-			tk.report(err)
-			if isConnectError(err) && req.idempotent && !otherTried {
-				otherTried = true
-				p.metrics.retries.Inc()
-				if tk2, err2 := pl.pick(p.upstreams, req.tenant, tk.up); err2 == nil {
-					tk = tk2
-					continue
-				}
-			}
+	for {
+		st, keep, err := fc.sendTo(p.fastTransport, a.addr(), req)
+		if a.end(st, err) {
+			continue
+		}
+		switch {
+		case err == nil:
+			return st, keep
+		case st == 0:
 			return fc.failed(req, err)
+		}
+		return st, false
+	}
+}
+
+// sendTo does the request's exchange with the instance at addr, on a pooled
+// connection, or on a fresh one when a reused connection turns out stale.
+func (fc *frontConn) sendTo(tr *syncTransport, addr string, req *fwdReq) (st int, keep bool, err error) {
+	fresh := false
+	for attempt := 0; ; attempt++ {
+		c, err := tr.getConn(context.Background(), addr, fresh, false)
+		if err != nil {
+			return 0, false, err
 		}
 		st, keep, retry, err := fc.exchange(tr, c, req)
 		if errors.Is(err, errServerClosedIdle) {
@@ -181,15 +188,7 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 			fresh = true // the pool may hold more connections the backend closed
 			continue
 		}
-		if err != nil {
-			tk.report(err)
-			if st == 0 {
-				return fc.failed(req, err)
-			}
-			return st, false
-		}
-		tk.report(statusOutcome(st))
-		return st, keep
+		return st, keep, err
 	}
 }
 

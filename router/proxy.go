@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -329,10 +328,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
 		tenant = st.route.ID
 	}
-	if r.Context().Err() != nil && !errors.Is(err, ErrNoHealthyBackend) && !breakerOpen(err) {
-		err = fmt.Errorf("%w: %w", errClientGone, err)
-	}
-	e := answerFor(err)
+	e := answerFor(withClientGone(r.Context(), err))
 	if e == nil {
 		// The client went away; nobody reads the answer. Never the
 		// implicit empty 200 net/http would send for a handler that
