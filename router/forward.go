@@ -119,7 +119,7 @@ func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string)
 	}
 	b = append(b, " HTTP/1.1\r\n"...)
 	for _, f := range h.fields {
-		if hopByHopRequest(f.name) || routerOwned(f.name) {
+		if hopByHop(f.name, false) || routerOwned(f.name) {
 			continue
 		}
 		b = append(b, f.name...)

@@ -326,12 +326,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 				}
 			}
 			continue
-		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
-			equalFold(name, "proxy-authorization"), equalFold(name, "te"):
-			// Hop-by-hop (as httputil.ReverseProxy's list, but for
-			// Proxy-Authenticate, which a backend's 407 needs, as nginx
-			// relays it; Trailer stays: chunked bodies and their trailers
-			// pass through as they are).
+		case hopByHop(view(name), true):
 			continue
 		case equalFold(name, "date"):
 			h.hasDate = true
@@ -506,17 +501,29 @@ func connectionTokensKnown(v []byte, close *bool) bool {
 	return true
 }
 
-// hopByHopRequest reports request fields that are never forwarded.
-func hopByHopRequest(name string) bool {
+// hopByHop is the router's one table of hop-by-hop fields: those a proxy
+// never forwards (RFC 9110 §7.6.1; httputil.ReverseProxy's list, which the
+// net/http engine applies), in a request or (response) a response. Two
+// exceptions, in responses only: Proxy-Authenticate is relayed (a 407
+// needs it; nginx relays it too), and Trailer stays (chunked bodies and
+// their trailers pass through as they are). Fields named in Connection
+// are dropped too, and the framing fields are the router's to write.
+func hopByHop(name string, response bool) bool {
 	switch len(name) {
+	case 2:
+		return equalFold(name, "te")
+	case 7:
+		return equalFold(name, "upgrade") || !response && equalFold(name, "trailer")
 	case 10:
 		return equalFold(name, "connection") || equalFold(name, "keep-alive")
 	case 16:
 		return equalFold(name, "proxy-connection")
+	case 17:
+		return equalFold(name, "transfer-encoding")
+	case 18:
+		return !response && equalFold(name, "proxy-authenticate")
 	case 19:
 		return equalFold(name, "proxy-authorization")
-	case 18:
-		return equalFold(name, "proxy-authenticate")
 	}
 	return false
 }

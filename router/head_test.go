@@ -164,7 +164,7 @@ func FuzzResponseHead(f *testing.F) {
 			}
 		}
 		for _, fl := range h.fields {
-			if hopByHopRequest(fl.name) && !equalFold(fl.name, "proxy-authenticate") || equalFold(fl.name, "upgrade") || equalFold(fl.name, "te") || equalFold(fl.name, "content-length") || equalFold(fl.name, "transfer-encoding") {
+			if hopByHop(fl.name, true) || equalFold(fl.name, "content-length") {
 				t.Fatalf("hop-by-hop or framing field %q forwarded", fl.name)
 			}
 			if named[textproto.CanonicalMIMEHeaderKey(fl.name)] {
@@ -214,5 +214,26 @@ func TestRelayChunkedChecksFraming(t *testing.T) {
 				t.Fatalf("relayed %q, want %q", out.String(), c.in)
 			}
 		})
+	}
+}
+
+func TestHopByHop(t *testing.T) {
+	for _, c := range []struct {
+		name              string
+		request, response bool
+	}{
+		{"Connection", true, true}, {"keep-alive", true, true}, {"Proxy-Connection", true, true},
+		{"Proxy-Authorization", true, true}, {"TE", true, true}, {"Upgrade", true, true},
+		{"Transfer-Encoding", true, true},
+		{"Proxy-Authenticate", true, false}, // a 407 needs it
+		{"Trailer", true, false},            // chunked trailers pass through
+		{"Content-Length", false, false}, {"X-Tenant-Id", false, false}, {"Host", false, false},
+	} {
+		if got := hopByHop(c.name, false); got != c.request {
+			t.Errorf("hopByHop(%q, request) = %v, want %v", c.name, got, c.request)
+		}
+		if got := hopByHop(c.name, true); got != c.response {
+			t.Errorf("hopByHop(%q, response) = %v, want %v", c.name, got, c.response)
+		}
 	}
 }

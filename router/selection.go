@@ -64,7 +64,7 @@ func (t *selectingTransport) try(req *http.Request, addr string, st *reqState) (
 		return nil, withClientGone(req.Context(), err)
 	}
 	if v, ok := resp.Header["Proxy-Authenticate"]; ok && st != nil {
-		st.proxyAuthenticate = v // ReverseProxy drops it as hop-by-hop; modifyResponse puts it back
+		st.proxyAuthenticate = v // ReverseProxy drops it; the router relays it (hopByHop): modifyResponse puts it back
 	}
 	return resp, nil
 }
