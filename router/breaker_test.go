@@ -11,6 +11,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 func TestClassify(t *testing.T) {
@@ -23,17 +25,17 @@ func TestClassify(t *testing.T) {
 	}{
 		{"answered", nil, faultNone, nil},
 		{"backend 503", errBackendStatus, faultTenant, errUpstreamFailed},
-		{"malformed chunked body", bodyReadError(errors.New("malformed chunked encoding")), faultClient, errBadBody},
-		{"stalled body", bodyReadError(os.ErrDeadlineExceeded), faultClient, errBodyTimeout},
-		{"body cut short", bodyReadError(io.ErrUnexpectedEOF), faultClient, nil},
-		{"body too large", bodyReadError(&http.MaxBytesError{Limit: 10}), faultClient, errBodyTooLarge},
-		{"client gone", fmt.Errorf("x: %w", errClientGone), faultClient, nil},
+		{"malformed chunked body", wire.BodyReadError(errors.New("malformed chunked encoding")), faultClient, errBadBody},
+		{"stalled body", wire.BodyReadError(os.ErrDeadlineExceeded), faultClient, errBodyTimeout},
+		{"body cut short", wire.BodyReadError(io.ErrUnexpectedEOF), faultClient, nil},
+		{"body too large", wire.BodyReadError(&http.MaxBytesError{Limit: 10}), faultClient, errBodyTooLarge},
+		{"client gone", fmt.Errorf("x: %w", wire.ErrClientGone), faultClient, nil},
 		{"client context cancelled", context.Canceled, faultClient, nil},
-		{"response head too large", errResponseHeadTooLarge, faultTenant, errUpstreamFailed},
+		{"response head too large", wire.ErrResponseHeadTooLarge, faultTenant, errUpstreamFailed},
 		{"dial refused", dial, faultInstance, errUpstreamFailed},
-		{"header timeout", headerTimeoutError{}, faultTenant, errUpstreamTimeout},
+		{"header timeout", wire.ErrHeaderTimeout, faultTenant, errUpstreamTimeout},
 		{"reset after send", syscall.ECONNRESET, faultTenant, errUpstreamFailed},
-		{"bad framing", errBadChunk, faultTenant, errUpstreamFailed},
+		{"bad framing", wire.ErrBadChunk, faultTenant, errUpstreamFailed},
 		{"no instance", ErrNoHealthyBackend, faultTenant, errNoHealthyBackend},
 		{"breakers open", ErrBreakerOpen, faultTenant, errBreakerOpen},
 	} {
@@ -82,7 +84,7 @@ func run(t *testing.T, u *Upstreams, p *pool, tenant string, n int, err error) (
 }
 
 func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
-	timeout := headerTimeoutError{}
+	timeout := wire.ErrHeaderTimeout
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	for _, c := range []struct {
 		name string
@@ -91,7 +93,7 @@ func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
 		{"backend answers 503", errBackendStatus},
 		{"backend never answers", timeout},
 		{"backend drops the connection", syscall.ECONNRESET},
-		{"client bodies broken", bodyReadError(errors.New("malformed chunked encoding"))},
+		{"client bodies broken", wire.BodyReadError(errors.New("malformed chunked encoding"))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			u, p := testPool(t)

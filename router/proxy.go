@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // SnapshotSource hands out the current catalog snapshot without blocking.
@@ -35,7 +36,7 @@ type Proxy struct {
 	lease     *lease // nil: no lease to keep (a proxy without a router)
 
 	// fastTransport is the backend client of the fast path (front.go).
-	fastTransport *syncTransport
+	fastTransport *wire.Transport
 }
 
 // reqState travels from ServeHTTP to the ReverseProxy hooks in the context.
@@ -56,10 +57,10 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
-	if st, ok := transport.(*syncTransport); ok {
+	if st, ok := transport.(*wire.Transport); ok {
 		p.fastTransport = st
 	} else {
-		p.fastTransport = newSyncTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
+		p.fastTransport = wire.NewTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -90,7 +91,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not worth reading: the connection closes after the answer, and
 		// net/http's drain of the unread body gives up soon.
 		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(lingerTimeout))
+		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
 		errBodyTooLarge.write(rec, "")
 		return
 	}
@@ -390,24 +391,6 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-var statusTexts = func() map[int]string {
-	m := make(map[int]string, 600)
-	for c := 100; c < 600; c++ {
-		m[c] = uitoa(uint64(c))
-	}
-	return m
-}()
-
-func statusText(code int) string {
-	if code == 0 {
-		code = 200 // a hijacked or empty response
-	}
-	if s, ok := statusTexts[code]; ok {
-		return s
-	}
-	return "other"
-}
 
 // bufferPool recycles the 32 KiB copy buffers of the ReverseProxy.
 type bufferPool struct{}

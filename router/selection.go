@@ -1,13 +1,12 @@
 package router
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // selectingTransport is the net/http engine's way to its backends: the
@@ -38,7 +37,7 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		if prevErr != nil && req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
 			body, berr := req.GetBody()
 			if berr != nil {
-				a.end(0, &clientBodyError{kind: errBodyMalformed, err: berr}) // not the instance's doing
+				a.end(0, &wire.ClientBodyError{Kind: wire.ErrBodyMalformed, Err: berr}) // not the instance's doing
 				return nil, prevErr
 			}
 			req.Body = body
@@ -109,7 +108,7 @@ func (a *attempt) end(status int, err error) (again bool) {
 		err = statusOutcome(status)
 	}
 	a.tk.report(err)
-	if err == nil || !a.retriable || a.retried || !isConnectError(err) {
+	if err == nil || !a.retriable || a.retried || !wire.IsConnectError(err) {
 		return false
 	}
 	a.retried = true
@@ -135,7 +134,7 @@ func statusOutcome(status int) error {
 // after a failure to connect (the first instance cannot have acted on it)
 // it may go to another instance.
 func retriable(req *http.Request) bool {
-	if !idempotentMethod(req.Method) && !hasIdempotencyKey(req.Header) {
+	if !idempotentMethod(req.Method) && !wire.HasIdempotencyKey(req.Header) {
 		return false
 	}
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
@@ -145,33 +144,11 @@ func retriable(req *http.Request) bool {
 }
 
 // The retry rules, shared by both engines: a safe method's request may be
-// sent again on a fresh connection; an idempotent one may go to another
-// instance after a connect failure; an idempotency key makes any method both.
-
-// safeMethod: GET, HEAD, OPTIONS, TRACE ("" is GET).
-func safeMethod(m string) bool {
-	switch m {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return false
-}
+// sent again on a fresh connection (wire.SafeMethod); an idempotent one may
+// go to another instance after a connect failure; an idempotency key makes
+// any method both.
 
 // idempotentMethod: a safe method, PUT or DELETE.
 func idempotentMethod(m string) bool {
-	return safeMethod(m) || m == http.MethodPut || m == http.MethodDelete
-}
-
-func hasIdempotencyKey(h http.Header) bool {
-	_, a := h["Idempotency-Key"]
-	_, b := h["X-Idempotency-Key"]
-	return a || b
-}
-
-func isConnectError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, syscall.ECONNREFUSED)
+	return wire.SafeMethod(m) || m == http.MethodPut || m == http.MethodDelete
 }

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -51,7 +51,7 @@ func FuzzRequestHead(f *testing.F) {
 			return
 		}
 		head := data[:n]
-		var h reqHead
+		var h RequestHead
 		parseRequestHead(head, &h)
 		if h.general != "" {
 			return
@@ -85,7 +85,7 @@ func FuzzRequestHead(f *testing.F) {
 		if got := req.Header.Get("Authorization"); got != h.auth {
 			t.Fatalf("authorization: net/http %q, fast %q", got, h.auth)
 		}
-		if got := req.Header.Get(HeaderTenantID); got != h.tenant {
+		if got := req.Header.Get("X-Tenant-Id"); got != h.tenant {
 			t.Fatalf("tenant header: net/http %q, fast %q", got, h.tenant)
 		}
 		fast := map[string][]string{}
@@ -164,7 +164,7 @@ func FuzzResponseHead(f *testing.F) {
 			}
 		}
 		for _, fl := range h.fields {
-			if hopByHop(fl.name, true) || equalFold(fl.name, "content-length") {
+			if HopByHop(fl.name, true) || equalFold(fl.name, "content-length") {
 				t.Fatalf("hop-by-hop or framing field %q forwarded", fl.name)
 			}
 			if named[textproto.CanonicalMIMEHeaderKey(fl.name)] {
@@ -229,11 +229,11 @@ func TestHopByHop(t *testing.T) {
 		{"Trailer", true, false},            // chunked trailers pass through
 		{"Content-Length", false, false}, {"X-Tenant-Id", false, false}, {"Host", false, false},
 	} {
-		if got := hopByHop(c.name, false); got != c.request {
-			t.Errorf("hopByHop(%q, request) = %v, want %v", c.name, got, c.request)
+		if got := HopByHop(c.name, false); got != c.request {
+			t.Errorf("HopByHop(%q, request) = %v, want %v", c.name, got, c.request)
 		}
-		if got := hopByHop(c.name, true); got != c.response {
-			t.Errorf("hopByHop(%q, response) = %v, want %v", c.name, got, c.response)
+		if got := HopByHop(c.name, true); got != c.response {
+			t.Errorf("HopByHop(%q, response) = %v, want %v", c.name, got, c.response)
 		}
 	}
 }

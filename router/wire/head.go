@@ -1,13 +1,14 @@
-package router
+package wire
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
+	"net/http"
 	"unsafe"
 )
 
-// The router's own HTTP/1.1 parser, for the fast path (front.go). It
+// The router's own HTTP/1.1 parser, for the fast path (server.go). It
 // accepts a strict subset of HTTP/1.1: anything it does not fully
 // understand is not an error but a reason to hand the connection to
 // net/http, which then decides (and answers 400 where it should). So a
@@ -19,9 +20,9 @@ type headerField struct {
 	name, value string
 }
 
-// reqHead is a parsed request head. Its strings point into the
+// RequestHead is a parsed request head. Its strings point into the
 // connection's read buffer: valid only until that buffer is read again.
-type reqHead struct {
+type RequestHead struct {
 	method string
 	target string // origin-form request target, as sent
 	host   string
@@ -39,16 +40,79 @@ type reqHead struct {
 	general string
 }
 
+// Method is the request method.
+func (h *RequestHead) Method() string { return h.method }
+
+// Target is the origin-form request target, as sent.
+func (h *RequestHead) Target() string { return h.target }
+
+// Host is the Host field.
+func (h *RequestHead) Host() string { return h.host }
+
+// Auth is the Authorization field.
+func (h *RequestHead) Auth() string { return h.auth }
+
+// Tenant is the X-Tenant-Id field as sent.
+func (h *RequestHead) Tenant() string { return h.tenant }
+
+// ContentLength is the body's length (-1: no body).
+func (h *RequestHead) ContentLength() int64 { return h.contentLength }
+
+// Close says the client asked to close the connection after this request.
+func (h *RequestHead) Close() bool { return h.close }
+
+// Size is the head's length in bytes, final CRLF included.
+func (h *RequestHead) Size() int { return h.size }
+
+// Has reports whether the head has a field named lower (lower case).
+func (h *RequestHead) Has(lower string) bool {
+	for _, f := range h.fields {
+		if equalFold(f.name, lower) {
+			return true
+		}
+	}
+	return false
+}
+
+// AppendForwardHead appends the head to send a backend for h: the request
+// line (the target without its first strip bytes, a path prefix the
+// handler removes), then the client's fields minus the hop-by-hop ones
+// (HopByHop) and those drop names, and "Content-Length: 0" for a bodiless
+// POST, PUT or PATCH (as net/http sends). The caller appends its own
+// fields and the blank line.
+func AppendForwardHead(b []byte, h *RequestHead, strip string, drop func(name string) bool) []byte {
+	b = append(b, h.method...)
+	b = append(b, ' ')
+	if strip != "" {
+		rest := h.target[len(strip):]
+		if rest == "" || rest[0] != '/' {
+			b = append(b, '/')
+		}
+		b = append(b, rest...)
+	} else {
+		b = append(b, h.target...)
+	}
+	b = append(b, " HTTP/1.1\r\n"...)
+	for _, f := range h.fields {
+		if HopByHop(f.name, false) || drop(f.name) {
+			continue
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	if h.contentLength < 0 && (h.method == http.MethodPost || h.method == http.MethodPut || h.method == http.MethodPatch) {
+		b = append(b, "Content-Length: 0\r\n"...)
+	}
+	return b
+}
+
 // maxHeadFields bounds a request head's fields on the fast path (more go
 // to net/http).
 const maxHeadFields = 128
 
-var (
-	crlfcrlf = []byte("\r\n\r\n")
-
-	// Response head errors: the backend broke the protocol; 502.
-	errBadResponseHead = errors.New("backend sent a malformed response head")
-)
+var crlfcrlf = []byte("\r\n\r\n")
 
 // headEnd returns the length of the head in b (through the blank line), or
 // -1 if it is not complete yet.
@@ -108,8 +172,8 @@ func view(b []byte) string {
 
 // parseRequestHead parses head (as found by headEnd) into h. When the
 // request is not one the fast path takes, h.general says why.
-func parseRequestHead(head []byte, h *reqHead) {
-	*h = reqHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
+func parseRequestHead(head []byte, h *RequestHead) {
+	*h = RequestHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
 	line, rest, ok := cutLine(head)
 	if !ok {
 		h.general = "request line"
@@ -250,7 +314,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 	*h = respHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
 	line, rest, ok := cutLine(head)
 	if !ok || len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return errBadResponseHead
+		return ErrBadResponseHead
 	}
 	switch string(line[:8]) {
 	case "HTTP/1.1":
@@ -258,22 +322,22 @@ func parseResponseHead(head []byte, h *respHead) error {
 		h.http10 = true
 		h.close = true
 	default:
-		return errBadResponseHead
+		return ErrBadResponseHead
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return errBadResponseHead
+			return ErrBadResponseHead
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 || code > 599 {
-		return errBadResponseHead
+		return ErrBadResponseHead
 	}
 	h.status = code
 	if len(line) > 13 {
 		if !allFieldValue(line[13:]) {
-			return errBadResponseHead
+			return ErrBadResponseHead
 		}
 		h.reason = view(line[13:])
 	}
@@ -282,22 +346,22 @@ func parseResponseHead(head []byte, h *respHead) error {
 	for len(rest) > 2 {
 		line, rest, ok = cutLine(rest)
 		if !ok {
-			return errBadResponseHead
+			return ErrBadResponseHead
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !allToken(line[:colon]) {
-			return errBadResponseHead
+			return ErrBadResponseHead
 		}
 		name, value := line[:colon], trimOWS(line[colon+1:])
 		if !allFieldValue(value) {
-			return errBadResponseHead
+			return ErrBadResponseHead
 		}
 		switch {
 		case equalFold(name, "content-length"):
 			// Repeats must be the same text (net/http's rule too).
 			n, ok := parseLength(value)
 			if !ok || (lengths > 0 && string(value) != lengthText) {
-				return errBadResponseHead
+				return ErrBadResponseHead
 			}
 			lengths++
 			lengthText = view(value)
@@ -307,7 +371,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 			// HTTP/1.0 has no transfer codings (net/http ignores the field
 			// there and reads to the end): ambiguous, so refused.
 			if h.chunked || h.http10 || !equalFold(value, "chunked") {
-				return errBadResponseHead
+				return ErrBadResponseHead
 			}
 			h.chunked = true
 			continue
@@ -326,7 +390,7 @@ func parseResponseHead(head []byte, h *respHead) error {
 				}
 			}
 			continue
-		case hopByHop(view(name), true):
+		case HopByHop(view(name), true):
 			continue
 		case equalFold(name, "date"):
 			h.hasDate = true
@@ -334,10 +398,10 @@ func parseResponseHead(head []byte, h *respHead) error {
 		h.fields = append(h.fields, headerField{name: view(name), value: view(value)}) // no count limit: the head's size is (1 MiB)
 	}
 	if string(rest) != "\r\n" {
-		return errBadResponseHead
+		return ErrBadResponseHead
 	}
 	if h.chunked && lengths > 0 {
-		return errBadResponseHead
+		return ErrBadResponseHead
 	}
 	if h.chunked {
 		h.contentLength = -1
@@ -508,7 +572,7 @@ func connectionTokensKnown(v []byte, close *bool) bool {
 // needs it; nginx relays it too), and Trailer stays (chunked bodies and
 // their trailers pass through as they are). Fields named in Connection
 // are dropped too, and the framing fields are the router's to write.
-func hopByHop(name string, response bool) bool {
+func HopByHop(name string, response bool) bool {
 	switch len(name) {
 	case 2:
 		return equalFold(name, "te")
@@ -529,12 +593,12 @@ func hopByHop(name string, response bool) bool {
 }
 
 // refusedHead says why a request head that goes to net/http is refused
-// instead (nil if it is not): both a Content-Length and a Transfer-Encoding
+// instead (nil if it is not: ErrAmbiguousFraming or ErrObsFold): both a Content-Length and a Transfer-Encoding
 // field, however spelled, or an obsolete line folding (RFC 9112 §5.2 lets a
 // server refuse it; nginx does, and a folded Transfer-Encoding is a classic
 // smuggling shape). b is the start of the head, CRLF or bare LF line ends,
 // complete or not.
-func refusedHead(b []byte) *routeError {
+func refusedHead(b []byte) error {
 	length, coding := false, false
 	_, b, _ = bytes.Cut(b, []byte{'\n'}) // the request line
 	for len(b) > 0 {
@@ -545,7 +609,7 @@ func refusedHead(b []byte) *routeError {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return errObsFold
+			return ErrObsFold
 		}
 		name, _, _ := bytes.Cut(line, []byte{':'})
 		name = trimOWS(name)
@@ -553,7 +617,7 @@ func refusedHead(b []byte) *routeError {
 		coding = coding || equalFold(name, "transfer-encoding")
 	}
 	if length && coding {
-		return errAmbiguousFraming
+		return ErrAmbiguousFraming
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// syncTransport is the router's HTTP/1.1 client to its backends. Unlike
+// Transport is the router's HTTP/1.1 client to its backends. Unlike
 // http.Transport, which hands every request to a connection's write
 // goroutine and every response back from its read goroutine, it does the
 // whole exchange on the calling goroutine: take an idle keep-alive
@@ -48,7 +48,7 @@ import (
 //     response arrives, a replayable request (net/http's rule: bodiless, or
 //     with GetBody, and idempotent or with an Idempotency-Key) is sent again
 //     once, on a freshly dialed connection.
-type syncTransport struct {
+type Transport struct {
 	dialer          net.Dialer
 	headerTimeout   time.Duration // 0: none
 	continueTimeout time.Duration // wait for 100 Continue before sending the body anyway
@@ -59,8 +59,8 @@ type syncTransport struct {
 	pools sync.Map // addr → *idlePool
 }
 
-func newSyncTransport(dialTimeout, headerTimeout time.Duration) *syncTransport {
-	return &syncTransport{
+func NewTransport(dialTimeout, headerTimeout time.Duration) *Transport {
+	return &Transport{
 		dialer:          net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
 		headerTimeout:   headerTimeout,
 		continueTimeout: time.Second,
@@ -70,7 +70,7 @@ func newSyncTransport(dialTimeout, headerTimeout time.Duration) *syncTransport {
 	}
 }
 
-var _ http.RoundTripper = (*syncTransport)(nil)
+var _ http.RoundTripper = (*Transport)(nil)
 
 // idlePool holds the idle connections to one address, most recently used
 // last.
@@ -83,7 +83,7 @@ type idlePool struct {
 
 // upConn is one connection to a backend.
 type upConn struct {
-	t    *syncTransport
+	t    *Transport
 	pool *idlePool
 	conn net.Conn
 	io   net.Conn        // conn's reads and writes (raw system calls where possible: sysConn)
@@ -113,7 +113,7 @@ var (
 
 func (c *upConn) Read(p []byte) (int, error) {
 	if c.limit <= 0 {
-		return 0, errResponseHeadTooLarge
+		return 0, ErrResponseHeadTooLarge
 	}
 	if int64(len(p)) > c.limit {
 		p = p[:c.limit]
@@ -145,22 +145,12 @@ func (c *upConn) close() {
 }
 
 var (
-	errResponseHeadTooLarge = errors.New("backend response headers exceed the limit")
-	errEarlyResponse        = errors.New("backend answered before the request body was sent")
-	errServerClosedIdle     = errors.New("backend closed the idle connection")
+	errEarlyResponse    = errors.New("backend answered before the request body was sent")
+	errServerClosedIdle = errors.New("backend closed the idle connection")
 )
 
-// headerTimeoutError is the error for a backend that did not send its
-// response head within the header timeout; it is a net.Error whose
-// Timeout() is true, so the proxy answers 504.
-type headerTimeoutError struct{}
-
-func (headerTimeoutError) Error() string   { return "net/http: timeout awaiting response headers" }
-func (headerTimeoutError) Timeout() bool   { return true }
-func (headerTimeoutError) Temporary() bool { return true }
-
 // RoundTrip implements http.RoundTripper.
-func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := validateOutbound(req); err != nil {
 		closeReqBody(req)
 		return nil, err
@@ -181,7 +171,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		var cbe *clientBodyError
+		var cbe *ClientBodyError
 		if errors.As(err, &cbe) {
 			// The client's body failed (net/http may have cancelled the
 			// context over it): that is the answer, not the cancellation.
@@ -208,7 +198,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (t *syncTransport) CloseIdleConnections() {
+func (t *Transport) CloseIdleConnections() {
 	t.pools.Range(func(_, v any) bool {
 		p := v.(*idlePool)
 		p.mu.Lock()
@@ -226,7 +216,7 @@ func (t *syncTransport) CloseIdleConnections() {
 	})
 }
 
-func (t *syncTransport) poolFor(addr string) *idlePool {
+func (t *Transport) poolFor(addr string) *idlePool {
 	if v, ok := t.pools.Load(addr); ok {
 		return v.(*idlePool)
 	}
@@ -237,8 +227,8 @@ func (t *syncTransport) poolFor(addr string) *idlePool {
 // getConn takes an idle connection to addr (unless fresh) or dials one.
 // With checkAlive, an idle connection is checked before it is handed out;
 // without, the caller must check it (the fast path does so in the same
-// step as waiting for the answer: see frontConn.exchange).
-func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, checkAlive bool) (*upConn, error) {
+// step as waiting for the answer: see Conn.exchange).
+func (t *Transport) getConn(ctx context.Context, addr string, fresh, checkAlive bool) (*upConn, error) {
 	p := t.poolFor(addr)
 	if !fresh {
 		now := time.Now()
@@ -293,7 +283,7 @@ func (p *idlePool) pop() *upConn {
 }
 
 // putIdle returns a connection whose exchange completed cleanly to the pool.
-func (t *syncTransport) putIdle(c *upConn) {
+func (t *Transport) putIdle(c *upConn) {
 	if c.noReuse || c.br == nil || c.br.Buffered() != 0 {
 		// Bytes beyond the response: the backend is confused; don't reuse.
 		c.close()
@@ -325,7 +315,7 @@ func (t *syncTransport) putIdle(c *upConn) {
 
 // prune closes the connections idle for longer than the idle timeout and
 // re-arms the timer while any remain.
-func (t *syncTransport) prune(p *idlePool) {
+func (t *Transport) prune(p *idlePool) {
 	now := time.Now()
 	var expired []*upConn
 	p.mu.Lock()
@@ -696,19 +686,14 @@ func expectsContinue(req *http.Request) bool {
 	return false
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // mapReadErr turns a deadline expiry while reading the head into the
 // header timeout error.
 func mapReadErr(err error) error {
-	if errors.Is(err, errResponseHeadTooLarge) {
-		return errResponseHeadTooLarge
+	if errors.Is(err, ErrResponseHeadTooLarge) {
+		return ErrResponseHeadTooLarge
 	}
 	if isTimeout(err) {
-		return headerTimeoutError{}
+		return ErrHeaderTimeout
 	}
 	return err
 }
@@ -717,7 +702,7 @@ func mapReadErr(err error) error {
 // reused connection failed.
 func isReplayable(r *http.Request) bool {
 	bodyAgain := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
-	return bodyAgain && (safeMethod(r.Method) || hasIdempotencyKey(r.Header))
+	return bodyAgain && (SafeMethod(r.Method) || HasIdempotencyKey(r.Header))
 }
 
 func closeReqBody(req *http.Request) {
