@@ -179,117 +179,127 @@ func parseRequestHead(head []byte, h *RequestHead) {
 		h.general = "request line"
 		return
 	}
-	// METHOD SP origin-form SP HTTP/1.1
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 || !allToken(line[:sp1]) {
-		h.general = "method"
+	if h.general = h.requestLine(line); h.general != "" {
 		return
 	}
-	h.method = view(line[:sp1])
-	line = line[sp1+1:]
-	sp2 := bytes.IndexByte(line, ' ')
-	if sp2 <= 0 || line[0] != '/' || !plainTarget(line[:sp2]) {
-		h.general = "request target"
-		return
-	}
-	h.target = view(line[:sp2])
-	if string(line[sp2+1:]) != "HTTP/1.1" {
-		h.general = "protocol version"
-		return
-	}
-	if h.method == "CONNECT" || h.method == "PRI" {
-		h.general = "method"
-		return
-	}
-	hosts, auths, tenants, lengths := 0, 0, 0, 0
+	var n fieldCounts
 	for len(rest) > 2 {
 		line, rest, ok = cutLine(rest)
 		if !ok {
 			h.general = "header line"
 			return
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !allToken(line[:colon]) {
-			h.general = "header name"
+		if h.general = h.addField(line, &n); h.general != "" {
 			return
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !allFieldValue(value) {
-			h.general = "header value"
-			return
-		}
-		if len(h.fields) == maxHeadFields {
-			h.general = "too many header fields"
-			return
-		}
-		f := headerField{name: view(name), value: view(value)}
-		h.fields = append(h.fields, f)
-		switch len(name) {
-		case 4:
-			if equalFold(name, "host") {
-				hosts++
-				if len(value) == 0 || !allPlainHost(value) {
-					h.general = "host"
-					return
-				}
-				h.host = f.value
-			}
-		case 2:
-			if equalFold(name, "te") {
-				h.general = "te"
-				return
-			}
-		case 6:
-			if equalFold(name, "expect") {
-				h.general = "expect"
-				return
-			}
-		case 7:
-			if equalFold(name, "upgrade") || equalFold(name, "trailer") {
-				h.general = "upgrade or trailer"
-				return
-			}
-		case 10:
-			if equalFold(name, "connection") {
-				if !connectionTokensKnown(value, &h.close) {
-					h.general = "connection options"
-					return
-				}
-			}
-		case 11:
-			if equalFold(name, "x-tenant-id") {
-				tenants++
-				h.tenant = f.value
-			}
-		case 13:
-			if equalFold(name, "authorization") {
-				auths++
-				h.auth = f.value
-			}
-		case 14:
-			if equalFold(name, "content-length") {
-				lengths++
-				n, ok := parseLength(value)
-				if !ok {
-					h.general = "content length"
-					return
-				}
-				h.contentLength = n
-			}
-		case 17:
-			if equalFold(name, "transfer-encoding") {
-				h.general = "transfer encoding"
-				return
-			}
 		}
 	}
 	if string(rest) != "\r\n" {
 		h.general = "head end"
 		return
 	}
-	if hosts != 1 || auths > 1 || tenants > 1 || lengths > 1 {
+	if n.hosts != 1 || n.auths > 1 || n.tenants > 1 || n.lengths > 1 {
 		h.general = "repeated or missing field"
 	}
+}
+
+// requestLine parses "METHOD SP origin-form SP HTTP/1.1"; it returns why
+// the request is not the fast path's ("" if it is).
+func (h *RequestHead) requestLine(line []byte) string {
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 || !allToken(line[:sp1]) {
+		return "method"
+	}
+	h.method = view(line[:sp1])
+	line = line[sp1+1:]
+	sp2 := bytes.IndexByte(line, ' ')
+	if sp2 <= 0 || line[0] != '/' || !plainTarget(line[:sp2]) {
+		return "request target"
+	}
+	h.target = view(line[:sp2])
+	if string(line[sp2+1:]) != "HTTP/1.1" {
+		return "protocol version"
+	}
+	if h.method == "CONNECT" || h.method == "PRI" {
+		return "method"
+	}
+	return ""
+}
+
+// fieldCounts counts the request fields that must not repeat.
+type fieldCounts struct{ hosts, auths, tenants, lengths int }
+
+// addField parses one header line into h; it returns why the request is
+// not the fast path's ("" if it is).
+func (h *RequestHead) addField(line []byte, n *fieldCounts) string {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !allToken(line[:colon]) {
+		return "header name"
+	}
+	name, value := line[:colon], trimOWS(line[colon+1:])
+	if !allFieldValue(value) {
+		return "header value"
+	}
+	if len(h.fields) == maxHeadFields {
+		return "too many header fields"
+	}
+	f := headerField{name: view(name), value: view(value)}
+	h.fields = append(h.fields, f)
+	return h.knownField(name, value, f, n)
+}
+
+// knownField notes the fields the fast path reads or declines (matched by
+// length first: most fields are none of them).
+func (h *RequestHead) knownField(name, value []byte, f headerField, n *fieldCounts) string {
+	switch len(name) {
+	case 4:
+		if equalFold(name, "host") {
+			n.hosts++
+			if len(value) == 0 || !allPlainHost(value) {
+				return "host"
+			}
+			h.host = f.value
+		}
+	case 2:
+		if equalFold(name, "te") {
+			return "te"
+		}
+	case 6:
+		if equalFold(name, "expect") {
+			return "expect"
+		}
+	case 7:
+		if equalFold(name, "upgrade") || equalFold(name, "trailer") {
+			return "upgrade or trailer"
+		}
+	case 10:
+		if equalFold(name, "connection") && !connectionTokensKnown(value, &h.close) {
+			return "connection options"
+		}
+	case 11:
+		if equalFold(name, "x-tenant-id") {
+			n.tenants++
+			h.tenant = f.value
+		}
+	case 13:
+		if equalFold(name, "authorization") {
+			n.auths++
+			h.auth = f.value
+		}
+	case 14:
+		if equalFold(name, "content-length") {
+			n.lengths++
+			l, ok := parseLength(value)
+			if !ok {
+				return "content length"
+			}
+			h.contentLength = l
+		}
+	case 17:
+		if equalFold(name, "transfer-encoding") {
+			return "transfer encoding"
+		}
+	}
+	return ""
 }
 
 // respHead is a parsed response head from a backend; strings point into the
@@ -313,8 +323,38 @@ type respHead struct {
 func parseResponseHead(head []byte, h *respHead) error {
 	*h = respHead{contentLength: -1, fields: h.fields[:0], size: len(head)}
 	line, rest, ok := cutLine(head)
-	if !ok || len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+	if !ok || !h.statusLine(line) {
 		return ErrBadResponseHead
+	}
+	var fr respFraming
+	for len(rest) > 2 {
+		line, rest, ok = cutLine(rest)
+		if !ok || !h.addField(line, &fr) {
+			return ErrBadResponseHead
+		}
+	}
+	if string(rest) != "\r\n" || h.chunked && fr.lengths > 0 {
+		return ErrBadResponseHead
+	}
+	if h.chunked {
+		h.contentLength = -1
+	}
+	if len(fr.dropped) > 0 {
+		kept := h.fields[:0]
+		for _, f := range h.fields {
+			if !namedIn(fr.dropped, f.name) {
+				kept = append(kept, f)
+			}
+		}
+		h.fields = kept
+	}
+	return nil
+}
+
+// statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]".
+func (h *respHead) statusLine(line []byte) bool {
+	if len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return false
 	}
 	switch string(line[:8]) {
 	case "HTTP/1.1":
@@ -322,100 +362,94 @@ func parseResponseHead(head []byte, h *respHead) error {
 		h.http10 = true
 		h.close = true
 	default:
-		return ErrBadResponseHead
+		return false
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return ErrBadResponseHead
+			return false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 || code > 599 {
-		return ErrBadResponseHead
+		return false
 	}
 	h.status = code
 	if len(line) > 13 {
 		if !allFieldValue(line[13:]) {
-			return ErrBadResponseHead
+			return false
 		}
 		h.reason = view(line[13:])
 	}
-	var dropped []byte // Connection-named fields, comma-separated, lower case
-	lengths, lengthText := 0, ""
-	for len(rest) > 2 {
-		line, rest, ok = cutLine(rest)
-		if !ok {
-			return ErrBadResponseHead
+	return true
+}
+
+// respFraming is what a response head's fields say about its framing
+// beyond respHead.
+type respFraming struct {
+	dropped    []byte // Connection-named fields, comma-separated, lower case
+	lengths    int
+	lengthText string
+}
+
+// addField parses one response header line into h: framing fields are
+// read (the router writes its own), hop-by-hop ones dropped, the rest kept.
+func (h *respHead) addField(line []byte, fr *respFraming) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !allToken(line[:colon]) {
+		return false
+	}
+	name, value := line[:colon], trimOWS(line[colon+1:])
+	if !allFieldValue(value) {
+		return false
+	}
+	switch {
+	case equalFold(name, "content-length"):
+		// Repeats must be the same text (net/http's rule too).
+		n, ok := parseLength(value)
+		if !ok || (fr.lengths > 0 && string(value) != fr.lengthText) {
+			return false
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !allToken(line[:colon]) {
-			return ErrBadResponseHead
+		fr.lengths++
+		fr.lengthText = view(value)
+		h.contentLength = n
+		return true
+	case equalFold(name, "transfer-encoding"):
+		// HTTP/1.0 has no transfer codings (net/http ignores the field
+		// there and reads to the end): ambiguous, so refused.
+		if h.chunked || h.http10 || !equalFold(value, "chunked") {
+			return false
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !allFieldValue(value) {
-			return ErrBadResponseHead
-		}
+		h.chunked = true
+		return true
+	case equalFold(name, "connection"):
+		h.connectionTokens(value, fr)
+		return true
+	case HopByHop(view(name), true):
+		return true
+	case equalFold(name, "date"):
+		h.hasDate = true
+	}
+	h.fields = append(h.fields, headerField{name: view(name), value: view(value)}) // no count limit: the head's size is (1 MiB)
+	return true
+}
+
+// connectionTokens reads a response's Connection field: close, keep-alive
+// (HTTP/1.0), and the fields it names, which are dropped.
+func (h *respHead) connectionTokens(value []byte, fr *respFraming) {
+	for _, tok := range bytes.Split(value, []byte{','}) {
+		tok = trimOWS(tok)
 		switch {
-		case equalFold(name, "content-length"):
-			// Repeats must be the same text (net/http's rule too).
-			n, ok := parseLength(value)
-			if !ok || (lengths > 0 && string(value) != lengthText) {
-				return ErrBadResponseHead
+		case equalFold(tok, "close"):
+			h.close = true
+		case equalFold(tok, "keep-alive"):
+			if h.http10 {
+				h.close = false
 			}
-			lengths++
-			lengthText = view(value)
-			h.contentLength = n
-			continue // written by the router
-		case equalFold(name, "transfer-encoding"):
-			// HTTP/1.0 has no transfer codings (net/http ignores the field
-			// there and reads to the end): ambiguous, so refused.
-			if h.chunked || h.http10 || !equalFold(value, "chunked") {
-				return ErrBadResponseHead
-			}
-			h.chunked = true
-			continue
-		case equalFold(name, "connection"):
-			for _, tok := range bytes.Split(value, []byte{','}) {
-				tok = trimOWS(tok)
-				switch {
-				case equalFold(tok, "close"):
-					h.close = true
-				case equalFold(tok, "keep-alive"):
-					if h.http10 {
-						h.close = false
-					}
-				case len(tok) > 0:
-					dropped = append(append(dropped, bytes.ToLower(tok)...), ',')
-				}
-			}
-			continue
-		case HopByHop(view(name), true):
-			continue
-		case equalFold(name, "date"):
-			h.hasDate = true
+		case len(tok) > 0:
+			fr.dropped = append(append(fr.dropped, bytes.ToLower(tok)...), ',')
 		}
-		h.fields = append(h.fields, headerField{name: view(name), value: view(value)}) // no count limit: the head's size is (1 MiB)
 	}
-	if string(rest) != "\r\n" {
-		return ErrBadResponseHead
-	}
-	if h.chunked && lengths > 0 {
-		return ErrBadResponseHead
-	}
-	if h.chunked {
-		h.contentLength = -1
-	}
-	if len(dropped) > 0 {
-		kept := h.fields[:0]
-		for _, f := range h.fields {
-			if !namedIn(dropped, f.name) {
-				kept = append(kept, f)
-			}
-		}
-		h.fields = kept
-	}
-	return nil
 }
 
 // namedIn reports whether name (any case) is one of the comma-terminated

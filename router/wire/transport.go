@@ -364,17 +364,50 @@ func (c *upConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.R
 		conn := c.conn
 		stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
 	}
-	fail := func(e error) (*http.Response, bool, error) {
-		if stop != nil {
-			stop()
-		}
-		c.close()
-		return nil, retry, e
+	rb, err := c.writeRequest(req)
+	if err != nil {
+		return c.writeFailed(req, rb, err, stop)
+	}
+	if rb != nil && rb.resp != nil {
+		return c.finishHead(req, rb.resp, stop)
 	}
 
-	// Write the request.
+	// Read the response head.
+	if c.t.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
+	}
+	c.limit = c.t.maxHeaderBytes
+	if _, err = c.br.Peek(1); err != nil {
+		retry := c.reused && !isTimeout(err) && isReplayable(req)
+		if c.reused && errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		}
+		return c.fail(stop, retry, mapReadErr(err))
+	}
+	resp, err = c.readResponse(req, httptrace.ContextClientTrace(ctx))
+	if err != nil {
+		return c.fail(stop, false, mapReadErr(err))
+	}
+	if c.t.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	return c.finishHead(req, resp, stop)
+}
+
+// fail ends a failed exchange: the context watch stops, c is closed.
+func (c *upConn) fail(stop func() bool, retry bool, err error) (*http.Response, bool, error) {
+	if stop != nil {
+		stop()
+	}
+	c.close()
+	return nil, retry, err
+}
+
+// writeRequest writes the request to c. rb is the body's reader (nil
+// without a body), which keeps the body's own read error and an answer
+// that came instead of 100 Continue.
+func (c *upConn) writeRequest(req *http.Request) (rb *reqBody, err error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	var rb *reqBody
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(c)
 	switch {
@@ -396,65 +429,42 @@ func (c *upConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.R
 	}
 	bw.Reset(nil)
 	writerPool.Put(bw)
+	return rb, err
+}
 
-	if err != nil {
-		switch {
-		case rb != nil && rb.resp != nil:
-			// The backend answered instead of 100 Continue; the body was not
-			// sent, so the connection is not reused.
-			c.noReuse = true
-			return c.finishHead(req, rb.resp, stop)
-		case rb != nil && rb.readErr != nil:
-			// Reading the request body failed (too large, or the client
-			// went away): that error, not the connection's.
-			return fail(rb.readErr)
-		case c.werr == nil:
-			return fail(err)
-		case c.reused && (c.nwritten == 0 && !hasBody || isReplayable(req)):
-			// The backend had closed the reused connection: nothing of
-			// the request reached it, or it may be sent again anyway.
-			retry = true
-			return fail(err)
-		}
-		// The backend may have answered early and closed; prefer its answer.
-		if c.nwritten > 0 {
-			if c.t.headerTimeout > 0 {
-				_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
-			}
-			if r, rerr := c.readResponse(req, nil); rerr == nil {
-				_ = c.conn.SetReadDeadline(time.Time{})
-				c.noReuse = true
-				return c.finishHead(req, r, stop)
-			}
-		}
-		return fail(err)
-	}
-	if rb != nil && rb.resp != nil {
+// writeFailed ends an exchange whose request could not be written whole
+// (err): with the backend's early answer if it sent one, else failed.
+func (c *upConn) writeFailed(req *http.Request, rb *reqBody, err error, stop func() bool) (*http.Response, bool, error) {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	switch {
+	case rb != nil && rb.resp != nil:
+		// The backend answered instead of 100 Continue; the body was not
+		// sent, so the connection is not reused.
+		c.noReuse = true
 		return c.finishHead(req, rb.resp, stop)
+	case rb != nil && rb.readErr != nil:
+		// Reading the request body failed (too large, or the client
+		// went away): that error, not the connection's.
+		return c.fail(stop, false, rb.readErr)
+	case c.werr == nil:
+		return c.fail(stop, false, err)
+	case c.reused && (c.nwritten == 0 && !hasBody || isReplayable(req)):
+		// The backend had closed the reused connection: nothing of
+		// the request reached it, or it may be sent again anyway.
+		return c.fail(stop, true, err)
 	}
-
-	// Read the response head.
-	if c.t.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
-	}
-	c.limit = c.t.maxHeaderBytes
-	if _, err = c.br.Peek(1); err != nil {
-		if c.reused && !isTimeout(err) && isReplayable(req) {
-			retry = true
+	// The backend may have answered early and closed; prefer its answer.
+	if c.nwritten > 0 {
+		if c.t.headerTimeout > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
 		}
-		if c.reused && errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		if r, rerr := c.readResponse(req, nil); rerr == nil {
+			_ = c.conn.SetReadDeadline(time.Time{})
+			c.noReuse = true
+			return c.finishHead(req, r, stop)
 		}
-		return fail(mapReadErr(err))
 	}
-	resp, err = c.readResponse(req, httptrace.ContextClientTrace(ctx))
-	if err != nil {
-		return fail(mapReadErr(err))
-	}
-	if c.t.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Time{})
-	}
-	return c.finishHead(req, resp, stop)
+	return c.fail(stop, false, err)
 }
 
 // readResponse reads response heads until a final one (or 101), passing
