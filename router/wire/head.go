@@ -505,14 +505,17 @@ func equalFold[T []byte | string](b T, lower string) bool {
 	return true
 }
 
-func allToken(b []byte) bool {
-	for _, c := range b {
-		if !tokenTable[c] {
+// allIn reports whether every byte of b is in set.
+func allIn[T []byte | string](b T, set *[256]bool) bool {
+	for i := 0; i < len(b); i++ {
+		if !set[b[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+func allToken[T []byte | string](b T) bool { return allIn(b, &tokenTable) }
 
 // plainTarget reports whether an origin-form target is one net/http would
 // forward byte for byte: a path of characters url.URL.EscapedPath keeps as
@@ -549,23 +552,16 @@ var pathByte = alnumPlus("-_.~!$&'()*+,;=:@[]/")
 
 // allFieldValue: field-content without obs-fold; control bytes but HT are
 // refused (net/http refuses them too).
-func allFieldValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
+func allFieldValue[T []byte | string](b T) bool {
+	for i := 0; i < len(b); i++ {
+		if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}
 	return true
 }
 
-func allPlainHost(b []byte) bool {
-	for _, c := range b {
-		if !plainHostByte[c] {
-			return false
-		}
-	}
-	return true
-}
+func allPlainHost[T []byte | string](b T) bool { return allIn(b, &plainHostByte) }
 
 // parseLength parses a Content-Length: 1 to 18 decimal digits.
 func parseLength(b []byte) (int64, bool) {

@@ -736,44 +736,20 @@ func validateOutbound(req *http.Request) error {
 	if req.URL.Host == "" {
 		return errors.New("http: no Host in request URL")
 	}
-	if req.Method != "" && !isToken(req.Method) {
+	if req.Method != "" && !allToken(req.Method) {
 		return fmt.Errorf("net/http: invalid method %q", req.Method)
 	}
 	for k, vv := range req.Header {
-		if !isToken(k) {
+		if k == "" || !allToken(k) {
 			return fmt.Errorf("net/http: invalid header field name %q", k)
 		}
 		for _, v := range vv {
-			if !validHeaderValue(v) {
+			if !allFieldValue(v) {
 				return fmt.Errorf("net/http: invalid header field value for %q", k)
 			}
 		}
 	}
 	return nil
-}
-
-// isToken reports whether s is an RFC 7230 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenTable[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue: no control bytes but horizontal tab (RFC 7230 field-value).
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		b := v[i]
-		if (b < ' ' && b != '\t') || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 var tokenTable = alnumPlus("!#$%&'*+-.^_`|~")
