@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/switchyard/switchyard/router/wire"
 )
 
@@ -93,6 +96,7 @@ func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
 		{"backend answers 503", errBackendStatus},
 		{"backend never answers", timeout},
 		{"backend drops the connection", syscall.ECONNRESET},
+		{"backend head too large", wire.ErrResponseHeadTooLarge},
 		{"client bodies broken", wire.BodyReadError(errors.New("malformed chunked encoding"))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -140,4 +144,78 @@ func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The one retry rule both engines share (attempt): after a connect failure
+// a retriable request goes once to the other instance, and nothing else is
+// sent again.
+func TestAttemptRetriesOnceOnAnotherInstance(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for _, c := range []struct {
+		name      string
+		retriable bool
+		outcomes  []error // of each send, in order
+		sends     int
+		retries   float64
+	}{
+		{"answered", true, []error{nil}, 1, 0},
+		{"dial failed, retriable", true, []error{dial, nil}, 2, 1},
+		{"dial failed twice", true, []error{dial, dial}, 2, 1},
+		{"dial failed, not retriable", false, []error{dial}, 1, 0},
+		{"timeout is not retried", true, []error{wire.ErrHeaderTimeout}, 1, 0},
+		{"reset after send is not retried", true, []error{syscall.ECONNRESET}, 1, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			u, p := testPool(t)
+			u.view.Store(&map[string]*pool{"app": p})
+			retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "retries"})
+			a, err := startAttempt(u, retries, "app", "acme", c.retriable)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var addrs []string
+			for i := 0; ; i++ {
+				if i >= len(c.outcomes) {
+					t.Fatalf("sent %d times, want %d", i+1, c.sends)
+				}
+				addrs = append(addrs, a.addr())
+				status := 200
+				if c.outcomes[i] != nil {
+					status = 0
+				}
+				if !a.end(status, c.outcomes[i]) {
+					break
+				}
+			}
+			if len(addrs) != c.sends {
+				t.Errorf("sent %d times (%v), want %d", len(addrs), addrs, c.sends)
+			}
+			if len(addrs) == 2 && addrs[0] == addrs[1] {
+				t.Errorf("retried on the same instance %s", addrs[0])
+			}
+			var m dto.Metric
+			if err := retries.Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.GetCounter().GetValue(); got != c.retries {
+				t.Errorf("retries counted %v, want %v", got, c.retries)
+			}
+		})
+	}
+}
+
+// The connection loop's refusals get their answers from the same map.
+func TestAnswerForRefusals(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want *routeError
+	}{
+		{wire.ErrHeadTimeout, errHeadTimeout},
+		{wire.ErrAmbiguousFraming, errAmbiguousFraming},
+		{wire.ErrObsFold, errObsFold},
+	} {
+		if got := answerFor(c.err); got != c.want {
+			t.Errorf("answerFor(%v) = %+v, want %+v", c.err, got, c.want)
+		}
+	}
 }
