@@ -35,7 +35,7 @@ type Proxy struct {
 	inflight  *Inflight
 	lease     *lease // nil: no lease to keep (a proxy without a router)
 
-	// fastTransport is the backend client of the fast path (front.go).
+	// fastTransport is the backend client of the fast path (forward.go).
 	fastTransport *wire.Transport
 }
 

@@ -59,6 +59,9 @@ type Transport struct {
 	pools sync.Map // addr → *idlePool
 }
 
+// NewTransport returns a client whose dials time out after dialTimeout and
+// whose requests fail when no response head arrives within headerTimeout
+// (0: no limit).
 func NewTransport(dialTimeout, headerTimeout time.Duration) *Transport {
 	return &Transport{
 		dialer:          net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
