@@ -1,12 +1,3 @@
-// Package wire is the router's HTTP/1.1 on the wire: its own connection
-// loop for the requests that make up nearly all traffic (Server, Conn),
-// their strict head parsers (head.go), the relay of a backend's answer
-// (exchange.go, chunked.go), the client to the backends (Transport) and
-// the raw system-call I/O under both (sysconn_*.go). It decides nothing
-// about tenants: the router decides what to do with a request (Handler,
-// and the head it builds to forward) and this package moves the bytes, or
-// hands the connection to net/http when the request is not one it fully
-// understands.
 package wire
 
 import (
