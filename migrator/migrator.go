@@ -55,6 +55,7 @@ type Migrator struct {
 	catalog *catalog.Store
 	moves   *moveStore
 	log     *slog.Logger
+	routers routerClock
 }
 
 // New returns a migrator.
