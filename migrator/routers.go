@@ -28,6 +28,7 @@ type routerClock struct {
 type indexSeen struct {
 	index uint64
 	at    time.Time
+	lease time.Duration // the router's declared lease; 0: never skipped
 }
 
 // observe records the registrations; it returns the ids of those whose
@@ -42,8 +43,9 @@ func (c *routerClock) observe(regs []catalog.RouterRegistration, now time.Time) 
 		if !ok || s.index != r.ModifyIndex {
 			s = indexSeen{index: r.ModifyIndex, at: now}
 		}
+		s.lease = r.LeaseTTL
 		next[r.ID] = s
-		if r.LeaseTTL > 0 && now.Sub(s.at) > r.LeaseTTL {
+		if s.lease > 0 && now.Sub(s.at) > s.lease {
 			lapsed[r.ID] = true
 		}
 	}
@@ -110,7 +112,7 @@ func (mg *Migrator) ackTimeout(missing []string, polled time.Time, err error) er
 	mg.routers.mu.Lock()
 	defer mg.routers.mu.Unlock()
 	for _, id := range missing {
-		if s, ok := mg.routers.seen[id]; !ok || s.at.After(polled) {
+		if s, ok := mg.routers.seen[id]; !ok || s.lease == 0 || s.at.After(polled) {
 			return fmt.Errorf("routers %v did not acknowledge the freeze in time: %w", missing, err)
 		}
 	}

@@ -1,6 +1,8 @@
 package migrator
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -22,7 +24,7 @@ func TestRouterClock(t *testing.T) {
 		want  map[string]bool                // lapsed at the last step
 	}{
 		{"first sighting is never lapsed", [][]catalog.RouterRegistration{{reg("a", 5, time.Second)}}, map[string]bool{}},
-		{"unchanged for the lease: not yet", [][]catalog.RouterRegistration{{reg("a", 5, 2 * time.Second)}, {reg("a", 5, 2 * time.Second)}, {reg("a", 5, 2 * time.Second)}}, map[string]bool{}},
+		{"unchanged for the lease: not yet", [][]catalog.RouterRegistration{{reg("a", 5, 2*time.Second)}, {reg("a", 5, 2*time.Second)}, {reg("a", 5, 2*time.Second)}}, map[string]bool{}},
 		{"unchanged past the lease: lapsed", [][]catalog.RouterRegistration{{reg("a", 5, time.Second)}, {reg("a", 5, time.Second)}, {reg("a", 5, time.Second)}}, map[string]bool{"a": true}},
 		{"a renewal restarts the count", [][]catalog.RouterRegistration{{reg("a", 5, time.Second)}, {reg("a", 5, time.Second)}, {reg("a", 9, time.Second)}}, map[string]bool{}},
 		{"no lease declared: never", [][]catalog.RouterRegistration{{reg("a", 5, 0)}, {reg("a", 5, 0)}, {reg("a", 5, 0)}}, map[string]bool{}},
@@ -67,5 +69,37 @@ func TestStalledResolved(t *testing.T) {
 	mg.routers.seen["c"] = indexSeen{index: 1, at: time.Now().Add(-2 * time.Hour)}
 	if lapsed, ok := mg.stalledResolved([]catalog.RouterRegistration{reg("c", 1)}, []string{"c"}); !ok || !lapsed {
 		t.Fatalf("c past its lease: want lapsed, got %v %v", lapsed, ok)
+	}
+}
+
+// TestAckTimeout: a switch that timed out waiting for acknowledgements
+// blames stalled routers (no failed attempt) only when every missing router
+// declares a lease and its key did not move since the wait's first poll.
+func TestAckTimeout(t *testing.T) {
+	reg := func(id string, idx uint64, ttl time.Duration) catalog.RouterRegistration {
+		return catalog.RouterRegistration{ID: id, ModifyIndex: idx, LeaseTTL: ttl}
+	}
+	mg := &Migrator{}
+	start := time.Now()
+	mg.routers.observe([]catalog.RouterRegistration{reg("a", 5, time.Hour), reg("b", 7, 0), reg("c", 9, time.Hour)}, start)
+	polled := start.Add(time.Millisecond)
+	mg.routers.observe([]catalog.RouterRegistration{reg("a", 5, time.Hour), reg("b", 7, 0), reg("c", 10, time.Hour)}, start.Add(time.Second))
+	for _, tc := range []struct {
+		missing []string
+		stalled bool
+	}{
+		{[]string{"a"}, true},
+		{[]string{"b"}, false},      // declares no lease
+		{[]string{"c"}, false},      // renewed during the wait
+		{[]string{"a", "c"}, false}, // one of them alive
+		{[]string{"x"}, false},      // never seen
+	} {
+		err := mg.ackTimeout(tc.missing, polled, context.DeadlineExceeded)
+		if got := errors.Is(err, errRoutersStalled); got != tc.stalled {
+			t.Errorf("%v: stalled %v, want %v (%v)", tc.missing, got, tc.stalled, err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%v: %v does not wrap the deadline", tc.missing, err)
+		}
 	}
 }

@@ -192,3 +192,13 @@ func decode(op Op, resp *http.Response, data []byte) Op {
 	op.Out.ID, op.Out.Value = o.ID, Value{Item: o.Item, Quantity: o.Quantity, Version: o.Version}
 	return op
 }
+
+// Do sends one operation through one router (a base URL) as client,
+// records it and returns it: the probes a scenario aims at one router.
+// Start must have been called.
+func (w *Workload) Do(router string, client int, in Input) Op {
+	op := w.do(fmt.Sprintf("%s/t/%s/orders", router, w.Tenant), in)
+	op.Client = client
+	w.Rec.Record(op)
+	return op
+}
