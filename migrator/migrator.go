@@ -216,6 +216,10 @@ func (mg *Migrator) ResumeAll(ctx context.Context) error {
 	return nil
 }
 
+// lockMonitorRetry is the pause between the move lock's checks while
+// Consul does not answer.
+const lockMonitorRetry = 250 * time.Millisecond
+
 // Run drives a move as far as it can go: to done, to aborted, to paused
 // (a step failed), or to retained while its window is open. It holds the
 // tenant's Consul lock meanwhile; ErrLocked means another migrator has it.
@@ -232,6 +236,10 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
 		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
 		SessionName: "switchyard-migrator-" + m.Tenant,
+		// Ride out a Consul leader election (the session survives it)
+		// instead of abandoning a switch half done; for at most half the
+		// lock's TTL, so never past the session's own life.
+		MonitorRetries: int(mg.cfg.LockTTL / 2 / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
 	})
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)

@@ -84,6 +84,13 @@ func leaderKilled(t *testing.T, hook func(*migrator.Hooks, func())) {
 	m, _ = mg.Get(s.ctx, m.ID)
 	t.Logf("move switched %s after the kill (attempts %d, pause %s); new Consul leader %s",
 		m.Switched.Sub(killedAt).Round(time.Millisecond), m.Attempts, m.Pause.Round(time.Millisecond), leader.NodeName())
+	// The election takes a second or two; the migrator rides it out under
+	// its lock. Before it did (the lock's monitor gave up on the first
+	// error), the tenant sat frozen until the abandoned lock's session
+	// lapsed: 19 s.
+	if switched := m.Switched.Sub(killedAt); switched > 12*time.Second {
+		t.Errorf("the move switched %s after the kill: the migrator did not ride out the election", switched)
+	}
 	time.Sleep(500 * time.Millisecond)
 	s.verdict(w, "elector", killedAt, 1000)
 	t.Logf("move finished %s after the kill", finished.Round(time.Millisecond))
