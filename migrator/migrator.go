@@ -275,12 +275,7 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		return err
 	}
 	m.Options.setDefaults()
-	r, err := mg.newRun(rctx, m)
-	if err != nil {
-		return mg.pause(ctx, m, err)
-	}
-	defer r.close()
-	return r.drive(rctx)
+	return mg.driveThrough(rctx, ctx, m)
 }
 
 // pause records a failed step; the tenant keeps being served from where it

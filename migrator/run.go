@@ -173,6 +173,9 @@ func (r *run) drive(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if rideable(phase, err) { // ridden out by driveThrough
+				return fmt.Errorf("%w: %s: %w", errOutage, phase, err)
+			}
 			return r.mg.pause(ctx, r.m, fmt.Errorf("%s: %w", phase, err))
 		}
 		if r.m.Phase == PhaseRetained && phase == PhaseRetained {
