@@ -119,6 +119,16 @@ func (mg *Migrator) ackTimeout(missing []string, polled time.Time, err error) er
 	return &stalledRouters{ids: missing, err: err}
 }
 
+// attemptCost is what a rolled-back switch attempt counts against
+// MaxSwitchAttempts: 0 when awaitStalledRouters finds it failed only on
+// routers whose lease then lapsed, else 1.
+func (mg *Migrator) attemptCost(ctx context.Context, err error) int {
+	if mg.awaitStalledRouters(ctx, err) {
+		return 0
+	}
+	return 1
+}
+
 // awaitStalledRouters runs after a switch rolled back. When it failed only
 // for routers that may have stalled, it waits until each has either renewed
 // (alive: the failed attempt counts, false) or lapsed or gone (true: the

@@ -265,9 +265,7 @@ func (r *run) step(ctx context.Context) error {
 		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || errors.Is(err, errRollbackFailed) || ctx.Err() != nil {
 			return err // paused in the switch phase: recoverSwitch reconciles on retry
 		}
-		if !r.mg.awaitStalledRouters(ctx, err) { // a stalled router's lapse is no failed attempt
-			r.m.Attempts++
-		}
+		r.m.Attempts += r.mg.attemptCost(ctx, err) // a stalled router's lapse is no failed attempt
 		r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
 		if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
 			return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
