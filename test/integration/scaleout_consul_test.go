@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,9 +41,7 @@ func TestScaleOutConsulLeaderKilled(t *testing.T) {
 // test's own (the controllers are stopped so no replica takes the move).
 func leaderKilled(t *testing.T, hook func(*migrator.Hooks, func())) {
 	s := newScaleStack(t)
-	for _, c := range s.controllers {
-		s.signal(c, syscall.SIGTERM)
-	}
+	s.stopControllers()
 	s.seed("elector", 200)
 	w := s.workload("elector", 4)
 	var killedAt time.Time
@@ -65,13 +62,7 @@ func leaderKilled(t *testing.T, hook func(*migrator.Hooks, func())) {
 	}
 	hooks := &migrator.Hooks{}
 	hook(hooks, kill)
-	client, _ := s.consulVia(1)
-	mg := migrator.New(client, migrator.Config{ID: "elected", Logger: testLogger(t), LockTTL: 5 * time.Second, Hooks: hooks})
-	m, _, err := mg.Create(s.ctx, migrator.Request{Tenant: "elector", To: "db-1", Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	mg, m := s.ownMove("elected", "elector", hooks)
 	s.finishMove(t, mg, m.ID)
 	if killedAt.IsZero() {
 		t.Fatal("the hook never killed the leader")

@@ -4,7 +4,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,9 +52,7 @@ func TestScaleOutPostgresRestarted(t *testing.T) {
 // own (the controllers are stopped so no replica takes the move).
 func pgRestarted(t *testing.T, which func(*scaleStack) *harness.Postgres, hook func(*migrator.Hooks, func())) {
 	s := newScaleStack(t)
-	for _, c := range s.controllers {
-		s.signal(c, syscall.SIGTERM)
-	}
+	s.stopControllers()
 	s.seed("phoenix", 6000)
 	w := s.workload("phoenix", 4)
 	pg := which(s)
@@ -76,13 +73,7 @@ func pgRestarted(t *testing.T, which func(*scaleStack) *harness.Postgres, hook f
 	}
 	hooks := &migrator.Hooks{}
 	hook(hooks, restart)
-	client, _ := s.consulVia(1)
-	mg := migrator.New(client, migrator.Config{ID: "restarts", Logger: testLogger(t), LockTTL: 5 * time.Second, Hooks: hooks})
-	m, _, err := mg.Create(s.ctx, migrator.Request{Tenant: "phoenix", To: "db-1", Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	mg, m := s.ownMove("restarts", "phoenix", hooks)
 	// One run, no operator: before the migrator rode outages out, each
 	// error of the restart paused the move until someone retried it.
 	if err := mg.Run(s.ctx, m.ID); err != nil {

@@ -24,31 +24,23 @@ const routerLease = 10 * time.Second
 // flip.
 func TestScaleOutRouterStalled(t *testing.T) {
 	s := newScaleStack(t)
-	for _, c := range s.controllers {
-		s.signal(c, syscall.SIGTERM) // the test's migrator runs the move
-	}
+	s.stopControllers()
 	s.seed("sleeper", 200)
 	w := s.workload("sleeper", 4)
 	stalled := s.routers[2]
 	var stoppedAt time.Time
-	client, _ := s.consulVia(1)
-	mg := migrator.New(client, migrator.Config{ID: "stall", Logger: testLogger(t), LockTTL: 5 * time.Second,
-		Hooks: &migrator.Hooks{BeforeSwitch: func(*migrator.Move) error {
-			if stoppedAt.IsZero() {
-				s.signal(stalled, syscall.SIGSTOP)
-				stoppedAt = time.Now()
-			}
-			return nil
-		}}})
-	m, _, err := mg.Create(s.ctx, migrator.Request{Tenant: "sleeper", To: "db-1", Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	mg, m := s.ownMove("stall", "sleeper", &migrator.Hooks{BeforeSwitch: func(*migrator.Move) error {
+		if stoppedAt.IsZero() {
+			s.signal(stalled, syscall.SIGSTOP)
+			stoppedAt = time.Now()
+		}
+		return nil
+	}})
 	if err := mg.Run(s.ctx, m.ID); err != nil {
 		t.Fatalf("move with a stalled router: %v", err)
 	}
-	if m, err = mg.Get(s.ctx, m.ID); err != nil || m.Phase != migrator.PhaseRetained {
+	m, err := mg.Get(s.ctx, m.ID)
+	if err != nil || m.Phase != migrator.PhaseRetained {
 		t.Fatalf("move after the run: %+v %v", m, err)
 	}
 	waited := m.Switched.Sub(stoppedAt)
