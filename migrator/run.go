@@ -165,7 +165,7 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.step(ctx)
+		err := r.hookedStep(ctx)
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}
