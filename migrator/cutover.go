@@ -329,29 +329,24 @@ func fmtSteps(steps map[string]time.Duration) string {
 	return s
 }
 
-// waitAcks waits until every live router acknowledged the freeze epoch.
+// waitAcks waits until every live router acknowledged the freeze epoch,
+// but for routers whose lease has lapsed (routerClock).
 func (r *run) waitAcks(ctx context.Context, epoch uint64) error {
+	var polled time.Time // the first poll's end: keys seen since moved during the wait
 	for {
-		live, err := r.mg.catalog.LiveRouters(ctx)
+		missing, err := r.mg.missingAcks(ctx, r.m.Tenant, epoch)
 		if err != nil {
 			return err
-		}
-		acks, err := r.mg.catalog.Acks(ctx, r.m.Tenant)
-		if err != nil {
-			return err
-		}
-		var missing []string
-		for _, id := range live {
-			if acks[id] < epoch {
-				missing = append(missing, id)
-			}
 		}
 		if len(missing) == 0 {
 			return nil
 		}
+		if polled.IsZero() {
+			polled = time.Now()
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("routers %v did not acknowledge the freeze in time: %w", missing, ctx.Err())
+			return r.mg.ackTimeout(missing, polled, ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

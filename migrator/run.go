@@ -165,13 +165,16 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.step(ctx)
+		err := r.hookedStep(ctx)
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if rideable(phase, err) { // ridden out by driveThrough
+				return fmt.Errorf("%w: %s: %w", errOutage, phase, err)
 			}
 			return r.mg.pause(ctx, r.m, fmt.Errorf("%s: %w", phase, err))
 		}
@@ -262,7 +265,7 @@ func (r *run) step(ctx context.Context) error {
 		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || errors.Is(err, errRollbackFailed) || ctx.Err() != nil {
 			return err // paused in the switch phase: recoverSwitch reconciles on retry
 		}
-		r.m.Attempts++
+		r.m.Attempts += r.mg.attemptCost(ctx, err) // a stalled router's lapse is no failed attempt
 		r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
 		if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
 			return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
