@@ -176,7 +176,7 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.KeyColumn == "" {
-		o.KeyColumn = "tenant_id"
+		o.KeyColumn = DefaultKeyColumn
 	}
 	if o.ChunkRows == 0 {
 		o.ChunkRows = 250_000

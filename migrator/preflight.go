@@ -143,7 +143,7 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 		return rep, nil
 	}
 	defer src.Close()
-	tables, err := discoverTables(ctx, src, key)
+	tables, err := DiscoverTables(ctx, src, key)
 	if err != nil {
 		rep.add("tenant tables", false, err.Error(), "")
 		return rep, nil
@@ -181,7 +181,7 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 	dst.Close()
 	if dst, err = openDB(ctx, dstDSN); err == nil {
 		defer dst.Close()
-		dtables, err := discoverTables(ctx, dst, key)
+		dtables, err := DiscoverTables(ctx, dst, key)
 		if err != nil {
 			return nil, err
 		}

@@ -102,7 +102,7 @@ func (r *run) open(ctx context.Context, needTarget bool) error {
 		}
 	}
 	if r.tables == nil {
-		if r.tables, err = discoverTables(ctx, r.src, r.m.Options.KeyColumn); err != nil {
+		if r.tables, err = DiscoverTables(ctx, r.src, r.m.Options.KeyColumn); err != nil {
 			return err
 		}
 	}
@@ -615,10 +615,10 @@ func (r *run) checkDDL(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dt, derr = discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
+			dt, derr = DiscoverTables(ctx, r.dst, r.m.Options.KeyColumn)
 		}()
 	}
-	tables, err := discoverTables(ctx, r.src, r.m.Options.KeyColumn)
+	tables, err := DiscoverTables(ctx, r.src, r.m.Options.KeyColumn)
 	wg.Wait()
 	if err != nil {
 		return err
