@@ -137,7 +137,7 @@ func (r *run) abort(ctx context.Context) error {
 		return r.mg.pause(ctx, r.m, fmt.Errorf("abort: %w", err))
 	}
 	if r.m.Phase == PhaseSwitch || r.m.FreezeEpoch != 0 {
-		if err := r.rollbackSwitch(ctx, true); err != nil {
+		if err := r.rollbackSwitch(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

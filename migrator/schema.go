@@ -193,10 +193,10 @@ func schemaStamp(ctx context.Context, db *sqlx.DB, keyColumn string) (string, er
 		WITH t AS (`+tenantTablesSQL+`)
 		SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
 		  SELECT t.nspname || '.' || t.relname || ':' || a.attnum || ':' || a.attname || ':' ||
-		         format_type(a.atttypid, a.atttypmod) || ':' || a.attgenerated || ':' || a.attidentity AS x
+		         format_type(a.atttypid, a.atttypmod) || ':' || a.attgenerated::text || ':' || a.attidentity::text AS x
 		  FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
 		  UNION ALL
-		  SELECT t.nspname || '.' || t.relname || ':' || c.contype || ':' || c.conkey::text || ':' || c.confrelid::regclass::text
+		  SELECT t.nspname || '.' || t.relname || ':' || c.contype::text || ':' || c.conkey::text || ':' || c.confrelid::regclass::text
 		  FROM t JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('p', 'f')
 		) s`, keyColumn)
 	if err != nil {
