@@ -103,19 +103,22 @@ func (r *run) sequences() []string {
 	return seqs
 }
 
+// sourceSequences reads the source's sequences (none: nil).
+func (r *run) sourceSequences(ctx context.Context) ([]string, []sql.NullInt64, error) {
+	seqs := r.sequences()
+	if len(seqs) == 0 {
+		return nil, nil, nil
+	}
+	last, err := readSequences(ctx, r.src, seqs)
+	return seqs, last, err
+}
+
 // sampleSequences reads the source's sequences: the first of the two
 // readings the headroom's insert rate is measured between.
 func (r *run) sampleSequences(ctx context.Context) error {
-	seqs := r.sequences()
-	if len(seqs) == 0 {
-		return nil
-	}
-	last, err := readSequences(ctx, r.src, seqs)
-	if err != nil {
-		return err
-	}
+	_, last, err := r.sourceSequences(ctx)
 	r.prep.seqAt, r.prep.seqLast = time.Now(), last
-	return nil
+	return err
 }
 
 // sequencesAhead, before the freeze, sets every target sequence past the
@@ -124,12 +127,8 @@ func (r *run) sampleSequences(ctx context.Context) error {
 // switch budget and a second more, and at least minSeqHeadroom. Inside
 // the fence checkSequences then only verifies.
 func (r *run) sequencesAhead(ctx context.Context) error {
-	seqs := r.sequences()
-	if len(seqs) == 0 {
-		return nil
-	}
-	last, err := readSequences(ctx, r.src, seqs)
-	if err != nil {
+	seqs, last, err := r.sourceSequences(ctx)
+	if err != nil || len(seqs) == 0 {
 		return err
 	}
 	window := (2*r.m.Options.SwitchBudget + time.Second).Seconds()
