@@ -82,7 +82,7 @@ func newMetrics() *metrics {
 		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_controller_leader", Help: "1 if this replica holds the leader lock."}),
 		moves:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchyard_controller_moves", Help: "Moves by phase and status, as the leader last saw them."}, []string{"phase", "status"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, migrator.SwitchStepSeconds, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
