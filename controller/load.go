@@ -33,7 +33,7 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 	bytes := map[string]int64{}
 	rps := map[string]float64{}
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/load/bytes/", q)
+	pairs, _, err := s.client.KV().List(s.store.Keys().ByteLoads(), q)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -45,7 +45,7 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 			}
 		}
 	}
-	pairs, _, err = s.client.KV().List(s.cfg.Prefix+"/load/routers/", q)
+	pairs, _, err = s.client.KV().List(s.store.Keys().RouterLoads(), q)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,7 +90,7 @@ func (s *Server) measureBytes(ctx context.Context) error {
 			}
 		}
 		data, _ := json.Marshal(out)
-		if _, err := s.client.KV().Put(&api.KVPair{Key: s.cfg.Prefix + "/load/bytes/" + tg.ID, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		if _, err := s.client.KV().Put(&api.KVPair{Key: s.store.Keys().ByteLoad(tg.ID), Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 			return err
 		}
 	}
