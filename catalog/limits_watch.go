@@ -1,0 +1,45 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// watchPolicy keeps the snapshot's plan policy (the limits it enforces)
+// current: a policy change reaches routers without a restart. A missing
+// policy is an empty one (no plan limits).
+func (w *Watcher) watchPolicy(ctx context.Context, index uint64) (uint64, error) {
+	pair, meta, err := w.store.client.KV().Get(w.store.policyKey(), w.blockingOpts(ctx, index))
+	if err != nil {
+		return index, err
+	}
+	if meta.LastIndex == index && index != 0 {
+		return index, nil
+	}
+	p := &PlanPolicy{}
+	if pair != nil {
+		if err := json.Unmarshal(pair.Value, p); err != nil {
+			return index, fmt.Errorf("policy: %w", err)
+		}
+	}
+	w.mu.Lock()
+	cur := w.snap.Load()
+	next := *cur
+	next.policy = p
+	w.swapLocked(cur, &next)
+	w.mu.Unlock()
+	w.gotPolicy.Store(true)
+	w.markReady()
+	return meta.LastIndex, nil
+}
+
+// limitsSwap is the part of every snapshot swap that concerns limits: the
+// policy carries over unless the new snapshot brings its own, and the
+// tables are rebuilt for the plans and overrides known now.
+func (w *Watcher) limitsSwap(old, next *Snapshot) {
+	if next.policy == nil {
+		next.policy = old.policy
+	}
+	next.limitTables.index(next.policy, w.names)
+}
