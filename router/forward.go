@@ -75,6 +75,9 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
+	if e := p.admit(route, entry, h.contentLength); e != nil {
+		return answer(e, tenant)
+	}
 
 	req := &fc.req
 	*req = fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,
