@@ -1,5 +1,7 @@
 package catalog
 
+import "errors"
+
 // limitTables resolve a route's limits without allocating: the policy's
 // limits by plan code, and the tenants' overrides by override code (both
 // codes are in the route, from its slot).
@@ -17,6 +19,12 @@ func (n *nameTable) limitCodes(plan, override string) (uint8, uint16, error) {
 		return 0, 0, err
 	}
 	o, err := n.limits.code(override, decodeOverride)
+	if errors.Is(err, errTableFull) {
+		// More distinct overrides than codes since this router started:
+		// the tenant is held to its plan's limits rather than the catalog
+		// going unread (a restart starts the table afresh).
+		o, err = 0, nil
+	}
 	if err != nil {
 		return 0, 0, err
 	}

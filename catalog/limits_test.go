@@ -122,3 +122,33 @@ func TestSlotSize(t *testing.T) {
 		t.Fatalf("slot is %d bytes, want 24", n)
 	}
 }
+
+// BenchmarkSnapshotLimits is a request's cost to find its tenant's limits:
+// the lookup and Limits (plan's merged with an override), at one million
+// tenants over a cache-warm working set. It must not allocate.
+func BenchmarkSnapshotLimits(b *testing.B) {
+	tenants := millionTenants(1_000_000)
+	for i := 0; i < len(tenants); i += 10 {
+		tenants[i].Limits = &LimitsOverride{ConcurrentRequests: i64(int64(i%7 + 1))}
+	}
+	policy := DefaultPlanPolicy()
+	policy.Limits = map[string]Limits{"free": {RequestsPerSecond: 5, Burst: 10, MaxBodyBytes: 1 << 20}}
+	s, err := snapshotWithPolicy(tenants, DefaultBuckets, &policy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = tenants[i*7919%len(tenants)].ID
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	sum := 0.0
+	for i := 0; i < b.N; i++ {
+		r, _ := s.Lookup(ids[i&63])
+		sum += s.Limits(r).RequestsPerSecond
+	}
+	if sum != 5*float64(b.N) {
+		b.Fatalf("limits not found: %v", sum)
+	}
+}

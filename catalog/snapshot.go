@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func (n *internTable[T]) code(key string, value func(string) (T, error)) (uint16
 		return c, nil
 	}
 	if len(n.list) >= n.max {
-		return 0, fmt.Errorf("more than %d distinct %s", n.max, n.what)
+		return 0, fmt.Errorf("%w: more than %d distinct %s", errTableFull, n.max, n.what)
 	}
 	v, err := value(key)
 	if err != nil {
@@ -89,6 +90,9 @@ func (n *internTable[T]) snapshot() []T {
 	defer n.mu.RUnlock()
 	return n.list
 }
+
+// errTableFull: an intern table has no code left.
+var errTableFull = errors.New("intern table full")
 
 func sameString(s string) (string, error) { return strings.Clone(s), nil }
 

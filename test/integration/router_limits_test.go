@@ -16,7 +16,6 @@ import (
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
-	"github.com/switchyard/switchyard/examples/orders"
 	"github.com/switchyard/switchyard/router"
 	"github.com/switchyard/switchyard/test/harness"
 )
@@ -375,20 +374,7 @@ func noisyNeighbour(tb testing.TB, phase time.Duration) noisyResult {
 	if err := s.store.CreateTarget(ctx, catalog.Target{ID: "pool-1", Tier: catalog.TierShared, Service: "app-shared", DSN: pg.DSN("pool")}); err != nil {
 		tb.Fatal(err)
 	}
-	cfg := orders.DefaultConfig("app-shared", c.Client())
-	cfg.Logger = testLogger(tb)
-	app, err := orders.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := app.Start(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = app.Stop(sctx)
-	})
+	startOrdersApp(ctx, tb, c.Client(), "app-shared")
 	s.tenant("noisy", "free", catalog.TierShared, "pool-1")
 	s.tenant("quiet", "free", catalog.TierShared, "pool-1")
 	setPlanLimits(tb, s.store, "free", catalog.Limits{RequestsPerSecond: limit, Burst: limit})
