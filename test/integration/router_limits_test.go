@@ -490,3 +490,46 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		checkNoisy(b, r, true)
 	}
 }
+
+// TestLimitSharesFollowLiveRouters: a quiet tenant's burst is split over
+// the live routers, and a router that leaves gives its share back.
+func TestLimitSharesFollowLiveRouters(t *testing.T) {
+	s := newStack(t)
+	startBackend(t, s.consul.Client(), "app-shared", nil)
+	s.tenant("burst-a", "free", catalog.TierShared, "pool-1")
+	s.tenant("burst-b", "free", catalog.TierShared, "pool-1")
+	setPlanLimits(t, s.store, "free", catalog.Limits{RequestsPerSecond: 0.01, Burst: 10})
+	r1 := s.router(func(c *router.Config) { c.ID = "shares-r1" })
+	r2 := s.router(func(c *router.Config) { c.ID = "shares-r2" })
+	live := func(n int) func() bool {
+		return func() bool {
+			ids, err := s.store.LiveRouters(context.Background())
+			return err == nil && len(ids) == n
+		}
+	}
+	waitFor(t, 15*time.Second, "two routers live", live(2))
+	time.Sleep(2 * sharesReadEvery) // both have read the membership
+	hc := &http.Client{Timeout: 10 * time.Second}
+	burst := func(tenant string) int {
+		admitted := 0
+		for range 20 {
+			if limitGet(t, hc, r1.url, tenant, "GET", nil, false).status == 200 {
+				admitted++
+			}
+		}
+		return admitted
+	}
+	if got := burst("burst-a"); got != 5 {
+		t.Fatalf("two routers: %d of a burst of 10 admitted by one, want its half (5)", got)
+	}
+	r2.cancel()
+	waitFor(t, 15*time.Second, "one router live", live(1))
+	time.Sleep(2 * sharesReadEvery)
+	if got := burst("burst-b"); got != 10 {
+		t.Fatalf("one router left: %d of a burst of 10 admitted, want all 10", got)
+	}
+}
+
+// sharesReadEvery is how often a router re-reads the routers and their
+// reports (router.sharesEvery).
+const sharesReadEvery = time.Second
