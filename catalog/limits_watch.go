@@ -3,7 +3,6 @@ package catalog
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 )
 
 // watchPolicy keeps the snapshot's plan policy (the limits it enforces)
@@ -20,13 +19,19 @@ func (w *Watcher) watchPolicy(ctx context.Context, index uint64) (uint64, error)
 	p := &PlanPolicy{}
 	if pair != nil {
 		if err := json.Unmarshal(pair.Value, p); err != nil {
-			return index, fmt.Errorf("policy: %w", err)
+			// Never a reason to stop serving: keep enforcing the policy
+			// read before (none at all on a first read).
+			w.cfg.Logger.Warn("unreadable plan policy; keeping the limits read before", "err", err)
+			p = nil
 		}
 	}
 	w.mu.Lock()
 	cur := w.snap.Load()
 	next := *cur
 	next.policy = p
+	if p == nil && cur.policy == nil {
+		next.policy = &PlanPolicy{}
+	}
 	w.swapLocked(cur, &next)
 	w.mu.Unlock()
 	w.gotPolicy.Store(true)
