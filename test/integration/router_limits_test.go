@@ -146,19 +146,27 @@ func TestRouterEnforcesTenantLimits(t *testing.T) {
 		}
 	})
 	t.Run("concurrency", func(t *testing.T) {
+		// The router may still be finishing the chunked request after its answer.
+		waitFor(t, 5*time.Second, "nothing of lim-a in flight", func() bool { return rr.Inflight().Count("lim-a") == 0 })
 		held := make(chan limitAnswer, 1)
 		go func() {
 			req, _ := http.NewRequest("GET", rr.url+"/t/lim-a/orders", nil)
 			req.Header.Set("X-Test-Route", "hold")
 			resp, err := hc.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				held <- limitAnswer{status: resp.StatusCode}
+			if err != nil {
+				held <- limitAnswer{}
 				return
 			}
-			held <- limitAnswer{}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(resp.Body)
+			held <- limitAnswer{status: resp.StatusCode, code: string(data)}
 		}()
 		waitFor(t, 5*time.Second, "the held request at the backend", func() bool {
+			select {
+			case a := <-held:
+				t.Fatalf("the request to hold was answered at once: %+v", a)
+			default:
+			}
 			a := limitGet(t, hc, rr.url, "lim-a", "GET", nil, false)
 			return a.status == 429 && a.code == "concurrency_limited" && a.limit == catalog.LimitConcurrentRequests && a.retryAfter == "1"
 		})
