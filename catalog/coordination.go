@@ -42,6 +42,8 @@ type RouterSession struct {
 	ID    string
 	// Session is the Consul session id holding the router's keys.
 	Session string
+	// reg is the registration key's value, written again on each renewal.
+	reg []byte
 }
 
 // ErrSessionGone: Consul no longer has the router's session (it expired or
@@ -49,9 +51,11 @@ type RouterSession struct {
 var ErrSessionGone = errors.New("router session no longer exists")
 
 // RegisterRouter creates a session (TTL ttl, at least Consul's 10 s; keys
-// deleted on expiry) and holds the router's key with it. The caller keeps
+// deleted on expiry) and holds the router's key with it; the key says
+// that the router's lease is ttl. The caller keeps
 // it alive with Renew, and Ends it on the way out.
 func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration) (*RouterSession, error) {
+	reg := registrationValue(ttl)
 	ttl = max(ttl, 10*time.Second)
 	se, _, err := s.client.Session().Create(&api.SessionEntry{
 		Name: "switchyard-router-" + id, TTL: ttl.String(), Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
@@ -59,16 +63,17 @@ func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("router session: %w", err)
 	}
-	ok, _, err := s.client.KV().Acquire(&api.KVPair{Key: s.routerKey(id), Value: []byte(time.Now().UTC().Format(time.RFC3339)), Session: se}, writeOpts(ctx))
-	if err != nil || !ok {
+	rs := &RouterSession{store: s, ID: id, Session: se, reg: reg}
+	if err := rs.refresh(ctx); err != nil {
 		_, _ = s.client.Session().Destroy(se, nil)
-		return nil, fmt.Errorf("router key %s: held by another session or %v", id, err)
+		return nil, err
 	}
-	return &RouterSession{store: s, ID: id, Session: se}, nil
+	return rs, nil
 }
 
-// Renew extends the session's TTL; ErrSessionGone if Consul no longer
-// has it.
+// Renew extends the session's TTL, then writes the registration key again
+// (its ModifyIndex moves: see RouterRegistration); ErrSessionGone if
+// Consul no longer has the session.
 func (rs *RouterSession) Renew(ctx context.Context) error {
 	e, _, err := rs.store.client.Session().Renew(rs.Session, writeOpts(ctx))
 	if err != nil {
@@ -77,7 +82,7 @@ func (rs *RouterSession) Renew(ctx context.Context) error {
 	if e == nil {
 		return ErrSessionGone
 	}
-	return nil
+	return rs.refresh(ctx)
 }
 
 // End destroys the session: the router's key and acks go with it, so no
@@ -102,15 +107,13 @@ func (rs *RouterSession) Ack(ctx context.Context, tenant string, epoch uint64) e
 
 // LiveRouters lists the routers whose session holds their key.
 func (s *Store) LiveRouters(ctx context.Context) ([]string, error) {
-	pairs, _, err := s.client.KV().List(s.prefix+"/routers/", readOpts(ctx))
+	regs, err := s.RouterRegistrations(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list routers: %w", err)
+		return nil, err
 	}
-	var out []string
-	for _, p := range pairs {
-		if p.Session != "" {
-			out = append(out, strings.TrimPrefix(p.Key, s.prefix+"/routers/"))
-		}
+	out := make([]string, len(regs))
+	for i, r := range regs {
+		out[i] = r.ID
 	}
 	return out, nil
 }

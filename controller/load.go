@@ -1,10 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -12,6 +13,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
 )
 
 // Load figures feed the planner, gathered off the request path:
@@ -83,7 +85,7 @@ func (s *Server) measureBytes(ctx context.Context) error {
 			dsns = []string{tg.DSN}
 		}
 		for _, dsn := range dsns {
-			if err := sizeTenants(ctx, dsn, out.Bytes); err != nil {
+			if err := sizeTenants(ctx, dsn, s.moveOptions().KeyColumn, out.Bytes); err != nil {
 				s.log.Debug("measuring tenant sizes", "target", tg.ID, "err", err)
 			}
 		}
@@ -95,7 +97,9 @@ func (s *Server) measureBytes(ctx context.Context) error {
 	return nil
 }
 
-func sizeTenants(ctx context.Context, dsn string, into map[string]int64) error {
+// sizeTenants adds each tenant's row sizes, summed over the tenant tables
+// (found as moves find them, by the key column moves use), to into.
+func sizeTenants(ctx context.Context, dsn, keyColumn string, into map[string]int64) error {
 	db, err := sqlx.Open("postgres", dsn)
 	if err != nil {
 		return err
@@ -103,18 +107,19 @@ func sizeTenants(ctx context.Context, dsn string, into map[string]int64) error {
 	defer db.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var tables []string
-	if err := db.SelectContext(cctx, &tables, `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.columns
-		WHERE column_name = 'tenant_id' AND table_schema NOT IN ('pg_catalog', 'information_schema', 'switchyard')`); err != nil {
+	tables, err := migrator.DiscoverTables(cctx, db, keyColumn)
+	if err != nil {
 		return err
 	}
+	key := pq.QuoteIdentifier(cmp.Or(keyColumn, migrator.DefaultKeyColumn))
 	for _, t := range tables {
-		rows, err := db.QueryContext(cctx, fmt.Sprintf(`SELECT tenant_id::text, sum(pg_column_size(x.*))::bigint FROM %s x GROUP BY 1`, t))
+		rows, err := db.QueryContext(cctx, fmt.Sprintf(`SELECT %s::text, sum(pg_column_size(x.*))::bigint FROM %s x GROUP BY 1`, key, t.Ident()))
 		if err != nil {
-			if strings.Contains(err.Error(), "does not exist") {
+			var pqErr *pq.Error
+			if errors.As(err, &pqErr) && pqErr.Code == "42P01" { // undefined_table: dropped meanwhile
 				continue
 			}
-			return fmt.Errorf("%s: %w", pq.QuoteIdentifier(t), err)
+			return fmt.Errorf("%s: %w", t.Key(), err)
 		}
 		for rows.Next() {
 			var id string

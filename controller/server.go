@@ -62,7 +62,7 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
 		running: map[string]bool{}, ready: make(chan struct{})}
 	s.idem = newIdemStore(client, s.store.IdempotencyPrefix(), cfg.IdempotencyTTL, cfg.IdempotencyWait, log)
-	s.migrator = migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL})
+	s.migrator = migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL, Hooks: cfg.MoveHooks})
 	w, err := catalog.NewWatcher(client, catalog.WatcherConfig{Prefix: cfg.Prefix, Logger: log})
 	if err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func newMetrics() *metrics {
 		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_controller_leader", Help: "1 if this replica holds the leader lock."}),
 		moves:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchyard_controller_moves", Help: "Moves by phase and status, as the leader last saw them."}, []string{"phase", "status"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, migrator.SwitchStepSeconds, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 

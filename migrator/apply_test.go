@@ -47,7 +47,7 @@ func twoDatabases(t *testing.T) (*sqlx.DB, *sqlx.DB, *applier) {
 func TestCaptureAndApply(t *testing.T) {
 	src, dst, a := twoDatabases(t)
 	ctx := context.Background()
-	tables, err := discoverTables(ctx, src, "tenant_id")
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestCaptureAndApply(t *testing.T) {
 func TestApplyStopsAtHighWater(t *testing.T) {
 	src, dst, a := twoDatabases(t)
 	ctx := context.Background()
-	tables, err := discoverTables(ctx, src, "tenant_id")
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestApplyStopsAtHighWater(t *testing.T) {
 func TestApplyRate(t *testing.T) {
 	src, dst, a := twoDatabases(t)
 	ctx := context.Background()
-	tables, err := discoverTables(ctx, src, "tenant_id")
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func (r *run) abort(ctx context.Context) error {
 		return r.mg.pause(ctx, r.m, fmt.Errorf("abort: %w", err))
 	}
 	if r.m.Phase == PhaseSwitch || r.m.FreezeEpoch != 0 {
-		if err := r.rollbackSwitch(ctx, true); err != nil {
+		if err := r.rollbackSwitch(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -181,7 +181,7 @@ func (r *run) abort(ctx context.Context) error {
 // batches, children first) anywhere else.
 func DeleteTenantData(ctx context.Context, target catalog.Target, tenant, keyColumn string) (int64, error) {
 	if keyColumn == "" {
-		keyColumn = "tenant_id"
+		keyColumn = DefaultKeyColumn
 	}
 	if target.Tier == catalog.TierDedicatedDB {
 		admin, err := openDB(ctx, target.DSN)
@@ -197,7 +197,7 @@ func DeleteTenantData(ctx context.Context, target catalog.Target, tenant, keyCol
 		return 0, err
 	}
 	defer db.Close()
-	tables, err := discoverTables(ctx, db, keyColumn)
+	tables, err := DiscoverTables(ctx, db, keyColumn)
 	if err != nil {
 		return 0, err
 	}

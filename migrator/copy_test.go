@@ -36,7 +36,7 @@ func TestCopyChunksAnyKeyType(t *testing.T) {
 		INSERT INTO blobs (tenant_id, data) SELECT 'acme', decode(md5(g::text), 'hex') FROM generate_series(1, 500) g;`); err != nil {
 		t.Fatal(err)
 	}
-	tables, err := discoverTables(ctx, src, "tenant_id")
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,87 +2,157 @@ package migrator
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
 )
 
-// cutover is the switch. Each step has a deadline inside SwitchBudget, and
-// any failure before the flip rolls back: unfence, unfreeze, the tenant stays
-// on the source and keeps serving.
+// cutover is the switch, a sequence of named steps (see step). Before the
+// freeze it prepares what the pause then only checks; each step inside the
+// pause has a deadline inside SwitchBudget, and any failure before the flip
+// runs the armed undos: unfence, unfreeze; the tenant stays on the source
+// and keeps serving.
 //
+// Before the freeze (prepareSteps): read the source's sequences; stamp
+// both sides' schemas and check the full shape; top up the backlog and
+// verify the rows applied since the full verification; set the target's
+// sequences ahead of the source's with headroom; one last top-up.
+//
+// The pause (pauseSteps):
 //  1. freeze the tenant in the catalog (new epoch) and announce it;
 //  2. wait for every live router to acknowledge: it holds the tenant's new
 //     requests and has none in flight;
 //  3. fence the tenant on the source and drain the writers that got past
 //     the fence check before it;
-//  4. apply the last captured changes;
+//  4. apply the last captured changes, and meanwhile compare the schema
+//     stamps and check the sequences (other connections);
 //  5. verify the rows the final apply wrote (those applied between the full
 //     verification and the freeze were verified before it; no row counts:
 //     see verifyKeys);
-//  6. move the target's sequences past the source's;
-//  7. flip the placement with CAS (still frozen at our epoch → active on the
+//  6. flip the placement with CAS (still frozen at our epoch → active on the
 //     target); routers release the held requests to the new target.
-func (r *run) cutover(ctx context.Context) (err error) {
-	m := r.m
-	log := r.mg.log.With("move", m.ID, "tenant", m.Tenant)
+//
+// After the flip nothing can fail the move: tidySteps.
+func (r *run) cutover(ctx context.Context) error {
 	if !r.verified {
 		// Resumed straight into the switch: verify everything first.
 		if err := r.catchUp(ctx); err != nil {
 			return err
 		}
 	}
-	if err := r.checkDDL(ctx); err != nil {
+	log := r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)
+	sr := &stepRunner{log: log}
+	defer func() { r.m.SwitchSteps = sr.timeline() }()
+	if err := sr.run(ctx, r.prepareSteps()); err != nil {
 		return err
 	}
-	// Bring the backlog down to what writers add in one short round, and
-	// compare the rows applied since the full verification before the
-	// freeze: the fence then applies and compares only the last few.
-	if err := r.topUp(ctx, 3); err != nil {
-		return err
-	}
-	if err := r.verifyChanged(ctx); err != nil {
-		return err
-	}
-	if err := r.topUp(ctx, 1); err != nil { // what came during the check
-		return err
-	}
-	budget, cancel := context.WithTimeout(ctx, m.Options.SwitchBudget)
+	budget, cancel := context.WithTimeout(ctx, r.m.Options.SwitchBudget)
 	defer cancel()
-	start := time.Now()
-	steps := map[string]time.Duration{}
-	mark := func(name string, since time.Time) { steps[name] = time.Since(since) }
+	start, first := time.Now(), sr.ran()
+	if err := sr.run(budget, r.pauseSteps(ctx)); err != nil {
+		return r.rollback(ctx, sr, err)
+	}
+	r.m.Switched = time.Now().UTC()
+	r.m.Pause = time.Since(start)
+	r.m.PauseSteps = sr.since(first)
+	r.m.RetainUntil = r.m.Switched.Add(r.m.Options.Retention)
+	log.Info("switched", "pause", r.m.Pause, "steps", sr.String(), "epoch", r.m.FlipEpoch)
+	post, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer pcancel()
+	sr.tidy(post, r.tidySteps())
+	return nil
+}
 
-	// 1. Freeze. The rollback is armed first: a freeze whose answer was
-	// lost may still have committed.
-	t0 := time.Now()
-	fenced, flipUnknown := false, false
-	defer func() {
-		if err == nil || flipUnknown {
-			return // a flip that may have committed is never rolled back blind
-		}
-		// Roll back with a fresh context: the budget may be spent.
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer rcancel()
-		if m.FreezeEpoch == 0 {
-			// Did the freeze commit although it reported an error?
-			if t, gerr := r.mg.catalog.GetTenant(rctx, m.Tenant); gerr == nil && t.State == catalog.StateFrozen && t.Target == m.From {
-				m.FreezeEpoch = t.Epoch
+// prepareSteps are the switch's steps before the freeze: they bring the
+// backlog down and do, outside the pause, what the pause need only check.
+func (r *run) prepareSteps() []step {
+	return []step{
+		{name: "sample-sequences", do: r.sampleSequences},
+		{name: "check-schema", do: r.stampSchema},
+		// Bring the backlog down to what writers add in one short round,
+		// and compare the rows applied since the full verification: the
+		// fence then applies and compares only the last few.
+		{name: "top-up", do: func(ctx context.Context) error { return r.topUp(ctx, 3) }},
+		{name: "verify-changed", do: r.verifyChanged},
+		{name: "sequences-ahead", do: r.sequencesAhead},
+		{name: "top-up-last", do: func(ctx context.Context) error { return r.topUp(ctx, 1) }}, // what came during the checks
+	}
+}
+
+// pauseSteps are the steps from the freeze to the flip. outer is the
+// move's context: a flip whose answer was lost is read back under it, not
+// under the spent budget.
+func (r *run) pauseSteps(outer context.Context) []step {
+	steps := []step{
+		// The undo is armed before the freeze runs: a freeze whose answer
+		// was lost may still have committed.
+		{name: "freeze", do: r.freeze, undo: r.unfreeze},
+		{name: "acks", do: func(ctx context.Context) error { return r.waitAcks(ctx, r.m.FreezeEpoch) }},
+		{name: "fence", do: r.fenceSource, undo: func(ctx context.Context) error { return unfence(ctx, r.src, r.m.Tenant) }},
+		{name: "drain", do: r.drain, with: []step{{name: "ddl", do: r.recheckSchema}, {name: "sequences", do: r.checkSequences}}},
+		{name: "verify", do: r.verifyDrained},
+	}
+	if r.m.Resync {
+		// A retained copy we re-synced is still fenced: let it take writes
+		// (its guard, DDL, is removed after the flip).
+		steps = append(steps, step{name: "unfence-target", do: func(ctx context.Context) error { return unfence(ctx, r.dst, r.m.Tenant) }})
+	}
+	return append(steps, step{name: "flip", do: func(ctx context.Context) error { return r.flip(ctx, outer) }})
+}
+
+// tidySteps run after the flip; a failure is logged, never fails the move.
+func (r *run) tidySteps() []step {
+	m := r.m
+	steps := []step{
+		{name: "clear-freeze", do: func(ctx context.Context) error { return r.mg.catalog.ClearFreeze(ctx, m.Tenant) }},
+		// The source keeps refusing the tenant's writes (fence mode),
+		// without capturing them, until the retention cleanup.
+		{name: "source-guard-fence", do: func(ctx context.Context) error {
+			return installGuard(ctx, r.src, r.tables, m.Options.KeyColumn, m.Tenant, "fence")
+		}},
+		{name: "drop-changes", do: func(ctx context.Context) error {
+			_, err := r.src.ExecContext(ctx, `DELETE FROM switchyard.changes WHERE tenant_id = $1`, m.Tenant)
+			return err
+		}},
+	}
+	if m.Resync {
+		steps = append(steps, step{name: "target-guard-remove", do: func(ctx context.Context) error {
+			if err := removeGuard(ctx, r.dst, r.tables, m.Tenant); err != nil {
+				return err
 			}
-		}
-		if rerr := r.rollbackSwitch(rctx, fenced); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("%w: %v", errRollbackFailed, rerr))
-		}
-	}()
-	frozen, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
+			_ = dropGuardSchemaIfUnused(ctx, r.dst)
+			r.supersede(ctx)
+			return nil
+		}})
+	}
+	return steps
+}
+
+// rollback undoes a switch attempt that failed before the flip: the armed
+// undos run with a fresh context (the budget may be spent). A flip whose
+// outcome is unknown is never rolled back blind.
+func (r *run) rollback(ctx context.Context, sr *stepRunner, err error) error {
+	if errors.Is(err, errOutcomeUnknown) {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if rerr := sr.undo(rctx); rerr != nil {
+		return errors.Join(err, fmt.Errorf("%w: %v", errRollbackFailed, rerr)) // keep FreezeEpoch: the next run finishes the rollback
+	}
+	r.m.FreezeEpoch = 0
+	return err
+}
+
+// freeze freezes the tenant in the catalog at a new epoch (or adopts the
+// freeze of an earlier attempt of this move) and announces it to routers.
+func (r *run) freeze(ctx context.Context) error {
+	m := r.m
+	frozen, err := r.mg.catalog.UpdateTenant(ctx, m.Tenant, func(t *catalog.Tenant) error {
 		if t.Target != m.From {
 			return fmt.Errorf("tenant is on %s, not %s: %w", t.Target, m.From, catalog.ErrConflict)
 		}
@@ -98,142 +168,97 @@ func (r *run) cutover(ctx context.Context) (err error) {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("freeze: %w", err)
+		return err
 	}
 	m.FreezeEpoch = frozen.Epoch
-	if err := r.mg.catalog.PutFreeze(budget, catalog.Freeze{Tenant: m.Tenant, Epoch: frozen.Epoch, Move: m.ID}); err != nil {
-		return err
-	}
-	mark("freeze", t0)
+	return r.mg.catalog.PutFreeze(ctx, catalog.Freeze{Tenant: m.Tenant, Epoch: frozen.Epoch, Move: m.ID})
+}
 
-	// 2. Every live router acknowledges.
-	t0 = time.Now()
-	if err := r.waitAcks(budget, frozen.Epoch); err != nil {
-		return err
-	}
-	mark("acks", t0)
-
-	// 3. Fence and drain.
-	t0 = time.Now()
-	fenced = true
-	if err := fence(budget, r.src, m.Tenant, m.ID); err != nil {
-		return err
-	}
-	if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterFence, m); err != nil {
-		return err
-	}
-	mark("fence", t0)
-
-	// 4.–6. The last changes, their verification, the DDL check and the
-	// sequences (the last two alongside the first two).
-	if err := r.settle(budget, steps); err != nil {
-		return err
-	}
-
-	// A retained copy we re-synced is still fenced: let it take writes
-	// (its guard, DDL, is removed after the flip).
-	if m.Resync {
-		t0 = time.Now()
-		if err := unfence(budget, r.dst, m.Tenant); err != nil {
-			return err
+// unfreeze undoes the freeze: the tenant, if still frozen at our epoch on
+// the source, is active again, and the freeze is withdrawn. A freeze that
+// reported an error may have committed: the catalog says.
+func (r *run) unfreeze(ctx context.Context) error {
+	m := r.m
+	if m.FreezeEpoch == 0 {
+		if t, gerr := r.mg.catalog.GetTenant(ctx, m.Tenant); gerr == nil && t.State == catalog.StateFrozen && t.Target == m.From {
+			m.FreezeEpoch = t.Epoch
 		}
-		mark("unfence-target", t0)
 	}
+	var errs []error
+	if m.FreezeEpoch != 0 {
+		_, err := r.mg.catalog.UpdateTenant(ctx, m.Tenant, func(t *catalog.Tenant) error {
+			if t.State == catalog.StateFrozen && t.Epoch == m.FreezeEpoch && t.Target == m.From {
+				t.State = catalog.StateActive
+				return nil
+			}
+			return errNoChange
+		})
+		if err != nil && !errors.Is(err, errNoChange) {
+			errs = append(errs, err)
+		}
+	}
+	if err := r.mg.catalog.ClearFreeze(ctx, m.Tenant); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
 
-	// 7. Flip.
-	t0 = time.Now()
-	flipped, err := r.mg.catalog.UpdateTenant(budget, m.Tenant, func(t *catalog.Tenant) error {
-		if t.State != catalog.StateFrozen || t.Epoch != frozen.Epoch || t.Target != m.From {
+// fenceSource fences the tenant on the source and drains the writers that
+// got past the fence check before it.
+func (r *run) fenceSource(ctx context.Context) error {
+	if err := fence(ctx, r.src, r.m.Tenant, r.m.ID); err != nil {
+		return err
+	}
+	return r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.AfterFence, r.m)
+}
+
+// flip moves the placement with CAS: still frozen at our epoch on the
+// source → active on the target. When the answer is lost (not a
+// conflict), only the catalog can say whether it committed: it is read
+// under outer until it answers; until then the source stays fenced and
+// the tenant frozen (routers' holds expire into 503 + Retry-After).
+func (r *run) flip(ctx, outer context.Context) error {
+	m := r.m
+	epoch := m.FreezeEpoch
+	flipped, err := r.mg.catalog.UpdateTenant(ctx, m.Tenant, func(t *catalog.Tenant) error {
+		if t.State != catalog.StateFrozen || t.Epoch != epoch || t.Target != m.From {
 			return fmt.Errorf("tenant changed during the switch (epoch %d, state %s): %w", t.Epoch, t.State, catalog.ErrConflict)
 		}
 		t.Target, t.Tier, t.State = m.To, m.ToTier, catalog.StateActive
 		return nil
 	})
 	if err != nil && !errors.Is(err, catalog.ErrConflict) {
-		// The answer was lost, not the write perhaps: only the catalog can
-		// say. Until it does, the source stays fenced and the tenant frozen
-		// (routers' holds expire into 503 + Retry-After).
-		t, gerr := r.readFlip(ctx)
+		t, gerr := r.readFlip(outer)
 		switch {
 		case gerr != nil:
-			flipUnknown = true
-			return fmt.Errorf("%w: flip outcome unknown (%v), catalog unreadable: %v", errRollbackFailed, err, gerr)
-		case t.Target == m.To && t.State == catalog.StateActive && t.Epoch > frozen.Epoch:
+			return fmt.Errorf("%w: flip %w (%v), catalog unreadable: %v", errRollbackFailed, errOutcomeUnknown, err, gerr)
+		case t.Target == m.To && t.State == catalog.StateActive && t.Epoch > epoch:
 			flipped, err = t, nil
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("flip: %w", err)
+		return err
 	}
-	mark("flip", t0)
 	m.FlipEpoch = flipped.Epoch
-	m.Switched = time.Now().UTC()
-	m.Pause = time.Since(start)
-	m.PauseSteps = steps
-	m.RetainUntil = m.Switched.Add(m.Options.Retention)
-	log.Info("switched", "pause", m.Pause, "steps", fmtSteps(steps), "epoch", flipped.Epoch)
-
-	// After the flip nothing can fail the move: what is left is tidying.
-	post, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer pcancel()
-	if err := r.mg.catalog.ClearFreeze(post, m.Tenant); err != nil {
-		log.Warn("clear freeze", "err", err)
-	}
-	// The source keeps refusing the tenant's writes (fence mode), without
-	// capturing them, until the retention cleanup.
-	if err := installGuard(post, r.src, r.tables, m.Options.KeyColumn, m.Tenant, "fence"); err != nil {
-		log.Warn("switch source guard to fence mode", "err", err)
-	}
-	if _, err := r.src.ExecContext(post, `DELETE FROM switchyard.changes WHERE tenant_id = $1`, m.Tenant); err != nil {
-		log.Warn("drop captured changes", "err", err)
-	}
-	if m.Resync {
-		if err := removeGuard(post, r.dst, r.tables, m.Tenant); err != nil {
-			log.Warn("remove the guard of the re-synced copy", "err", err)
-		}
-		_ = dropGuardSchemaIfUnused(post, r.dst)
-		r.supersede(post)
-	}
 	return nil
 }
 
-// settle runs the switch's steps 4 to 6 with the source fenced: the final
-// apply then the verification of the rows it wrote, and meanwhile the DDL
-// check and the sequences (other connections; none depends on the others).
-func (r *run) settle(ctx context.Context, steps map[string]time.Duration) error {
-	var ddlErr, seqErr error
-	var ddlTook, seqTook time.Duration
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		t0 := time.Now()
-		ddlErr, ddlTook = r.checkDDL(ctx), time.Since(t0)
-	}()
-	go func() {
-		defer wg.Done()
-		t0 := time.Now()
-		seqErr, seqTook = r.advanceSequences(ctx), time.Since(t0)
-	}()
-	err := r.finalApply(ctx, steps)
-	wg.Wait()
-	steps["ddl"], steps["sequences"] = ddlTook, seqTook
-	return errors.Join(ddlErr, err, seqErr)
-}
-
-// finalApply applies the last captured changes (writers are fenced and
-// drained, so the high-water mark taken now covers every change there will
-// be) and verifies the rows it wrote: r.changed is empty after
-// verifyChanged, so it holds exactly those (see verifyKeys: no counts).
-func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) error {
-	t0 := time.Now()
+// drain applies the last captured changes: writers are fenced and
+// drained, so the high-water mark taken now covers every change there
+// will be.
+func (r *run) drain(ctx context.Context) error {
 	n, err := r.applyNoted(ctx, r.applier())
 	if err != nil {
 		return err
 	}
-	steps["drain"] = time.Since(t0)
 	r.m.Message = fmt.Sprintf("the switch applied the last %d captured changes", n)
-	t0 = time.Now()
+	return nil
+}
+
+// verifyDrained verifies the rows the final apply wrote: r.changed is
+// empty after verifyChanged, so it holds exactly those (see verifyKeys:
+// no counts).
+func (r *run) verifyDrained(ctx context.Context) error {
 	mismatches, err := verifyKeys(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, r.changed, 20)
 	if err != nil {
 		return err
@@ -241,7 +266,6 @@ func (r *run) finalApply(ctx context.Context, steps map[string]time.Duration) er
 	if len(mismatches) > 0 {
 		return fmt.Errorf("%w: %s", ErrVerify, describe(mismatches))
 	}
-	steps["verify"] = time.Since(t0)
 	return nil
 }
 
@@ -316,83 +340,27 @@ func (r *run) supersede(ctx context.Context) {
 	}
 }
 
-func fmtSteps(steps map[string]time.Duration) string {
-	names := make([]string, 0, len(steps))
-	for n := range steps {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	s := ""
-	for _, n := range names {
-		s += fmt.Sprintf("%s=%s ", n, steps[n].Round(10*time.Microsecond))
-	}
-	return s
-}
-
-// waitAcks waits until every live router acknowledged the freeze epoch.
+// waitAcks waits until every live router acknowledged the freeze epoch,
+// but for routers whose lease has lapsed (routerClock).
 func (r *run) waitAcks(ctx context.Context, epoch uint64) error {
+	var polled time.Time // the first poll's end: keys seen since moved during the wait
 	for {
-		live, err := r.mg.catalog.LiveRouters(ctx)
+		missing, err := r.mg.missingAcks(ctx, r.m.Tenant, epoch)
 		if err != nil {
 			return err
-		}
-		acks, err := r.mg.catalog.Acks(ctx, r.m.Tenant)
-		if err != nil {
-			return err
-		}
-		var missing []string
-		for _, id := range live {
-			if acks[id] < epoch {
-				missing = append(missing, id)
-			}
 		}
 		if len(missing) == 0 {
 			return nil
 		}
+		if polled.IsZero() {
+			polled = time.Now()
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("routers %v did not acknowledge the freeze in time: %w", missing, ctx.Err())
+			return r.mg.ackTimeout(missing, polled, ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-}
-
-// advanceSequences sets every target sequence past the source's value (and
-// past the largest value already on the target).
-func (r *run) advanceSequences(ctx context.Context) error {
-	var seqs []string
-	for _, t := range r.tables {
-		seqs = append(seqs, t.Sequences...)
-	}
-	if len(seqs) == 0 {
-		return nil
-	}
-	// One round trip per side: every sequence's last value on the source
-	// (NULL if never used), then every one the destination has set past
-	// it (setval and pg_sequence_last_value of a missing one are NULL).
-	src, dst := make([]string, len(seqs)), make([]string, len(seqs))
-	args := make([]any, len(seqs))
-	for i, seq := range seqs {
-		src[i] = fmt.Sprintf("pg_sequence_last_value(to_regclass($%d))", i+1)
-		args[i] = seq
-	}
-	last := make([]sql.NullInt64, len(seqs))
-	dests := make([]any, len(seqs))
-	for i := range last {
-		dests[i] = &last[i]
-	}
-	if err := r.src.QueryRowContext(ctx, "SELECT "+strings.Join(src, ", "), args...).Scan(dests...); err != nil {
-		return fmt.Errorf("read sequences %v: %w", seqs, err)
-	}
-	dargs := make([]any, 0, 2*len(seqs))
-	for i, seq := range seqs {
-		dst[i] = fmt.Sprintf("setval(to_regclass($%[1]d), GREATEST(pg_sequence_last_value(to_regclass($%[1]d)), $%[2]d::bigint))", 2*i+1, 2*i+2)
-		dargs = append(dargs, seq, last[i])
-	}
-	if _, err := r.dst.ExecContext(ctx, "SELECT "+strings.Join(dst, ", "), dargs...); err != nil {
-		return fmt.Errorf("advance sequences %v: %w", seqs, err)
-	}
-	return nil
 }
 
 // readFlip reads the tenant with a consistent read, again and again (with
@@ -416,32 +384,20 @@ func (r *run) readFlip(ctx context.Context) (catalog.Tenant, error) {
 	}
 }
 
-// rollbackSwitch undoes a switch that did not flip: unfence the source,
-// unfreeze the tenant if we froze it, and withdraw the freeze.
-func (r *run) rollbackSwitch(ctx context.Context, fenced bool) error {
-	var errs []error
-	if fenced || r.m.FreezeEpoch != 0 {
-		if err := unfence(ctx, r.src, r.m.Tenant); err != nil {
-			errs = append(errs, err)
+// rollbackSwitch undoes, after a crash inside the switch, every step of
+// the pause that has an undo (each is idempotent), newest first: unfence
+// the source, unfreeze the tenant if it is still frozen at our epoch, and
+// withdraw the freeze. FreezeEpoch is kept if any fails: the next run
+// finishes the rollback.
+func (r *run) rollbackSwitch(ctx context.Context) error {
+	sr := &stepRunner{log: r.mg.log.With("move", r.m.ID, "tenant", r.m.Tenant)}
+	for _, s := range r.pauseSteps(ctx) {
+		if s.undo != nil {
+			sr.armed = append(sr.armed, s)
 		}
 	}
-	if r.m.FreezeEpoch != 0 {
-		_, err := r.mg.catalog.UpdateTenant(ctx, r.m.Tenant, func(t *catalog.Tenant) error {
-			if t.State == catalog.StateFrozen && t.Epoch == r.m.FreezeEpoch && t.Target == r.m.From {
-				t.State = catalog.StateActive
-				return nil
-			}
-			return errNoChange
-		})
-		if err != nil && !errors.Is(err, errNoChange) {
-			errs = append(errs, err)
-		}
-	}
-	if err := r.mg.catalog.ClearFreeze(ctx, r.m.Tenant); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...) // keep FreezeEpoch: the next run finishes the rollback
+	if err := sr.undo(ctx); err != nil {
+		return err
 	}
 	r.m.FreezeEpoch = 0
 	return nil
@@ -450,6 +406,10 @@ func (r *run) rollbackSwitch(ctx context.Context, fenced bool) error {
 // errRollbackFailed marks a switch that could not be undone completely; the
 // move then stays in the switch phase so the next run reconciles it.
 var errRollbackFailed = errors.New("rollback incomplete")
+
+// errOutcomeUnknown marks a step whose answer was lost and whose effect
+// the catalog could not tell (the flip): nothing is undone blind.
+var errOutcomeUnknown = errors.New("outcome unknown")
 
 var errNoChange = errors.New("no change needed")
 
@@ -485,7 +445,7 @@ func (r *run) recoverSwitch(ctx context.Context) error {
 	if t.State == catalog.StateFrozen && r.m.FreezeEpoch == 0 {
 		r.m.FreezeEpoch = t.Epoch // froze, crashed before saving the epoch
 	}
-	if err := r.rollbackSwitch(ctx, true); err != nil {
+	if err := r.rollbackSwitch(ctx); err != nil {
 		return err
 	}
 	r.m.Phase = PhaseCatchUp

@@ -45,6 +45,17 @@ type Hooks struct {
 	BeforeApply  func(m *Move, changes int) error
 	BeforeSwitch func(m *Move) error
 	AfterFence   func(m *Move) error
+	// BeforeStep is called before each step of a move, with the phase it
+	// is in persisted (tests hold a move in a phase with it).
+	BeforeStep func(m *Move) error
+}
+
+// hookedStep runs the BeforeStep hook, then the step of the move's phase.
+func (r *run) hookedStep(ctx context.Context) error {
+	if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforeStep, r.m); err != nil {
+		return err
+	}
+	return r.step(ctx)
 }
 
 // Migrator runs moves. Any number of migrators may run; a Consul lock per
@@ -55,6 +66,7 @@ type Migrator struct {
 	catalog *catalog.Store
 	moves   *moveStore
 	log     *slog.Logger
+	routers routerClock
 }
 
 // New returns a migrator.
@@ -184,7 +196,8 @@ func (mg *Migrator) Retry(ctx context.Context, id string) (*Move, error) {
 		return nil, err
 	}
 	if m.Status != StatusPaused {
-		return m, fmt.Errorf("%w: move %s is %s, not paused", catalog.ErrInvalid, id, m.Status)
+		// A valid request at the wrong time: 409, not 400.
+		return m, fmt.Errorf("%w: move %s is %s in %s, not paused: nothing to retry", catalog.ErrConflict, id, m.Status, m.Phase)
 	}
 	m.Status, m.Error, m.Attempts = StatusRunning, "", 0
 	if err := mg.moves.save(ctx, m); err != nil {
@@ -215,6 +228,10 @@ func (mg *Migrator) ResumeAll(ctx context.Context) error {
 	return nil
 }
 
+// lockMonitorRetry is the pause between the move lock's checks while
+// Consul does not answer.
+const lockMonitorRetry = 250 * time.Millisecond
+
 // Run drives a move as far as it can go: to done, to aborted, to paused
 // (a step failed), or to retained while its window is open. It holds the
 // tenant's Consul lock meanwhile; ErrLocked means another migrator has it.
@@ -231,6 +248,10 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
 		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
 		SessionName: "switchyard-migrator-" + m.Tenant,
+		// Ride out a Consul leader election (the session survives it)
+		// instead of abandoning a switch half done; for at most half the
+		// lock's TTL, so never past the session's own life.
+		MonitorRetries: int(mg.cfg.LockTTL / 2 / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
 	})
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
@@ -266,12 +287,7 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		return err
 	}
 	m.Options.setDefaults()
-	r, err := mg.newRun(rctx, m)
-	if err != nil {
-		return mg.pause(ctx, m, err)
-	}
-	defer r.close()
-	return r.drive(rctx)
+	return mg.driveThrough(rctx, ctx, m)
 }
 
 // pause records a failed step; the tenant keeps being served from where it

@@ -141,8 +141,13 @@ type Move struct {
 	Pause       time.Duration `json:"pause_ns,omitempty"`
 	// PauseSteps is the pause by step of the switch (freeze, acks, fence,
 	// drain, ddl, verify, sequences, flip).
-	PauseSteps  map[string]time.Duration `json:"pause_steps_ns,omitempty"`
-	RetainUntil time.Time                `json:"retain_until,omitempty"`
+	PauseSteps map[string]time.Duration `json:"pause_steps_ns,omitempty"`
+	// SwitchSteps is the last switch attempt's timeline: its named steps
+	// in the order they ran (before the freeze, the pause, the tidying
+	// after the flip, or the undos of a rollback), each with its time and
+	// the error of the one that failed.
+	SwitchSteps []StepTime `json:"switch_steps,omitempty"`
+	RetainUntil time.Time  `json:"retain_until,omitempty"`
 
 	Options Options `json:"options"`
 
@@ -176,7 +181,7 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.KeyColumn == "" {
-		o.KeyColumn = "tenant_id"
+		o.KeyColumn = DefaultKeyColumn
 	}
 	if o.ChunkRows == 0 {
 		o.ChunkRows = 250_000

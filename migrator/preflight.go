@@ -70,86 +70,129 @@ func (mg *Migrator) Preflight(ctx context.Context, req Request) (*PreflightRepor
 // (its own active marker then does not count against it).
 func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*PreflightReport, error) {
 	rep := &PreflightReport{OK: true}
-	key := req.Options.KeyColumn
-	t, err := mg.catalog.GetTenant(ctx, req.Tenant)
-	if errors.Is(err, catalog.ErrNotFound) {
-		rep.add("tenant", false, fmt.Sprintf("tenant %q is not in the catalog", req.Tenant), "create it first")
-		return rep, nil
-	}
+	t, from, to, ok, err := mg.checkPlacement(ctx, rep, req, inMove)
 	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		return rep, nil
+	}
+	tables, ok, err := checkSource(ctx, rep, t.ID, from, req.Options.KeyColumn)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return rep, nil
+	}
+	if to.Capacity.Bytes > 0 {
+		rep.add("room on destination", rep.Bytes < to.Capacity.Bytes, fmt.Sprintf("tenant data ≈ %d bytes, capacity %d", rep.Bytes, to.Capacity.Bytes), "choose a target with room")
+	}
+	if ok, err = checkDestination(ctx, rep, t.ID, to, tables, req.Options.KeyColumn, inMove); err != nil {
+		return nil, err
+	}
+	if !ok {
+		return rep, nil
+	}
+	var seqs []string
+	for _, tb := range tables {
+		seqs = append(seqs, tb.Sequences...)
+	}
+	rep.add("sequences", true, fmt.Sprintf("%d sequences will be moved past the source's values: %v", len(seqs), seqs), "")
+	return rep, nil
+}
+
+// checkPlacement checks the tenant, its other moves, and the source and
+// destination targets; ok is false when the checks cannot go on.
+func (mg *Migrator) checkPlacement(ctx context.Context, rep *PreflightReport, req Request, inMove bool) (t catalog.Tenant, from, to catalog.Target, ok bool, err error) {
+	t, err = mg.catalog.GetTenant(ctx, req.Tenant)
+	if errors.Is(err, catalog.ErrNotFound) {
+		rep.add("tenant", false, fmt.Sprintf("tenant %q is not in the catalog", req.Tenant), "create it first")
+		return t, from, to, false, nil
+	}
+	if err != nil {
+		return t, from, to, false, err
 	}
 	rep.add("tenant", t.State == catalog.StateActive, fmt.Sprintf("tenant %s is %s on %s (%s)", t.ID, t.State, t.Target, t.Tier),
 		"wait for the tenant to be active")
 	if !inMove {
 		active, err := mg.moves.activeMove(ctx, req.Tenant)
 		if err != nil {
-			return nil, err
+			return t, from, to, false, err
 		}
 		rep.add("no other move", active == "", fmt.Sprintf("active move: %q", active), "wait for it, or abort it")
 	}
-	from, _, err := mg.catalog.GetTarget(ctx, t.Target)
-	if err != nil {
+	if from, _, err = mg.catalog.GetTarget(ctx, t.Target); err != nil {
 		rep.add("source target", false, err.Error(), "register the tenant's target")
-		return rep, nil
+		return t, from, to, false, nil
 	}
-	to, _, err := mg.catalog.GetTarget(ctx, req.To)
-	if err != nil {
+	if to, _, err = mg.catalog.GetTarget(ctx, req.To); err != nil {
 		rep.add("destination target", false, fmt.Sprintf("target %q: %v", req.To, err), "register it with switchyard targets register")
-		return rep, nil
+		return t, from, to, false, nil
 	}
 	if !inMove && !rep.add("destination differs", to.ID != from.ID, fmt.Sprintf("tenant is already on %s", to.ID), "choose another target") {
-		return rep, nil
+		return t, from, to, false, nil
 	}
 	rep.add("destination open", !to.Cordoned || inMove, fmt.Sprintf("target %s cordoned=%v", to.ID, to.Cordoned), "uncordon it or choose another")
-	if to.Tier == catalog.TierDedicatedCluster && !inMove {
-		tenants, err := mg.catalog.ListTenants(ctx)
-		if err != nil {
-			return nil, err
+	if !inMove {
+		if err := mg.checkRoom(ctx, rep, t, to); err != nil {
+			return t, from, to, false, err
 		}
-		n := 0
-		for _, o := range tenants {
-			if o.Target == to.ID && o.ID != t.ID {
-				n++
-			}
-		}
-		moves, err := mg.moves.list(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range moves {
-			if m.To == to.ID && m.Tenant != t.ID && m.Phase != PhaseRetained && !m.Terminal() {
-				n++ // another move is on its way there
-			}
-		}
-		rep.add("dedicated cluster free", n == 0, fmt.Sprintf("%d other tenants on %s", n, to.ID), "a dedicated cluster serves one tenant: choose a free one")
-	} else if to.Capacity.Tenants > 0 && !inMove {
-		tenants, err := mg.catalog.ListTenants(ctx)
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for _, o := range tenants {
-			if o.Target == to.ID {
-				n++
-			}
-		}
-		rep.add("capacity", n < to.Capacity.Tenants, fmt.Sprintf("%d of %d tenants on %s", n, to.Capacity.Tenants, to.ID), "raise its capacity or choose another target")
 	}
+	return t, from, to, true, nil
+}
 
-	srcDSN, _ := from.DSNFor(t.ID)
+// checkRoom checks the destination has room for one more tenant: a
+// dedicated cluster serves one (counting moves on their way there), a
+// target with a tenant capacity up to it.
+func (mg *Migrator) checkRoom(ctx context.Context, rep *PreflightReport, t catalog.Tenant, to catalog.Target) error {
+	dedicated := to.Tier == catalog.TierDedicatedCluster
+	if !dedicated && to.Capacity.Tenants <= 0 {
+		return nil
+	}
+	tenants, err := mg.catalog.ListTenants(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, o := range tenants {
+		if o.Target == to.ID && (!dedicated || o.ID != t.ID) {
+			n++
+		}
+	}
+	if !dedicated {
+		rep.add("capacity", n < to.Capacity.Tenants, fmt.Sprintf("%d of %d tenants on %s", n, to.Capacity.Tenants, to.ID), "raise its capacity or choose another target")
+		return nil
+	}
+	moves, err := mg.moves.list(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range moves {
+		if m.To == to.ID && m.Tenant != t.ID && m.Phase != PhaseRetained && !m.Terminal() {
+			n++ // another move is on its way there
+		}
+	}
+	rep.add("dedicated cluster free", n == 0, fmt.Sprintf("%d other tenants on %s", n, to.ID), "a dedicated cluster serves one tenant: choose a free one")
+	return nil
+}
+
+// checkSource checks the source is reachable and its tenant tables can be
+// moved, and sizes the tenant's data; ok is false when the checks cannot
+// go on.
+func checkSource(ctx context.Context, rep *PreflightReport, tenant string, from catalog.Target, key string) ([]Table, bool, error) {
+	srcDSN, _ := from.DSNFor(tenant)
 	src, err := openDB(ctx, srcDSN)
 	if !rep.add("source reachable", err == nil, fmt.Sprintf("%s: %v", redact(srcDSN), err), "check the source database is up") {
-		return rep, nil
+		return nil, false, nil
 	}
 	defer src.Close()
-	tables, err := discoverTables(ctx, src, key)
+	tables, err := DiscoverTables(ctx, src, key)
 	if err != nil {
 		rep.add("tenant tables", false, err.Error(), "")
-		return rep, nil
+		return nil, false, nil
 	}
 	if !rep.add("tenant tables", len(tables) > 0, fmt.Sprintf("%d tables carry %s", len(tables), key), "tenant tables must have the key column "+key) {
-		return rep, nil
+		return nil, false, nil
 	}
 	for _, tb := range tables {
 		rep.Tables = append(rep.Tables, tb.Key())
@@ -160,63 +203,61 @@ func (mg *Migrator) preflight(ctx context.Context, req Request, inMove bool) (*P
 		rep.add("tenant key in primary key "+tb.Key(), slices.Contains(tb.PK, key), fmt.Sprintf("primary key %v", tb.PK),
 			fmt.Sprintf("make %s part of the primary key of %s, so rows of different tenants can never collide on the target", key, tb.Ident()))
 		var rows, bytes int64
-		if err := src.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) FROM %s t WHERE %s = $1`, tb.Ident(), quoteIdents([]string{key})), t.ID).Scan(&rows, &bytes); err != nil {
-			return nil, fmt.Errorf("size of %s: %w", tb.Key(), err)
+		if err := src.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) FROM %s t WHERE %s = $1`, tb.Ident(), quoteIdents([]string{key})), tenant).Scan(&rows, &bytes); err != nil {
+			return nil, false, fmt.Errorf("size of %s: %w", tb.Key(), err)
 		}
 		rep.Rows += rows
 		rep.Bytes += bytes
 	}
-	if to.Capacity.Bytes > 0 {
-		rep.add("room on destination", rep.Bytes < to.Capacity.Bytes, fmt.Sprintf("tenant data ≈ %d bytes, capacity %d", rep.Bytes, to.Capacity.Bytes), "choose a target with room")
-	}
+	return tables, true, nil
+}
 
-	// The destination: reachable, and either without the tables (they will
-	// be created) or with the same shape and none of the tenant's rows.
-	dstDSN, _ := to.DSNFor(t.ID)
+// checkDestination checks the destination is reachable, and either
+// without the tables (they will be created) or with the same shape and
+// none of the tenant's rows (or a retained copy of them, re-synced by
+// difference); ok is false when the checks cannot go on.
+func checkDestination(ctx context.Context, rep *PreflightReport, tenant string, to catalog.Target, tables []Table, key string, inMove bool) (bool, error) {
+	dstDSN, _ := to.DSNFor(tenant)
 	serverDSN := to.DSN
 	dst, err := openDB(ctx, serverDSN)
 	if !rep.add("destination reachable", err == nil, fmt.Sprintf("%s: %v", redact(serverDSN), err), "check the destination database is up") {
-		return rep, nil
+		return false, nil
 	}
 	dst.Close()
-	if dst, err = openDB(ctx, dstDSN); err == nil {
-		defer dst.Close()
-		dtables, err := discoverTables(ctx, dst, key)
-		if err != nil {
-			return nil, err
-		}
-		if len(dtables) > 0 {
-			if err := sameShape(tables, dtables); err != nil {
-				rep.add("destination schema", false, err.Error(), "make the destination's tenant tables match the source's")
-			} else {
-				rep.add("destination schema", true, "tenant tables match", "")
-			}
-			retained := retainedBy(ctx, dst, t.ID)
-			if retained != "" {
-				rep.add("destination copy", true, "a retained copy from move "+retained+" is there: it will be re-synced by difference (quick move back)", "")
-			}
-			if !inMove && retained == "" {
-				for _, tb := range dtables {
-					var n int64
-					if err := dst.GetContext(ctx, &n, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, tb.Ident(), quoteIdents([]string{key})), t.ID); err != nil {
-						return nil, err
-					}
-					rep.add("destination empty "+tb.Key(), n == 0, fmt.Sprintf("%d rows of %s already there", n, t.ID),
-						"a retained copy from an earlier move? wait for its cleanup, or delete those rows")
-				}
-			}
-		} else {
-			rep.add("destination schema", true, "tenant tables will be created from the source's schema", "")
-		}
+	if dst, err = openDB(ctx, dstDSN); err != nil {
+		rep.add("destination schema", true, "database "+catalog.DatabaseName(tenant)+" will be created", "")
+		return true, nil
+	}
+	defer dst.Close()
+	dtables, err := DiscoverTables(ctx, dst, key)
+	if err != nil {
+		return false, err
+	}
+	if len(dtables) == 0 {
+		rep.add("destination schema", true, "tenant tables will be created from the source's schema", "")
+		return true, nil
+	}
+	if err := sameShape(tables, dtables); err != nil {
+		rep.add("destination schema", false, err.Error(), "make the destination's tenant tables match the source's")
 	} else {
-		rep.add("destination schema", true, "database "+catalog.DatabaseName(t.ID)+" will be created", "")
+		rep.add("destination schema", true, "tenant tables match", "")
 	}
-	var seqs []string
-	for _, tb := range tables {
-		seqs = append(seqs, tb.Sequences...)
+	retained := retainedBy(ctx, dst, tenant)
+	if retained != "" {
+		rep.add("destination copy", true, "a retained copy from move "+retained+" is there: it will be re-synced by difference (quick move back)", "")
 	}
-	rep.add("sequences", true, fmt.Sprintf("%d sequences will be moved past the source's values: %v", len(seqs), seqs), "")
-	return rep, nil
+	if inMove || retained != "" {
+		return true, nil
+	}
+	for _, tb := range dtables {
+		var n int64
+		if err := dst.GetContext(ctx, &n, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s = $1`, tb.Ident(), quoteIdents([]string{key})), tenant); err != nil {
+			return false, err
+		}
+		rep.add("destination empty "+tb.Key(), n == 0, fmt.Sprintf("%d rows of %s already there", n, tenant),
+			"a retained copy from an earlier move? wait for its cleanup, or delete those rows")
+	}
+	return true, nil
 }
 
 // retainedBy returns the id of the move whose fenced copy of the tenant

@@ -41,7 +41,7 @@ func (r *run) provision(ctx context.Context) error {
 		return fmt.Errorf("destination database: %w", err)
 	}
 	defer dst.Close()
-	have, err := discoverTables(ctx, dst, r.m.Options.KeyColumn)
+	have, err := DiscoverTables(ctx, dst, r.m.Options.KeyColumn)
 	if err != nil {
 		return err
 	}

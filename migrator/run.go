@@ -38,6 +38,8 @@ type run struct {
 	conv       *convergence
 	convPhase  Phase
 	lastSample time.Time
+	// prep is what the switch measured before its freeze.
+	prep switchPrep
 	// mu serialises the copy streams' use of the move, the applier, the
 	// hooks and saving (the rows themselves stream in parallel).
 	mu sync.Mutex
@@ -102,7 +104,7 @@ func (r *run) open(ctx context.Context, needTarget bool) error {
 		}
 	}
 	if r.tables == nil {
-		if r.tables, err = discoverTables(ctx, r.src, r.m.Options.KeyColumn); err != nil {
+		if r.tables, err = DiscoverTables(ctx, r.src, r.m.Options.KeyColumn); err != nil {
 			return err
 		}
 	}
@@ -165,13 +167,16 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.step(ctx)
+		err := r.hookedStep(ctx)
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if rideable(phase, err) { // ridden out by driveThrough
+				return fmt.Errorf("%w: %s: %w", errOutage, phase, err)
 			}
 			return r.mg.pause(ctx, r.m, fmt.Errorf("%s: %w", phase, err))
 		}
@@ -192,99 +197,135 @@ func (r *run) drive(ctx context.Context) error {
 	}
 }
 
+// step runs the move's current phase and moves it on.
 func (r *run) step(ctx context.Context) error {
-	switch r.m.Phase {
-	case PhasePreflight:
-		req := Request{Tenant: r.m.Tenant, To: r.m.To, Options: r.m.Options}
-		report, err := r.mg.preflight(ctx, req, true)
-		if err != nil {
-			return err
-		}
-		if !report.OK {
-			return fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
-		}
-		r.m.Phase = PhaseProvision
-	case PhaseProvision:
-		if err := r.open(ctx, false); err != nil {
-			return err
-		}
-		if err := r.provision(ctx); err != nil {
-			return err
-		}
-		r.m.Phase = PhaseCapture
-	case PhaseCapture:
-		if err := r.open(ctx, true); err != nil {
-			return err
-		}
-		if err := installGuard(ctx, r.src, r.tables, r.m.Options.KeyColumn, r.m.Tenant, "capture"); err != nil {
-			return err
-		}
-		r.m.Fingerprint = fingerprint(r.tables)
-		r.m.Phase = PhaseCopy
-	case PhaseCopy:
-		if err := r.open(ctx, true); err != nil {
-			return err
-		}
-		if err := r.checkDDL(ctx); err != nil {
-			return err
-		}
-		if !r.m.Resync && retainedBy(ctx, r.dst, r.m.Tenant) != "" {
-			r.m.Resync = true
-		}
-		copyAll := r.copyAll
-		if r.m.Resync {
-			copyAll = r.resync
-		}
-		if err := copyAll(ctx); err != nil {
-			return err
-		}
-		r.m.Phase = PhaseCatchUp
-	case PhaseCatchUp:
-		if err := r.open(ctx, true); err != nil {
-			return err
-		}
-		if err := r.catchUp(ctx); err != nil {
-			return err
-		}
-		r.m.Phase = PhaseSwitch
-	case PhaseSwitch:
-		if err := r.open(ctx, true); err != nil {
-			return err
-		}
-		if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforeSwitch, r.m); err != nil {
-			return err
-		}
-		err := r.cutover(ctx)
-		if err == nil {
-			r.m.Phase = PhaseRetained
-			return nil
-		}
-		if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || errors.Is(err, errRollbackFailed) || ctx.Err() != nil {
-			return err // paused in the switch phase: recoverSwitch reconciles on retry
-		}
-		r.m.Attempts++
-		r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
-		if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
-			return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
-		}
-		r.m.Phase = PhaseCatchUp
-	case PhaseRetained:
-		if wait := time.Until(r.m.RetainUntil); wait > 0 {
-			if wait > time.Minute {
-				return nil // ResumeAll comes back for it
-			}
-			if err := retry.Sleep(ctx, wait); err != nil {
-				return err
-			}
-		}
-		if err := r.open(ctx, false); err != nil {
-			return err
-		}
-		if err := r.cleanupSource(ctx); err != nil {
-			return err
-		}
-		r.m.Phase, r.m.Status = PhaseDone, StatusDone
+	phases := map[Phase]func(context.Context) error{
+		PhasePreflight: r.preflightPhase,
+		PhaseProvision: r.provisionPhase,
+		PhaseCapture:   r.capturePhase,
+		PhaseCopy:      r.copyPhase,
+		PhaseCatchUp:   r.catchUpPhase,
+		PhaseSwitch:    r.switchPhase,
+		PhaseRetained:  r.retainedPhase,
 	}
+	if f := phases[r.m.Phase]; f != nil {
+		return f(ctx)
+	}
+	return nil
+}
+
+func (r *run) preflightPhase(ctx context.Context) error {
+	req := Request{Tenant: r.m.Tenant, To: r.m.To, Options: r.m.Options}
+	report, err := r.mg.preflight(ctx, req, true)
+	if err != nil {
+		return err
+	}
+	if !report.OK {
+		return fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
+	}
+	r.m.Phase = PhaseProvision
+	return nil
+}
+
+func (r *run) provisionPhase(ctx context.Context) error {
+	if err := r.open(ctx, false); err != nil {
+		return err
+	}
+	if err := r.provision(ctx); err != nil {
+		return err
+	}
+	r.m.Phase = PhaseCapture
+	return nil
+}
+
+func (r *run) capturePhase(ctx context.Context) error {
+	if err := r.open(ctx, true); err != nil {
+		return err
+	}
+	if err := installGuard(ctx, r.src, r.tables, r.m.Options.KeyColumn, r.m.Tenant, "capture"); err != nil {
+		return err
+	}
+	r.m.Fingerprint = fingerprint(r.tables)
+	r.m.Phase = PhaseCopy
+	return nil
+}
+
+func (r *run) copyPhase(ctx context.Context) error {
+	if err := r.open(ctx, true); err != nil {
+		return err
+	}
+	if err := r.checkDDL(ctx); err != nil {
+		return err
+	}
+	if !r.m.Resync && retainedBy(ctx, r.dst, r.m.Tenant) != "" {
+		r.m.Resync = true
+	}
+	copyAll := r.copyAll
+	if r.m.Resync {
+		copyAll = r.resync
+	}
+	if err := copyAll(ctx); err != nil {
+		return err
+	}
+	r.m.Phase = PhaseCatchUp
+	return nil
+}
+
+func (r *run) catchUpPhase(ctx context.Context) error {
+	if err := r.open(ctx, true); err != nil {
+		return err
+	}
+	if err := r.catchUp(ctx); err != nil {
+		return err
+	}
+	r.m.Phase = PhaseSwitch
+	return nil
+}
+
+// switchPhase runs the switch. A switch that rolled back goes back to
+// catch-up, up to MaxSwitchAttempts.
+func (r *run) switchPhase(ctx context.Context) error {
+	if err := r.open(ctx, true); err != nil {
+		return err
+	}
+	if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforeSwitch, r.m); err != nil {
+		return err
+	}
+	err := r.cutover(ctx)
+	if err == nil {
+		r.m.Phase = PhaseRetained
+		return nil
+	}
+	if errors.Is(err, ErrDDL) || errors.Is(err, errAbortRequested) || errors.Is(err, errRollbackFailed) || ctx.Err() != nil {
+		return err // paused in the switch phase: recoverSwitch reconciles on retry
+	}
+	r.m.Attempts += r.mg.attemptCost(ctx, err) // a stalled router's lapse is no failed attempt
+	r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
+	if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
+		return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
+	}
+	r.m.Phase = PhaseCatchUp
+	return nil
+}
+
+// retainedPhase waits out the retention window, then deletes the source's
+// copy.
+func (r *run) retainedPhase(ctx context.Context) error {
+	if wait := time.Until(r.m.RetainUntil); wait > 0 {
+		if wait > time.Minute {
+			return nil // ResumeAll comes back for it
+		}
+		if err := retry.Sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+	if err := r.open(ctx, false); err != nil {
+		return err
+	}
+	if err := r.cleanupSource(ctx); err != nil {
+		return err
+	}
+	r.m.Phase, r.m.Status = PhaseDone, StatusDone
 	return nil
 }
 
@@ -615,10 +656,10 @@ func (r *run) checkDDL(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dt, derr = discoverTables(ctx, r.dst, r.m.Options.KeyColumn)
+			dt, derr = DiscoverTables(ctx, r.dst, r.m.Options.KeyColumn)
 		}()
 	}
-	tables, err := discoverTables(ctx, r.src, r.m.Options.KeyColumn)
+	tables, err := DiscoverTables(ctx, r.src, r.m.Options.KeyColumn)
 	wg.Wait()
 	if err != nil {
 		return err

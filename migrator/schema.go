@@ -54,23 +54,34 @@ func quoteIdents(names []string) string {
 	return strings.Join(q, ", ")
 }
 
-// discoverTables finds every table in the database with the tenant key
-// column, with its columns, primary key, parents and sequences, ordered so
-// that parents come before children.
-func discoverTables(ctx context.Context, db *sqlx.DB, keyColumn string) ([]Table, error) {
+// DefaultKeyColumn is the tenant key column when none is configured.
+const DefaultKeyColumn = "tenant_id"
+
+// tenantTablesSQL selects the tenant tables (schema, name, oid): the
+// tables, outside the system schemas, with the key column ($1).
+const tenantTablesSQL = `
+		SELECT n.nspname, c.relname, c.oid::int8 AS oid
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema','switchyard')
+		  AND NOT c.relispartition
+		  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped AND a.attnum > 0)`
+
+// DiscoverTables finds every table in the database with the tenant key
+// column ("": DefaultKeyColumn), with its columns, primary key, parents and
+// sequences, ordered so that parents come before children. It is the one
+// discovery of tenant tables: moves, cleanup and the controller's size
+// measurements use it.
+func DiscoverTables(ctx context.Context, db *sqlx.DB, keyColumn string) ([]Table, error) {
+	if keyColumn == "" {
+		keyColumn = DefaultKeyColumn
+	}
 	type row struct {
 		Schema string `db:"nspname"`
 		Name   string `db:"relname"`
 		OID    uint32 `db:"oid"`
 	}
 	var rows []row
-	err := db.SelectContext(ctx, &rows, `
-		SELECT n.nspname, c.relname, c.oid::int8 AS oid
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema','switchyard')
-		  AND NOT c.relispartition
-		  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped AND a.attnum > 0)
-		ORDER BY 1, 2`, keyColumn)
+	err := db.SelectContext(ctx, &rows, tenantTablesSQL+` ORDER BY 1, 2`, keyColumn)
 	if err != nil {
 		return nil, fmt.Errorf("discover tenant tables: %w", err)
 	}
@@ -168,6 +179,30 @@ func fingerprint(tables []Table) string {
 		fmt.Fprintf(h, "%s|%v|%v;", t.Key(), t.Columns, t.PK)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// schemaStamp reads, in one query, a digest of everything DiscoverTables
+// and fingerprint look at in db: which tables carry the key column, their
+// columns (name, position, type, generation, identity), primary keys and
+// foreign keys. Any DDL on a tenant table changes it. The switch takes it
+// before the freeze (then checks the full shape) and compares it inside
+// the fence: one cheap read per side instead of the whole discovery.
+func schemaStamp(ctx context.Context, db *sqlx.DB, keyColumn string) (string, error) {
+	var stamp string
+	err := db.GetContext(ctx, &stamp, `
+		WITH t AS (`+tenantTablesSQL+`)
+		SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+		  SELECT t.nspname || '.' || t.relname || ':' || a.attnum || ':' || a.attname || ':' ||
+		         format_type(a.atttypid, a.atttypmod) || ':' || a.attgenerated::text || ':' || a.attidentity::text AS x
+		  FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+		  UNION ALL
+		  SELECT t.nspname || '.' || t.relname || ':' || c.contype::text || ':' || c.conkey::text || ':' || c.confrelid::regclass::text
+		  FROM t JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('p', 'f')
+		) s`, keyColumn)
+	if err != nil {
+		return "", fmt.Errorf("schema stamp: %w", err)
+	}
+	return stamp, nil
 }
 
 // sameShape reports the first difference between source and target tables.

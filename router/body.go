@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // bodyReader is a client's request body on the net/http engine: the size
@@ -60,7 +62,7 @@ func (b *bodyReader) Read(buf []byte) (int, error) {
 		b.ended = true
 	}
 	if err != nil {
-		return n, bodyReadError(err)
+		return n, wire.BodyReadError(err)
 	}
 	return n, nil
 }

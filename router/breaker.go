@@ -140,7 +140,7 @@ func (t ticket) report(err error) {
 			t.tdone(nil)
 			t.dropTenantBreakerIfHealthy()
 		}
-	case faultClient, faultRouter:
+	case faultClient:
 		t.inst(errNotCounted)
 		if t.tdone != nil {
 			t.tdone(errNotCounted)

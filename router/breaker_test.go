@@ -11,6 +11,11 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 func TestClassify(t *testing.T) {
@@ -23,17 +28,17 @@ func TestClassify(t *testing.T) {
 	}{
 		{"answered", nil, faultNone, nil},
 		{"backend 503", errBackendStatus, faultTenant, errUpstreamFailed},
-		{"malformed chunked body", bodyReadError(errors.New("malformed chunked encoding")), faultClient, errBadBody},
-		{"stalled body", bodyReadError(os.ErrDeadlineExceeded), faultClient, errBodyTimeout},
-		{"body cut short", bodyReadError(io.ErrUnexpectedEOF), faultClient, nil},
-		{"body too large", bodyReadError(&http.MaxBytesError{Limit: 10}), faultClient, errBodyTooLarge},
-		{"client gone", fmt.Errorf("x: %w", errClientGone), faultClient, nil},
+		{"malformed chunked body", wire.BodyReadError(errors.New("malformed chunked encoding")), faultClient, errBadBody},
+		{"stalled body", wire.BodyReadError(os.ErrDeadlineExceeded), faultClient, errBodyTimeout},
+		{"body cut short", wire.BodyReadError(io.ErrUnexpectedEOF), faultClient, nil},
+		{"body too large", wire.BodyReadError(&http.MaxBytesError{Limit: 10}), faultClient, errBodyTooLarge},
+		{"client gone", fmt.Errorf("x: %w", wire.ErrClientGone), faultClient, nil},
 		{"client context cancelled", context.Canceled, faultClient, nil},
-		{"response head too large", errResponseHeadTooLarge, faultRouter, errUpstreamFailed},
+		{"response head too large", wire.ErrResponseHeadTooLarge, faultTenant, errUpstreamFailed},
 		{"dial refused", dial, faultInstance, errUpstreamFailed},
-		{"header timeout", headerTimeoutError{}, faultTenant, errUpstreamTimeout},
+		{"header timeout", wire.ErrHeaderTimeout, faultTenant, errUpstreamTimeout},
 		{"reset after send", syscall.ECONNRESET, faultTenant, errUpstreamFailed},
-		{"bad framing", errBadChunk, faultTenant, errUpstreamFailed},
+		{"bad framing", wire.ErrBadChunk, faultTenant, errUpstreamFailed},
 		{"no instance", ErrNoHealthyBackend, faultTenant, errNoHealthyBackend},
 		{"breakers open", ErrBreakerOpen, faultTenant, errBreakerOpen},
 	} {
@@ -82,7 +87,7 @@ func run(t *testing.T, u *Upstreams, p *pool, tenant string, n int, err error) (
 }
 
 func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
-	timeout := headerTimeoutError{}
+	timeout := wire.ErrHeaderTimeout
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	for _, c := range []struct {
 		name string
@@ -91,7 +96,8 @@ func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
 		{"backend answers 503", errBackendStatus},
 		{"backend never answers", timeout},
 		{"backend drops the connection", syscall.ECONNRESET},
-		{"client bodies broken", bodyReadError(errors.New("malformed chunked encoding"))},
+		{"backend head too large", wire.ErrResponseHeadTooLarge},
+		{"client bodies broken", wire.BodyReadError(errors.New("malformed chunked encoding"))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			u, p := testPool(t)
@@ -138,4 +144,78 @@ func TestBreakersOneTenantCannotTripTheInstance(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The one retry rule both engines share (attempt): after a connect failure
+// a retriable request goes once to the other instance, and nothing else is
+// sent again.
+func TestAttemptRetriesOnceOnAnotherInstance(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for _, c := range []struct {
+		name      string
+		retriable bool
+		outcomes  []error // of each send, in order
+		sends     int
+		retries   float64
+	}{
+		{"answered", true, []error{nil}, 1, 0},
+		{"dial failed, retriable", true, []error{dial, nil}, 2, 1},
+		{"dial failed twice", true, []error{dial, dial}, 2, 1},
+		{"dial failed, not retriable", false, []error{dial}, 1, 0},
+		{"timeout is not retried", true, []error{wire.ErrHeaderTimeout}, 1, 0},
+		{"reset after send is not retried", true, []error{syscall.ECONNRESET}, 1, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			u, p := testPool(t)
+			u.view.Store(&map[string]*pool{"app": p})
+			retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "retries"})
+			a, err := startAttempt(u, retries, "app", "acme", c.retriable)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var addrs []string
+			for i := 0; ; i++ {
+				if i >= len(c.outcomes) {
+					t.Fatalf("sent %d times, want %d", i+1, c.sends)
+				}
+				addrs = append(addrs, a.addr())
+				status := 200
+				if c.outcomes[i] != nil {
+					status = 0
+				}
+				if !a.end(status, c.outcomes[i]) {
+					break
+				}
+			}
+			if len(addrs) != c.sends {
+				t.Errorf("sent %d times (%v), want %d", len(addrs), addrs, c.sends)
+			}
+			if len(addrs) == 2 && addrs[0] == addrs[1] {
+				t.Errorf("retried on the same instance %s", addrs[0])
+			}
+			var m dto.Metric
+			if err := retries.Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.GetCounter().GetValue(); got != c.retries {
+				t.Errorf("retries counted %v, want %v", got, c.retries)
+			}
+		})
+	}
+}
+
+// The connection loop's refusals get their answers from the same map.
+func TestAnswerForRefusals(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want *routeError
+	}{
+		{wire.ErrHeadTimeout, errHeadTimeout},
+		{wire.ErrAmbiguousFraming, errAmbiguousFraming},
+		{wire.ErrObsFold, errObsFold},
+	} {
+		if got := answerFor(c.err); got != c.want {
+			t.Errorf("answerFor(%v) = %+v, want %+v", c.err, got, c.want)
+		}
+	}
 }

@@ -38,9 +38,6 @@ func (l *lease) valid() bool {
 	return l == nil || monoNow() < l.until.Load()
 }
 
-// heldAt reports whether the lease was valid at t.
-func (l *lease) heldAt(t int64) bool { return t < l.until.Load() }
-
 // extend moves the lease to ttl after sentAt, the send time of a renewal
 // (or registration) Consul acknowledged.
 func (l *lease) extend(sentAt int64) {
@@ -65,14 +62,21 @@ func (l *lease) wait(ctx context.Context, max time.Duration) bool {
 }
 
 // keepAlive renews sess every third of the lease TTL, extending the lease
-// after each renewal Consul acknowledged; a renewal sent after the lease
-// lapsed extends it only once the snapshot is confirmed current. It
-// returns when the session is gone (register again) or ctx ends.
+// after each renewal Consul acknowledged (with the registration key written
+// again after it: catalog.RouterRegistration); a renewal whose answer comes
+// after the lease lapsed extends it only once the snapshot is confirmed
+// current. It returns when the session is gone (register again) or ctx
+// ends.
+//
+// Validity is judged when the answer arrives, not when the renewal was
+// sent: a migrator may skip this router once it has seen the key unchanged
+// for the TTL, and a renewal sent before that moment but committed after it
+// must not bring back, unconfirmed, a lease that lapsed meanwhile.
 func (a *acknowledger) keepAlive(ctx context.Context, sess *catalog.RouterSession, registeredAt int64) error {
 	l := a.r.lease
 	sentAt := registeredAt
 	for {
-		if !l.heldAt(sentAt) {
+		if sentAt >= 0 && !l.valid() {
 			if err := a.r.watcher.Confirm(ctx); err != nil {
 				a.r.log.Warn("router lease: catalog not confirmed; not forwarding", "err", err)
 				sentAt = -1 // renew again before trusting the session

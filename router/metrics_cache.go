@@ -1,6 +1,10 @@
 package router
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard/switchyard/router/wire"
+)
 
 // The request path counts every request and times every upstream answer.
 // CounterVec.WithLabelValues hashes the label values and takes a lock on
@@ -30,3 +34,7 @@ func (m *Metrics) upstreamObserver(tier, target string) prometheus.Observer {
 	m.latencyChildren.Store(k, o)
 	return o
 }
+
+// statusText is a status code as a metric label ("other" outside
+// 100-599), without allocating.
+func statusText(code int) string { return wire.StatusText(code) }

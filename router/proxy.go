@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // SnapshotSource hands out the current catalog snapshot without blocking.
@@ -36,8 +36,8 @@ type Proxy struct {
 	lease     *lease   // nil: no lease to keep (a proxy without a router)
 	limits    *limiter // per-tenant limits (limits.go)
 
-	// fastTransport is the backend client of the fast path (front.go).
-	fastTransport *syncTransport
+	// fastTransport is the backend client of the fast path (forward.go).
+	fastTransport *wire.Transport
 }
 
 // reqState travels from ServeHTTP to the ReverseProxy hooks in the context.
@@ -59,10 +59,10 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 		limits: newLimiter(m.Registry)}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
-	if st, ok := transport.(*syncTransport); ok {
+	if st, ok := transport.(*wire.Transport); ok {
 		p.fastTransport = st
 	} else {
-		p.fastTransport = newSyncTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
+		p.fastTransport = wire.NewTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -93,7 +93,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not worth reading: the connection closes after the answer, and
 		// net/http's drain of the unread body gives up soon.
 		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(lingerTimeout))
+		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
 		errBodyTooLarge.write(rec, "")
 		return
 	}
@@ -335,10 +335,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
 		tenant = st.route.ID
 	}
-	if r.Context().Err() != nil && !errors.Is(err, ErrNoHealthyBackend) && !breakerOpen(err) {
-		err = fmt.Errorf("%w: %w", errClientGone, err)
-	}
-	e := answerFor(err)
+	e := answerFor(withClientGone(r.Context(), err))
 	if e == nil {
 		// The client went away; nobody reads the answer. Never the
 		// implicit empty 200 net/http would send for a handler that
@@ -400,24 +397,6 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-var statusTexts = func() map[int]string {
-	m := make(map[int]string, 600)
-	for c := 100; c < 600; c++ {
-		m[c] = uitoa(uint64(c))
-	}
-	return m
-}()
-
-func statusText(code int) string {
-	if code == 0 {
-		code = 200 // a hijacked or empty response
-	}
-	if s, ok := statusTexts[code]; ok {
-		return s
-	}
-	return "other"
-}
 
 // bufferPool recycles the 32 KiB copy buffers of the ReverseProxy.
 type bufferPool struct{}

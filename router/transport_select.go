@@ -5,13 +5,21 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
-// upstreamTransport is the client side of the proxy.
+// upstreamTransport is the net/http engine's client to its backends
+// (wire.Transport, or net/http's own).
 type upstreamTransport interface {
 	http.RoundTripper
 	CloseIdleConnections()
 }
+
+var (
+	_ upstreamTransport = (*wire.Transport)(nil)
+	_ upstreamTransport = (*http.Transport)(nil)
+)
 
 // stdTransportEnv, set to 1, makes the router use net/http's Transport
 // towards backends instead of the synchronous one (a fallback, and for
@@ -22,7 +30,7 @@ func newUpstreamTransport(cfg Config) upstreamTransport {
 	if os.Getenv(stdTransportEnv) == "1" {
 		return newStdTransport(cfg)
 	}
-	return newSyncTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
+	return wire.NewTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
 }
 
 func newStdTransport(cfg Config) *http.Transport {

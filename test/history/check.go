@@ -113,7 +113,8 @@ type Result struct {
 
 // Check checks ops, with a final read of every order from the database
 // appended after them, for linearizability and for acknowledged writes
-// lost. Unknown creates (no id) and failed reads are left out. A failed
+// lost. Unknown creates (no id), failed reads and the router's refusals
+// are left out. A failed
 // check is drawn by porcupine into an HTML file in htmlDir, unless it is "".
 func Check(ops []Op, final Final, timeout time.Duration, htmlDir string) Result {
 	var h []porcupine.Operation
@@ -123,8 +124,8 @@ func Check(ops []Op, final Final, timeout time.Duration, htmlDir string) Result 
 		if op.Return.After(end) {
 			end = op.Return
 		}
-		if op.Out.Unknown && (op.In.Kind == Create || op.In.Kind == Read) {
-			continue
+		if op.Out.Unknown && (op.In.Kind == Create || op.In.Kind == Read) || op.Out.Refused {
+			continue // no effect to place (a refusal certainly had none)
 		}
 		ret := op.Return.UnixNano()
 		if op.Out.Unknown {

@@ -33,6 +33,8 @@ func TestCheck(t *testing.T) {
 		{"acknowledged update lost", []Op{create, update}, Final{7: &v1}, false, 1, 1},
 		{"unknown update may have happened", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true})}, Final{7: &v2}, true, 0, 0},
 		{"unknown update may not have happened", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true})}, Final{7: &v1}, true, 0, 0},
+		{"a router's refusal had no effect", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true, Refused: true})}, Final{7: &v1}, true, 0, 0},
+		{"a router's refusal took effect after all", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true, Refused: true})}, Final{7: &v2}, false, 1, 0},
 		{"deleted order comes back", []Op{create, at(0, 20, 30, Input{Kind: Delete, ID: 7}, Output{Found: true})}, Final{7: &v1}, false, 1, 1},
 		{"read of a deleted order", []Op{create, at(0, 20, 30, Input{Kind: Delete, ID: 7}, Output{Found: true}), at(1, 40, 50, Input{Kind: Read, ID: 7}, Output{})}, Final{}, true, 0, 0},
 	}

@@ -48,6 +48,10 @@ type Input struct {
 // Found is false for 404 (and a delete answers Found with no Value).
 type Output struct {
 	Unknown bool
+	// Refused: the router answered itself without forwarding (see
+	// refusals), so the operation certainly had no effect; it still
+	// counts as failed.
+	Refused bool
 	Found   bool
 	ID      int64 // a create's new id
 	Value   Value

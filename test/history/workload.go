@@ -158,6 +158,12 @@ func (w *Workload) do(base string, in Input) Op {
 	return decode(op, resp, data)
 }
 
+// refusals are the router's own 503 answers given before anything is
+// sent to a backend (router/proxy.go): a hold that expired, a lapsed
+// lease, no instance, every breaker open (a retry goes only to requests
+// whose connection failed, so nothing was sent either).
+var refusals = map[string]bool{"tenant_moving": true, "router_lease_lapsed": true, "no_healthy_backend": true, "breaker_open": true}
+
 // errorCode is the code of a JSON error answer ({"error": code, ...}).
 func errorCode(data []byte) string {
 	var e struct {
@@ -177,6 +183,7 @@ func decode(op Op, resp *http.Response, data []byte) Op {
 		return op // the app's definite "no such order"
 	default:
 		op.Out.Unknown = true
+		op.Out.Refused = resp.StatusCode == http.StatusServiceUnavailable && refusals[errorCode(data)]
 		op.Detail = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(data))
 		return op
 	}
@@ -190,5 +197,15 @@ func decode(op Op, resp *http.Response, data []byte) Op {
 		return op
 	}
 	op.Out.ID, op.Out.Value = o.ID, Value{Item: o.Item, Quantity: o.Quantity, Version: o.Version}
+	return op
+}
+
+// Do sends one operation through one router (a base URL) as client,
+// records it and returns it: the probes a scenario aims at one router.
+// Start must have been called.
+func (w *Workload) Do(router string, client int, in Input) Op {
+	op := w.do(fmt.Sprintf("%s/t/%s/orders", router, w.Tenant), in)
+	op.Client = client
+	w.Rec.Record(op)
 	return op
 }

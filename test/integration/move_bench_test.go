@@ -92,7 +92,8 @@ func BenchmarkCopyMillion(b *testing.B) {
 }
 
 // BenchmarkSwitchPause: moves of one tenant back and forth between two
-// pools while about 1,000 writes/s go through two routers, for tenants of
+// pools while about 1,000 writes/s (SWITCHYARD_PAUSE_WRITES; measured and
+// printed) go through two routers, for tenants of
 // 10,000 and 1,000,000 rows (SWITCHYARD_PAUSE_ROWS=10000,1000000,10000000
 // picks the sizes, SWITCHYARD_PAUSE_MOVES the moves per size). The first move copies; the later ones move back onto
 // the retained copy (re-sync by difference), so a large tenant is not
@@ -129,7 +130,8 @@ func BenchmarkSwitchPause(b *testing.B) {
 }
 
 // switchPause seeds a tenant of rows rows and times moves of it under
-// about 1,000 writes/s.
+// about 1,000 writes/s (random create/update/delete, alternating between
+// the two routers).
 func switchPause(b *testing.B, rows, moves int) {
 	s := newMoveStackTB(b)
 	seedStart := time.Now()
@@ -141,8 +143,17 @@ func switchPause(b *testing.B, rows, moves int) {
 		return len(live) == 2
 	})
 	mg := migrator.New(s.consul.Client(), migrator.Config{Logger: testLogger(b)})
-	storm := s.startStorm("pauser", 32, 20*time.Millisecond) // ≈ 1,000 writes/s here
+	target := 1000.0
+	if env, err := strconv.ParseFloat(os.Getenv("SWITCHYARD_PAUSE_WRITES"), 64); err == nil && env > 0 {
+		target = env
+	}
+	// Paced to the target rate whatever each request takes, with enough
+	// writers that slow requests do not bring it down.
+	storm := s.startStormAt("pauser", 64, target)
 	stormStart := time.Now()
+	time.Sleep(2 * time.Second)
+	b.Logf("storm: %.0f writes/s measured over its first 2 s (target %.0f, through %d routers)",
+		float64(storm.requests.Load())/time.Since(stormStart).Seconds(), target, len(s.routers))
 	var pauses []time.Duration
 	slowest := map[string]time.Duration{}
 	to := "pool-2"

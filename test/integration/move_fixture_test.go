@@ -200,11 +200,25 @@ type writerStorm struct {
 	stop     chan struct{}
 	haltOnce sync.Once
 	wg       sync.WaitGroup
+	// every, if set, paces each writer to one request per every (see
+	// startStormAt) instead of a fixed sleep after each.
+	every time.Duration
 }
 
 func (s *moveStack) startStorm(tenant string, writers int, pace time.Duration) *writerStorm {
+	return s.storm(tenant, writers, pace, 0)
+}
+
+// startStormAt is a storm paced to about rate requests/s in all, whatever
+// each request takes (up to writers requests in flight): each writer keeps
+// to its own schedule, writers/rate apart.
+func (s *moveStack) startStormAt(tenant string, writers int, rate float64) *writerStorm {
+	return s.storm(tenant, writers, 0, time.Duration(float64(writers)/rate*float64(time.Second)))
+}
+
+func (s *moveStack) storm(tenant string, writers int, pace, every time.Duration) *writerStorm {
 	w := &writerStorm{s: s, tenant: tenant, model: map[int64]order{}, deleted: map[int64]bool{}, servedBy: map[string]int{},
-		touchedOn: map[int64]string{}, stop: make(chan struct{})}
+		touchedOn: map[int64]string{}, stop: make(chan struct{}), every: every}
 	for i := 0; i < writers; i++ {
 		w.wg.Add(1)
 		go w.run(i, pace)
@@ -225,6 +239,10 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 	defer w.wg.Done()
 	rng := rand.New(rand.NewPCG(uint64(n), 42))
 	var mine []int64
+	if w.every > 0 {
+		time.Sleep(time.Duration(rng.Int64N(int64(w.every)))) // spread the writers' slots
+	}
+	next := time.Now()
 	for i := 0; ; i++ {
 		select {
 		case <-w.stop:
@@ -286,9 +304,25 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 			record(by)
 			w.mu.Unlock()
 		}
+		w.pace(pace, &next)
+	}
+}
+
+// pace waits after a request: pace, or for a storm paced to a rate until
+// the writer's next slot. A writer more than one slot behind (held by a
+// switch, say) starts again from now rather than bursting.
+func (w *writerStorm) pace(pace time.Duration, next *time.Time) {
+	if w.every <= 0 {
 		if pace > 0 {
 			time.Sleep(pace)
 		}
+		return
+	}
+	*next = next.Add(w.every)
+	if d := time.Until(*next); d > 0 {
+		time.Sleep(d)
+	} else if -d > w.every {
+		*next = time.Now()
 	}
 }
 

@@ -442,3 +442,26 @@ func tail(data []byte, n int) []byte {
 	}
 	return data
 }
+
+// stopControllers SIGTERMs both controller replicas, so that no replica
+// takes over a move the test's own migrator runs.
+func (s *scaleStack) stopControllers() {
+	for _, c := range s.controllers {
+		s.signal(c, syscall.SIGTERM)
+	}
+}
+
+// ownMove creates a move of tenant to db-1 run by a migrator of the test's
+// own (named id, with hooks, through its own Consul proxy), and gives the
+// routers a moment to see the capture start.
+func (s *scaleStack) ownMove(id, tenant string, hooks *migrator.Hooks) (*migrator.Migrator, *migrator.Move) {
+	s.t.Helper()
+	client, _ := s.consulVia(1)
+	mg := migrator.New(client, migrator.Config{ID: id, Logger: testLogger(s.t), LockTTL: 5 * time.Second, Hooks: hooks})
+	m, _, err := mg.Create(s.ctx, migrator.Request{Tenant: tenant, To: "db-1", Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	return mg, m
+}

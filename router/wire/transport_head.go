@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -18,12 +18,7 @@ func canWriteHead(req *http.Request) bool {
 	if host == "" {
 		host = req.URL.Host
 	}
-	for i := 0; i < len(host); i++ {
-		if !plainHostByte[host[i]] {
-			return false
-		}
-	}
-	return true
+	return allPlainHost(host)
 }
 
 var plainHostByte = alnumPlus(".-_:[]")

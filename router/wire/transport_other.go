@@ -1,6 +1,6 @@
 //go:build !unix
 
-package router
+package wire
 
 func fdIdleAndOpen(uintptr) bool { return true }
 

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -51,7 +51,7 @@ func FuzzRequestHead(f *testing.F) {
 			return
 		}
 		head := data[:n]
-		var h reqHead
+		var h RequestHead
 		parseRequestHead(head, &h)
 		if h.general != "" {
 			return
@@ -85,7 +85,7 @@ func FuzzRequestHead(f *testing.F) {
 		if got := req.Header.Get("Authorization"); got != h.auth {
 			t.Fatalf("authorization: net/http %q, fast %q", got, h.auth)
 		}
-		if got := req.Header.Get(HeaderTenantID); got != h.tenant {
+		if got := req.Header.Get("X-Tenant-Id"); got != h.tenant {
 			t.Fatalf("tenant header: net/http %q, fast %q", got, h.tenant)
 		}
 		fast := map[string][]string{}
@@ -164,7 +164,7 @@ func FuzzResponseHead(f *testing.F) {
 			}
 		}
 		for _, fl := range h.fields {
-			if hopByHopRequest(fl.name) && !equalFold(fl.name, "proxy-authenticate") || equalFold(fl.name, "upgrade") || equalFold(fl.name, "te") || equalFold(fl.name, "content-length") || equalFold(fl.name, "transfer-encoding") {
+			if HopByHop(fl.name, true) || equalFold(fl.name, "content-length") {
 				t.Fatalf("hop-by-hop or framing field %q forwarded", fl.name)
 			}
 			if named[textproto.CanonicalMIMEHeaderKey(fl.name)] {
@@ -214,5 +214,26 @@ func TestRelayChunkedChecksFraming(t *testing.T) {
 				t.Fatalf("relayed %q, want %q", out.String(), c.in)
 			}
 		})
+	}
+}
+
+func TestHopByHop(t *testing.T) {
+	for _, c := range []struct {
+		name              string
+		request, response bool
+	}{
+		{"Connection", true, true}, {"keep-alive", true, true}, {"Proxy-Connection", true, true},
+		{"Proxy-Authorization", true, true}, {"TE", true, true}, {"Upgrade", true, true},
+		{"Transfer-Encoding", true, true},
+		{"Proxy-Authenticate", true, false}, // a 407 needs it
+		{"Trailer", true, false},            // chunked trailers pass through
+		{"Content-Length", false, false}, {"X-Tenant-Id", false, false}, {"Host", false, false},
+	} {
+		if got := HopByHop(c.name, false); got != c.request {
+			t.Errorf("HopByHop(%q, request) = %v, want %v", c.name, got, c.request)
+		}
+		if got := HopByHop(c.name, true); got != c.response {
+			t.Errorf("HopByHop(%q, response) = %v, want %v", c.name, got, c.response)
+		}
 	}
 }

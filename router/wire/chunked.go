@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -13,8 +13,6 @@ import (
 // backend ended it and whatever the client receives, net/http reads the
 // same way; FuzzChunkedBody checks that.
 
-var errBadChunk = errors.New("backend sent malformed chunked framing")
-
 // Limits net/http applies to a chunked body.
 const (
 	maxChunkLine   = 4096     // a chunk-size line, without its CRLF
@@ -23,7 +21,7 @@ const (
 )
 
 // relayChunked copies a chunked body from src to dst. wait, if not nil,
-// waits for src to have more (see frontConn.waitBackend).
+// waits for src to have more (see Conn.waitBackend).
 func relayChunked(dst *bufio.Writer, src *bufio.Reader, wait func() error) error {
 	var excess int64
 	for {
@@ -32,19 +30,19 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader, wait func() error) error
 			return err
 		}
 		if len(l)-2 >= maxChunkLine {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		excess += int64(len(l))
 		size, ok := chunkSize(l[:len(l)-2])
 		if !ok {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		excess = max(excess-16-2*size, 0)
 		if excess > maxChunkExcess {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		if _, err := dst.Write(l); err != nil {
-			return errClientWrite
+			return ErrClientWrite
 		}
 		if size == 0 {
 			return relayTrailer(dst, src, wait)
@@ -57,10 +55,10 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader, wait func() error) error
 			return err
 		}
 		if crlf[0] != '\r' || crlf[1] != '\n' {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		if _, err := dst.Write(crlf); err != nil {
-			return errClientWrite
+			return ErrClientWrite
 		}
 		_, _ = src.Discard(2)
 	}
@@ -78,13 +76,13 @@ func relayTrailer(dst *bufio.Writer, src *bufio.Reader, wait func() error) error
 		}
 		total += len(l)
 		if total > maxTrailer {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		if len(l) > 2 && !trailerField(l[:len(l)-2]) {
-			return errBadChunk
+			return ErrBadChunk
 		}
 		if _, err := dst.Write(l); err != nil {
-			return errClientWrite
+			return ErrClientWrite
 		}
 		if len(l) == 2 {
 			return nil
@@ -104,7 +102,7 @@ func trailerField(l []byte) bool {
 func chunkLine(dst *bufio.Writer, src *bufio.Reader, wait func() error) ([]byte, error) {
 	if src.Buffered() == 0 {
 		if err := dst.Flush(); err != nil {
-			return nil, errClientWrite
+			return nil, ErrClientWrite
 		}
 		if wait != nil {
 			if err := wait(); err != nil {
@@ -115,12 +113,12 @@ func chunkLine(dst *bufio.Writer, src *bufio.Reader, wait func() error) ([]byte,
 	l, err := src.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, errBadChunk
+			return nil, ErrBadChunk
 		}
 		return nil, err
 	}
 	if len(l) < 2 || bytes.IndexByte(l, '\r') != len(l)-2 {
-		return nil, errBadChunk
+		return nil, ErrBadChunk
 	}
 	return l, nil
 }

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Tests of frontServer.Shutdown and the first head's timeout.
+// Tests of Server.Shutdown and the first head's timeout.
 
 // hookConn lets a test act at the moment the connection loop sets a read
 // deadline (to force an interleaving that otherwise needs luck).
@@ -41,10 +41,31 @@ func (l *hookListener) Accept() (net.Conn, error) {
 	return l.wrap(c), nil
 }
 
-func testFront(t *testing.T) (*frontServer, Config) {
-	cfg := Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return newFrontServer(&Proxy{cfg: cfg}, cfg, log), cfg
+// testHandler answers every request the fast path takes with a JSON 200
+// and refuses with a JSON 400 (the router's answers are the router's).
+type testHandler struct{}
+
+func (testHandler) Open(c *Conn) RequestServer { return testRequests{c} }
+
+type testRequests struct{ c *Conn }
+
+func (r testRequests) ServeRequest(h *RequestHead) bool {
+	r.c.DiscardHead()
+	return r.c.WriteJSON(http.StatusOK, []byte("{}\n"), 0, false)
+}
+
+func (r testRequests) Refuse(err error) {
+	r.c.WriteJSON(http.StatusBadRequest, []byte(`{"error":"refused"}`+"\n"), 0, true)
+}
+
+func testServerConfig(readHeader time.Duration) ServerConfig {
+	return ServerConfig{ReadHeaderTimeout: readHeader, IdleTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
+		Handler: testHandler{}, Fallback: http.NotFoundHandler(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func testFront(t *testing.T) (*Server, ServerConfig) {
+	cfg := testServerConfig(10 * time.Second)
+	return NewServer(cfg), cfg
 }
 
 // Shutdown's wake-up of an idle connection (wakeIfIdle: read deadline =
@@ -161,9 +182,8 @@ func TestFrontShutdownClosesHandedOffConnections(t *testing.T) {
 // The first request's head gets ReadHeaderTimeout once, counted from the
 // accept (as net/http counts it), not re-armed when its first byte arrives.
 func TestFrontFirstHeadGetsOneReadHeaderTimeout(t *testing.T) {
-	cfg := Config{ReadHeaderTimeout: time.Second, IdleTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := newFrontServer(&Proxy{cfg: cfg}, cfg, log)
+	cfg := testServerConfig(time.Second)
+	s := NewServer(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

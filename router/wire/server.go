@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -15,22 +15,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The router's client side. net/http's server costs a proxy dearly per
+// The router's client side (the connection loop). net/http's server costs a proxy dearly per
 // request: a background read goroutine started and stopped around every
 // handler, a Request with its header map, a ResponseWriter, and
 // httputil.ReverseProxy's copy of them all; measured here that was half of
 // the router's CPU per request. So the router serves HTTP/1.1 itself for
 // the requests that make up nearly all traffic — a head it parses strictly
-// (head.go), no body or a Content-Length body — and forwards them without
-// building any of that (forward.go). Any other request — transfer codings,
+// (head.go), no body or a Content-Length body — and its Handler forwards
+// them without building any of that (exchange.go). Any other request — transfer codings,
 // Expect, upgrades (WebSocket), HTTP/1.0, percent-encoded paths, heads
 // bigger than the read buffer, anything the strict parser does not fully
 // understand — hands its connection, with the bytes already read, to a
-// net/http server running the Proxy handler, which serves it (and the rest
+// net/http server running the fallback handler, which serves it (and the rest
 // of that connection) exactly as before. net/http stays the authority on
 // every unusual case; the fast path only ever does what it would have done.
 
@@ -39,35 +37,76 @@ import (
 // answers 431 above MaxHeaderBytes).
 const frontBufSize = 8 << 10
 
-// netHTTPOnlyEnv, set to 1, hands every connection to net/http (for A/B
-// benchmarks, and a way back if the fast path ever misbehaves).
-const netHTTPOnlyEnv = "SWITCHYARD_ROUTER_NET_HTTP"
+// Handler serves the requests the fast path takes: the wire package is its
+// consumer.
+type Handler interface {
+	// Open returns the server of one connection's requests; it is called
+	// once per connection, before its first request.
+	Open(c *Conn) RequestServer
+}
 
-// frontServer accepts client connections and serves them.
-type frontServer struct {
-	p       *Proxy
+// RequestServer serves the requests of one connection.
+type RequestServer interface {
+	// ServeRequest serves the request whose head is h (its strings point
+	// into the connection's read buffer: valid until Conn.DiscardHead).
+	// It reports whether the connection can carry another request.
+	ServeRequest(h *RequestHead) (keep bool)
+	// Refuse answers a request the connection loop refuses as it stands
+	// (ErrHeadTimeout, ErrAmbiguousFraming, ErrObsFold); the connection
+	// closes after it.
+	Refuse(err error)
+}
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// ReadHeaderTimeout bounds the wait for a request head (the first one
+	// counted from the accept).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request's first byte.
+	IdleTimeout time.Duration
+	// BodyTimeout: a request body must have arrived whole this long after
+	// its head; BodyIdleTimeout: each wait for more of it.
+	BodyTimeout, BodyIdleTimeout time.Duration
+	// MaxHeaderBytes is the answered limit on request heads; net/http's
+	// own hard limit on handed-off connections is twice it.
+	MaxHeaderBytes int
+	// Handler serves the requests the fast path takes.
+	Handler Handler
+	// Fallback serves every connection handed to net/http.
+	Fallback http.Handler
+	// NetHTTPOnly hands every connection to net/http.
+	NetHTTPOnly bool
+	Log         *slog.Logger
+}
+
+// Server accepts client connections and serves them.
+type Server struct {
+	cfg     ServerConfig
 	log     *slog.Logger
 	general *http.Server  // serves handed-off connections
 	handoff *connListener // feeds general
-	netOnly bool
 
 	mu       sync.Mutex
-	conns    map[*frontConn]struct{}
+	conns    map[*Conn]struct{}
 	closing  atomic.Bool
 	drained  chan struct{} // closed when closing and no connection is left
 	listener net.Listener
 }
 
-func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *frontServer {
-	s := &frontServer{p: p, log: log, conns: map[*frontConn]struct{}{}, drained: make(chan struct{}),
-		netOnly: os.Getenv(netHTTPOnlyEnv) == "1"}
+// NewServer returns a server; Serve runs it.
+func NewServer(cfg ServerConfig) *Server {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log, conns: map[*Conn]struct{}{}, drained: make(chan struct{})}
 	s.handoff = newConnListener()
 	s.general = &http.Server{
-		Handler:           p,
+		Handler:           cfg.Fallback,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		// The proxy answers 431 in JSON up to MaxHeaderBytes; net/http's own
-		// limit sits above it as a hard stop.
+		// The fallback answers 431 in JSON up to MaxHeaderBytes; net/http's
+		// own limit sits above it as a hard stop.
 		MaxHeaderBytes: cfg.MaxHeaderBytes * 2,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -75,7 +114,7 @@ func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *frontServer {
 }
 
 // Serve accepts connections on l until Shutdown.
-func (s *frontServer) Serve(l net.Listener) error {
+func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.listener = l
 	s.mu.Unlock()
@@ -98,7 +137,7 @@ func (s *frontServer) Serve(l net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		backoff = 0
-		if s.netOnly {
+		if s.cfg.NetHTTPOnly {
 			s.handoff.give(c)
 			continue
 		}
@@ -117,8 +156,8 @@ func isTemporaryAccept(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *frontServer) newConn(c net.Conn) *frontConn {
-	fc := &frontConn{s: s, p: s.p, conn: c}
+func (s *Server) newConn(c net.Conn) *Conn {
+	fc := &Conn{s: s, conn: c}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
@@ -128,7 +167,7 @@ func (s *frontServer) newConn(c net.Conn) *frontConn {
 	return fc
 }
 
-func (s *frontServer) forget(fc *frontConn) {
+func (s *Server) forget(fc *Conn) {
 	s.mu.Lock()
 	delete(s.conns, fc)
 	if s.closing.Load() && len(s.conns) == 0 {
@@ -144,7 +183,7 @@ func (s *frontServer) forget(fc *frontConn) {
 // Shutdown stops accepting, closes idle connections, lets each request in
 // progress finish (its connection closes after it), and returns when every
 // connection is gone or ctx ends (then the rest are closed).
-func (s *frontServer) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
 	if s.listener != nil {
@@ -183,10 +222,10 @@ func (s *frontServer) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// frontConn is one client connection served by the fast path.
-type frontConn struct {
-	s    *frontServer
-	p    *Proxy
+// Conn is one client connection served by the fast path.
+type Conn struct {
+	s    *Server
+	rs   RequestServer
 	conn net.Conn
 	io   net.Conn // conn's reads and writes (raw system calls where possible: sysConn)
 	br   *bufio.Reader
@@ -201,44 +240,37 @@ type frontConn struct {
 	// after a 413); close gently so the client reads the answer first.
 	linger bool
 
-	head reqHead
+	head RequestHead
 	resp respHead
-	out  []byte // the outbound head being built
-	req  fwdReq
 	x    exchangeState
 
 	sendThenWait  func(fd uintptr) bool // fc.sendStep, bound once
 	waitBackendFn func() error          // fc.waitBackend, bound once
 	waitBodyFn    func() error          // fc.waitBody, bound once
 	bodyDeadline  time.Time             // the request body must have arrived by then
-
-	// The last metric children used: a connection mostly serves one
-	// tenant's target, so this spares a map lookup per request.
-	lastCounterKey requestKey
-	lastCounter    prometheus.Counter
-	lastLatencyKey latencyKey
-	lastLatency    prometheus.Observer
 }
 
-func (fc *frontConn) requestCounter(tier, target, code string) prometheus.Counter {
-	k := requestKey{tier, target, code}
-	if fc.lastCounter == nil || fc.lastCounterKey != k {
-		fc.lastCounterKey, fc.lastCounter = k, fc.p.metrics.requestCounter(tier, target, code)
-	}
-	return fc.lastCounter
-}
+// ClientIP is the client's address without the port (for X-Forwarded-For).
+func (fc *Conn) ClientIP() string { return fc.clientIP }
 
-func (fc *frontConn) upstreamObserver(tier, target string) prometheus.Observer {
-	k := latencyKey{tier, target}
-	if fc.lastLatency == nil || fc.lastLatencyKey != k {
-		fc.lastLatencyKey, fc.lastLatency = k, fc.p.metrics.upstreamObserver(tier, target)
-	}
-	return fc.lastLatency
-}
+// RemoteAddr is the client's address.
+func (fc *Conn) RemoteAddr() string { return fc.remoteAddr }
+
+// Closing reports whether the server is shutting down (the connection
+// closes after the request in progress).
+func (fc *Conn) Closing() bool { return fc.s.closing.Load() }
+
+// Linger makes the connection close gently: the request's body is not
+// read, and the client must get the answer before the close.
+func (fc *Conn) Linger() { fc.linger = true }
+
+// DiscardHead drops the request head from the read buffer: the request's
+// body (if any) comes next. The head's strings are invalid from here.
+func (fc *Conn) DiscardHead() { _, _ = fc.br.Discard(fc.head.size) }
 
 // wakeIfIdle makes a connection waiting for its next request give up now
 // (shutdown). A connection busy with a request is left alone.
-func (fc *frontConn) wakeIfIdle() {
+func (fc *Conn) wakeIfIdle() {
 	fc.mu.Lock()
 	if fc.idle {
 		_ = fc.conn.SetReadDeadline(time.Now())
@@ -246,7 +278,7 @@ func (fc *frontConn) wakeIfIdle() {
 	fc.mu.Unlock()
 }
 
-func (fc *frontConn) setIdle(idle bool) {
+func (fc *Conn) setIdle(idle bool) {
 	fc.mu.Lock()
 	fc.idle = idle
 	fc.mu.Unlock()
@@ -254,7 +286,7 @@ func (fc *frontConn) setIdle(idle bool) {
 
 var frontReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, frontBufSize) }}
 
-func (fc *frontConn) serve() {
+func (fc *Conn) serve() {
 	handedOff := false
 	defer func() {
 		if r := recover(); r != nil {
@@ -282,54 +314,17 @@ func (fc *frontConn) serve() {
 	fc.waitBodyFn = fc.waitBody
 	fc.br = frontReaders.Get().(*bufio.Reader)
 	fc.br.Reset(fc.io)
-	cfg := &fc.p.cfg
-	first := true
-	for {
-		// Wait for the next request: the idle timeout (the header timeout
-		// for the first), then the header timeout for the rest of the head.
-		wait := cfg.IdleTimeout
-		wasFirst := first
-		if first {
-			wait = cfg.ReadHeaderTimeout
-		}
-		first = false
-		// Going idle, the shutdown check and arming the wait happen under
-		// the lock Shutdown's wake-up takes, so the wake-up cannot land in
-		// between and be overwritten.
-		fc.mu.Lock()
-		fc.idle = true
-		if fc.s.closing.Load() && fc.br.Buffered() == 0 {
-			fc.mu.Unlock()
+	fc.rs = fc.s.cfg.Handler.Open(fc)
+	for first := true; ; first = false {
+		n, ok := fc.nextHead(first)
+		if !ok {
 			return
 		}
-		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
-		fc.mu.Unlock()
-		_, err := fc.br.Peek(1)
-		fc.setIdle(false)
-		if err != nil {
-			return
-		}
-		// A head usually arrives whole; only one still arriving gets the
-		// header timeout (which cuts off slow clients). The first request's
-		// wait already was the header timeout, counted from the accept.
-		buf, _ := fc.br.Peek(fc.br.Buffered())
-		n := headEnd(buf)
-		if n < 0 {
-			if !wasFirst {
-				_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
-			}
-			if n, err = fc.readHead(); err != nil {
-				if isTimeout(err) {
-					fc.writeRouterError(http.StatusRequestTimeout, "request_timeout", "the request head did not arrive in time", "", 0, true)
-				}
-				return
-			}
-		}
-		if n < 0 || fc.s.netOnly {
+		if n < 0 || fc.s.cfg.NetHTTPOnly {
 			handedOff = fc.handOffUnlessRefused()
 			return
 		}
-		buf, _ = fc.br.Peek(n)
+		buf, _ := fc.br.Peek(n)
 		parseRequestHead(buf, &fc.head)
 		if fc.head.general != "" {
 			handedOff = fc.handOffUnlessRefused()
@@ -340,38 +335,82 @@ func (fc *frontConn) serve() {
 			// each wait for more of it the body idle timeout (waitBody);
 			// a bodiless request reads nothing more until the next head,
 			// which sets its own.
-			fc.bodyDeadline = time.Now().Add(cfg.BodyTimeout)
+			fc.bodyDeadline = time.Now().Add(fc.s.cfg.BodyTimeout)
 		}
-		if !fc.serveRequest() {
-			return
-		}
-		if fc.s.closing.Load() {
+		if !fc.rs.ServeRequest(&fc.head) || fc.s.closing.Load() {
 			return
 		}
 	}
 }
 
-// lingerTimeout is how long a connection closing with an unread request
+// nextHead waits for the next request and returns the length of its head
+// in the read buffer, or -1 if it is net/http's business (see readHead);
+// false: the connection is done (closed, timed out, shutting down).
+func (fc *Conn) nextHead(first bool) (int, bool) {
+	cfg := &fc.s.cfg
+	// Wait for the next request: the idle timeout (the header timeout
+	// for the first), then the header timeout for the rest of the head.
+	wait := cfg.IdleTimeout
+	if first {
+		wait = cfg.ReadHeaderTimeout
+	}
+	// Going idle, the shutdown check and arming the wait happen under
+	// the lock Shutdown's wake-up takes, so the wake-up cannot land in
+	// between and be overwritten.
+	fc.mu.Lock()
+	fc.idle = true
+	if fc.s.closing.Load() && fc.br.Buffered() == 0 {
+		fc.mu.Unlock()
+		return 0, false
+	}
+	_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+	fc.mu.Unlock()
+	_, err := fc.br.Peek(1)
+	fc.setIdle(false)
+	if err != nil {
+		return 0, false
+	}
+	// A head usually arrives whole; only one still arriving gets the
+	// header timeout (which cuts off slow clients). The first request's
+	// wait already was the header timeout, counted from the accept.
+	buf, _ := fc.br.Peek(fc.br.Buffered())
+	n := headEnd(buf)
+	if n >= 0 {
+		return n, true
+	}
+	if !first {
+		_ = fc.conn.SetReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout))
+	}
+	if n, err = fc.readHead(); err != nil {
+		if isTimeout(err) {
+			fc.rs.Refuse(ErrHeadTimeout)
+		}
+		return 0, false
+	}
+	return n, true
+}
+
+// LingerTimeout is how long a connection closing with an unread request
 // body keeps reading (and dropping) it after sending its answer: closing a
 // socket with unread data resets the connection, and a client still sending
 // would then lose the answer (net/http waits 500 ms for the same reason).
-const lingerTimeout = 500 * time.Millisecond
+const LingerTimeout = 500 * time.Millisecond
 
 // lingerClose half-closes the connection and drops what the client still
-// sends, until it closes its side or lingerTimeout passes.
-func (fc *frontConn) lingerClose() {
+// sends, until it closes its side or LingerTimeout passes.
+func (fc *Conn) lingerClose() {
 	cw, ok := fc.conn.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil || fc.br == nil {
 		return
 	}
-	_ = fc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_ = fc.conn.SetReadDeadline(time.Now().Add(LingerTimeout))
 	_, _ = io.Copy(io.Discard, fc.br)
 }
 
 // readHead waits until the read buffer holds a complete head and returns
 // its length, or -1 if the head does not fit the buffer (or uses bare LF
 // line ends): net/http's business.
-func (fc *frontConn) readHead() (int, error) {
+func (fc *Conn) readHead() (int, error) {
 	n, err := bufferHead(fc.br, bareLFHead)
 	if errors.Is(err, errHeadFull) {
 		return -1, nil
@@ -390,26 +429,25 @@ var (
 )
 
 // handOffUnlessRefused hands the connection to net/http, except a request
-// whose head refusedHead refuses: that one is answered 400 and the
-// connection closed, as nginx does (RFC 9112 §6.3 allows refusing a request
+// whose head refusedHead refuses: that one is refused (the handler answers
+// 400) and the connection closed, as nginx does (RFC 9112 §6.3 allows refusing a request
 // with both a length and a coding, and requires the close). net/http would
 // read it by the coding alone, or unfold the folded line, and keep the
 // connection.
-func (fc *frontConn) handOffUnlessRefused() bool {
+func (fc *Conn) handOffUnlessRefused() bool {
 	buf, _ := fc.br.Peek(fc.br.Buffered())
-	e := refusedHead(buf)
-	if e == nil {
+	err := refusedHead(buf)
+	if err == nil {
 		return fc.handOff()
 	}
 	fc.linger = true
-	fc.writeRouterError(e.status, e.code, e.msg, "", 0, true)
-	fc.requestCounter("", "", statusText(e.status)).Inc()
+	fc.rs.Refuse(err)
 	return false
 }
 
 // handOff gives the connection, with everything read from it so far, to
 // the net/http server. It reports whether the connection was handed over.
-func (fc *frontConn) handOff() bool {
+func (fc *Conn) handOff() bool {
 	_ = fc.conn.SetReadDeadline(time.Time{})
 	if fc.s.closing.Load() {
 		return false

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -37,8 +37,8 @@ func countingServer(t *testing.T, h http.Handler) (*httptest.Server, *atomic.Int
 	return srv, &conns
 }
 
-func testTransport() *syncTransport {
-	return newSyncTransport(time.Second, 2*time.Second)
+func testTransport() *Transport {
+	return NewTransport(time.Second, 2*time.Second)
 }
 
 func mustGet(t *testing.T, tr http.RoundTripper, url string) string {
@@ -369,7 +369,7 @@ func TestRouterTransportHeaderTimeout(t *testing.T) {
 		fmt.Fprint(w, "late")
 	}))
 	defer close(release)
-	tr := newSyncTransport(time.Second, 200*time.Millisecond)
+	tr := NewTransport(time.Second, 200*time.Millisecond)
 	start := time.Now()
 	req, _ := http.NewRequest("GET", srv.URL+"/slow", nil)
 	_, err := tr.RoundTrip(req)
@@ -393,7 +393,7 @@ func TestRouterTransportStreamsBodyBeyondHeaderTimeout(t *testing.T) {
 			time.Sleep(150 * time.Millisecond)
 		}
 	}))
-	tr := newSyncTransport(time.Second, 100*time.Millisecond)
+	tr := NewTransport(time.Second, 100*time.Millisecond)
 	req, _ := http.NewRequest("GET", srv.URL, nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -432,7 +432,7 @@ func TestRouterTransportDialErrorIsConnectError(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 	_, err := tr.RoundTrip(req)
 	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "dial" || !isConnectError(err) {
+	if !errors.As(err, &op) || op.Op != "dial" || !IsConnectError(err) {
 		t.Fatalf("error %T %v, want a dial *net.OpError", err, err)
 	}
 }
@@ -523,7 +523,7 @@ func TestRouterTransportRefusesInvalidHeaders(t *testing.T) {
 	} {
 		req, _ := http.NewRequest("GET", "http://127.0.0.1:1/", nil)
 		req.Header = h
-		if _, err := tr.RoundTrip(req); err == nil || isConnectError(err) {
+		if _, err := tr.RoundTrip(req); err == nil || IsConnectError(err) {
 			t.Fatalf("header %v: error %v, want a validation error", h, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// syncTransport is the router's HTTP/1.1 client to its backends. Unlike
+// Transport is the router's HTTP/1.1 client to its backends. Unlike
 // http.Transport, which hands every request to a connection's write
 // goroutine and every response back from its read goroutine, it does the
 // whole exchange on the calling goroutine: take an idle keep-alive
@@ -48,7 +48,7 @@ import (
 //     response arrives, a replayable request (net/http's rule: bodiless, or
 //     with GetBody, and idempotent or with an Idempotency-Key) is sent again
 //     once, on a freshly dialed connection.
-type syncTransport struct {
+type Transport struct {
 	dialer          net.Dialer
 	headerTimeout   time.Duration // 0: none
 	continueTimeout time.Duration // wait for 100 Continue before sending the body anyway
@@ -59,8 +59,11 @@ type syncTransport struct {
 	pools sync.Map // addr → *idlePool
 }
 
-func newSyncTransport(dialTimeout, headerTimeout time.Duration) *syncTransport {
-	return &syncTransport{
+// NewTransport returns a client whose dials time out after dialTimeout and
+// whose requests fail when no response head arrives within headerTimeout
+// (0: no limit).
+func NewTransport(dialTimeout, headerTimeout time.Duration) *Transport {
+	return &Transport{
 		dialer:          net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
 		headerTimeout:   headerTimeout,
 		continueTimeout: time.Second,
@@ -70,7 +73,7 @@ func newSyncTransport(dialTimeout, headerTimeout time.Duration) *syncTransport {
 	}
 }
 
-var _ http.RoundTripper = (*syncTransport)(nil)
+var _ http.RoundTripper = (*Transport)(nil)
 
 // idlePool holds the idle connections to one address, most recently used
 // last.
@@ -83,7 +86,7 @@ type idlePool struct {
 
 // upConn is one connection to a backend.
 type upConn struct {
-	t    *syncTransport
+	t    *Transport
 	pool *idlePool
 	conn net.Conn
 	io   net.Conn        // conn's reads and writes (raw system calls where possible: sysConn)
@@ -113,7 +116,7 @@ var (
 
 func (c *upConn) Read(p []byte) (int, error) {
 	if c.limit <= 0 {
-		return 0, errResponseHeadTooLarge
+		return 0, ErrResponseHeadTooLarge
 	}
 	if int64(len(p)) > c.limit {
 		p = p[:c.limit]
@@ -145,22 +148,12 @@ func (c *upConn) close() {
 }
 
 var (
-	errResponseHeadTooLarge = errors.New("backend response headers exceed the limit")
-	errEarlyResponse        = errors.New("backend answered before the request body was sent")
-	errServerClosedIdle     = errors.New("backend closed the idle connection")
+	errEarlyResponse    = errors.New("backend answered before the request body was sent")
+	errServerClosedIdle = errors.New("backend closed the idle connection")
 )
 
-// headerTimeoutError is the error for a backend that did not send its
-// response head within the header timeout; it is a net.Error whose
-// Timeout() is true, so the proxy answers 504.
-type headerTimeoutError struct{}
-
-func (headerTimeoutError) Error() string   { return "net/http: timeout awaiting response headers" }
-func (headerTimeoutError) Timeout() bool   { return true }
-func (headerTimeoutError) Temporary() bool { return true }
-
 // RoundTrip implements http.RoundTripper.
-func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := validateOutbound(req); err != nil {
 		closeReqBody(req)
 		return nil, err
@@ -181,7 +174,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		var cbe *clientBodyError
+		var cbe *ClientBodyError
 		if errors.As(err, &cbe) {
 			// The client's body failed (net/http may have cancelled the
 			// context over it): that is the answer, not the cancellation.
@@ -208,7 +201,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (t *syncTransport) CloseIdleConnections() {
+func (t *Transport) CloseIdleConnections() {
 	t.pools.Range(func(_, v any) bool {
 		p := v.(*idlePool)
 		p.mu.Lock()
@@ -226,7 +219,7 @@ func (t *syncTransport) CloseIdleConnections() {
 	})
 }
 
-func (t *syncTransport) poolFor(addr string) *idlePool {
+func (t *Transport) poolFor(addr string) *idlePool {
 	if v, ok := t.pools.Load(addr); ok {
 		return v.(*idlePool)
 	}
@@ -237,8 +230,8 @@ func (t *syncTransport) poolFor(addr string) *idlePool {
 // getConn takes an idle connection to addr (unless fresh) or dials one.
 // With checkAlive, an idle connection is checked before it is handed out;
 // without, the caller must check it (the fast path does so in the same
-// step as waiting for the answer: see frontConn.exchange).
-func (t *syncTransport) getConn(ctx context.Context, addr string, fresh, checkAlive bool) (*upConn, error) {
+// step as waiting for the answer: see Conn.exchange).
+func (t *Transport) getConn(ctx context.Context, addr string, fresh, checkAlive bool) (*upConn, error) {
 	p := t.poolFor(addr)
 	if !fresh {
 		now := time.Now()
@@ -293,7 +286,7 @@ func (p *idlePool) pop() *upConn {
 }
 
 // putIdle returns a connection whose exchange completed cleanly to the pool.
-func (t *syncTransport) putIdle(c *upConn) {
+func (t *Transport) putIdle(c *upConn) {
 	if c.noReuse || c.br == nil || c.br.Buffered() != 0 {
 		// Bytes beyond the response: the backend is confused; don't reuse.
 		c.close()
@@ -325,7 +318,7 @@ func (t *syncTransport) putIdle(c *upConn) {
 
 // prune closes the connections idle for longer than the idle timeout and
 // re-arms the timer while any remain.
-func (t *syncTransport) prune(p *idlePool) {
+func (t *Transport) prune(p *idlePool) {
 	now := time.Now()
 	var expired []*upConn
 	p.mu.Lock()
@@ -374,17 +367,50 @@ func (c *upConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.R
 		conn := c.conn
 		stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
 	}
-	fail := func(e error) (*http.Response, bool, error) {
-		if stop != nil {
-			stop()
-		}
-		c.close()
-		return nil, retry, e
+	rb, err := c.writeRequest(req)
+	if err != nil {
+		return c.writeFailed(req, rb, err, stop)
+	}
+	if rb != nil && rb.resp != nil {
+		return c.finishHead(req, rb.resp, stop)
 	}
 
-	// Write the request.
+	// Read the response head.
+	if c.t.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
+	}
+	c.limit = c.t.maxHeaderBytes
+	if _, err = c.br.Peek(1); err != nil {
+		retry := c.reused && !isTimeout(err) && isReplayable(req)
+		if c.reused && errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		}
+		return c.fail(stop, retry, mapReadErr(err))
+	}
+	resp, err = c.readResponse(req, httptrace.ContextClientTrace(ctx))
+	if err != nil {
+		return c.fail(stop, false, mapReadErr(err))
+	}
+	if c.t.headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	return c.finishHead(req, resp, stop)
+}
+
+// fail ends a failed exchange: the context watch stops, c is closed.
+func (c *upConn) fail(stop func() bool, retry bool, err error) (*http.Response, bool, error) {
+	if stop != nil {
+		stop()
+	}
+	c.close()
+	return nil, retry, err
+}
+
+// writeRequest writes the request to c. rb is the body's reader (nil
+// without a body), which keeps the body's own read error and an answer
+// that came instead of 100 Continue.
+func (c *upConn) writeRequest(req *http.Request) (rb *reqBody, err error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	var rb *reqBody
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(c)
 	switch {
@@ -406,65 +432,42 @@ func (c *upConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.R
 	}
 	bw.Reset(nil)
 	writerPool.Put(bw)
+	return rb, err
+}
 
-	if err != nil {
-		switch {
-		case rb != nil && rb.resp != nil:
-			// The backend answered instead of 100 Continue; the body was not
-			// sent, so the connection is not reused.
-			c.noReuse = true
-			return c.finishHead(req, rb.resp, stop)
-		case rb != nil && rb.readErr != nil:
-			// Reading the request body failed (too large, or the client
-			// went away): that error, not the connection's.
-			return fail(rb.readErr)
-		case c.werr == nil:
-			return fail(err)
-		case c.reused && (c.nwritten == 0 && !hasBody || isReplayable(req)):
-			// The backend had closed the reused connection: nothing of
-			// the request reached it, or it may be sent again anyway.
-			retry = true
-			return fail(err)
-		}
-		// The backend may have answered early and closed; prefer its answer.
-		if c.nwritten > 0 {
-			if c.t.headerTimeout > 0 {
-				_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
-			}
-			if r, rerr := c.readResponse(req, nil); rerr == nil {
-				_ = c.conn.SetReadDeadline(time.Time{})
-				c.noReuse = true
-				return c.finishHead(req, r, stop)
-			}
-		}
-		return fail(err)
-	}
-	if rb != nil && rb.resp != nil {
+// writeFailed ends an exchange whose request could not be written whole
+// (err): with the backend's early answer if it sent one, else failed.
+func (c *upConn) writeFailed(req *http.Request, rb *reqBody, err error, stop func() bool) (*http.Response, bool, error) {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	switch {
+	case rb != nil && rb.resp != nil:
+		// The backend answered instead of 100 Continue; the body was not
+		// sent, so the connection is not reused.
+		c.noReuse = true
 		return c.finishHead(req, rb.resp, stop)
+	case rb != nil && rb.readErr != nil:
+		// Reading the request body failed (too large, or the client
+		// went away): that error, not the connection's.
+		return c.fail(stop, false, rb.readErr)
+	case c.werr == nil:
+		return c.fail(stop, false, err)
+	case c.reused && (c.nwritten == 0 && !hasBody || isReplayable(req)):
+		// The backend had closed the reused connection: nothing of
+		// the request reached it, or it may be sent again anyway.
+		return c.fail(stop, true, err)
 	}
-
-	// Read the response head.
-	if c.t.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
-	}
-	c.limit = c.t.maxHeaderBytes
-	if _, err = c.br.Peek(1); err != nil {
-		if c.reused && !isTimeout(err) && isReplayable(req) {
-			retry = true
+	// The backend may have answered early and closed; prefer its answer.
+	if c.nwritten > 0 {
+		if c.t.headerTimeout > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
 		}
-		if c.reused && errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", errServerClosedIdle, err)
+		if r, rerr := c.readResponse(req, nil); rerr == nil {
+			_ = c.conn.SetReadDeadline(time.Time{})
+			c.noReuse = true
+			return c.finishHead(req, r, stop)
 		}
-		return fail(mapReadErr(err))
 	}
-	resp, err = c.readResponse(req, httptrace.ContextClientTrace(ctx))
-	if err != nil {
-		return fail(mapReadErr(err))
-	}
-	if c.t.headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Time{})
-	}
-	return c.finishHead(req, resp, stop)
+	return c.fail(stop, false, err)
 }
 
 // readResponse reads response heads until a final one (or 101), passing
@@ -696,19 +699,14 @@ func expectsContinue(req *http.Request) bool {
 	return false
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // mapReadErr turns a deadline expiry while reading the head into the
 // header timeout error.
 func mapReadErr(err error) error {
-	if errors.Is(err, errResponseHeadTooLarge) {
-		return errResponseHeadTooLarge
+	if errors.Is(err, ErrResponseHeadTooLarge) {
+		return ErrResponseHeadTooLarge
 	}
 	if isTimeout(err) {
-		return headerTimeoutError{}
+		return ErrHeaderTimeout
 	}
 	return err
 }
@@ -717,7 +715,7 @@ func mapReadErr(err error) error {
 // reused connection failed.
 func isReplayable(r *http.Request) bool {
 	bodyAgain := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
-	return bodyAgain && (safeMethod(r.Method) || hasIdempotencyKey(r.Header))
+	return bodyAgain && (SafeMethod(r.Method) || HasIdempotencyKey(r.Header))
 }
 
 func closeReqBody(req *http.Request) {
@@ -741,44 +739,20 @@ func validateOutbound(req *http.Request) error {
 	if req.URL.Host == "" {
 		return errors.New("http: no Host in request URL")
 	}
-	if req.Method != "" && !isToken(req.Method) {
+	if req.Method != "" && !allToken(req.Method) {
 		return fmt.Errorf("net/http: invalid method %q", req.Method)
 	}
 	for k, vv := range req.Header {
-		if !isToken(k) {
+		if k == "" || !allToken(k) {
 			return fmt.Errorf("net/http: invalid header field name %q", k)
 		}
 		for _, v := range vv {
-			if !validHeaderValue(v) {
+			if !allFieldValue(v) {
 				return fmt.Errorf("net/http: invalid header field value for %q", k)
 			}
 		}
 	}
 	return nil
-}
-
-// isToken reports whether s is an RFC 7230 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenTable[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue: no control bytes but horizontal tab (RFC 7230 field-value).
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		b := v[i]
-		if (b < ' ' && b != '\t') || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 var tokenTable = alnumPlus("!#$%&'*+-.^_`|~")
