@@ -146,7 +146,7 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
-	if e := p.admit(route, entry, h.contentLength); e != nil {
+	if e := p.admit(route, entry, h.ContentLength()); e != nil {
 		return answer(e, tenant)
 	}
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/ratelimit"
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // Per-tenant limits (README "Per-tenant limits"): each engine makes one
@@ -125,7 +126,7 @@ func (p *Proxy) admitHTTP(w http.ResponseWriter, rec *statusRecorder, r *http.Re
 	if e == errTenantBodyTooLarge {
 		// As for the router's own limit: not worth reading.
 		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(lingerTimeout))
+		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
 	}
 	if e != nil {
 		return e
