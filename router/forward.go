@@ -141,6 +141,9 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
+	if e := p.admit(route, entry, h.ContentLength()); e != nil {
+		return answer(e, tenant)
+	}
 
 	req := &fc.req
 	req.tenant, req.route, req.service = tenant, route, t.Service
