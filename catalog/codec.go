@@ -42,7 +42,8 @@ var gzipWriters = sync.Pool{New: func() any {
 
 // encodeBucket serialises tenants (sorted by id) with a version header.
 // Line format: id TAB plan TAB tier TAB target TAB state TAB epoch TAB labels
-// where labels are URL-query encoded. Ids, plans, tiers, targets and states
+// [TAB limits] where labels are URL-query encoded and limits, only present
+// for a tenant with a limits override, is encodeOverride's form. Ids, plans, tiers, targets and states
 // are validated identifiers and never contain tabs or newlines.
 func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 	ids := make([]string, 0, len(tenants))
@@ -73,6 +74,12 @@ func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 			}
 			raw.WriteString(v.Encode())
 		}
+		if t.Limits != nil {
+			// Only tenants with an override have the eighth field, so a
+			// catalog without overrides reads as before to older readers.
+			raw.WriteByte('\t')
+			raw.WriteString(encodeOverride(t.Limits))
+		}
 		raw.WriteByte('\n')
 	}
 	var out bytes.Buffer
@@ -89,8 +96,9 @@ func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 }
 
 // decodeBucketRaw gunzips a bucket and calls line for every tenant line with
-// its fields split. It returns the bucket version.
-func decodeBucketRaw(data []byte, line func(fields [7]string) error) (uint64, error) {
+// its fields split (the eighth, limits, "" when absent). It returns the
+// bucket version.
+func decodeBucketRaw(data []byte, line func(fields [8]string) error) (uint64, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return 0, fmt.Errorf("bucket: %w", err)
@@ -114,7 +122,7 @@ func decodeBucketRaw(data []byte, line func(fields [7]string) error) (uint64, er
 		return 0, fmt.Errorf("bucket: bad version: %w", err)
 	}
 	for sc.Scan() {
-		var f [7]string
+		var f [8]string
 		text := sc.Text()
 		for i := 0; i < 6; i++ {
 			j := strings.IndexByte(text, '\t')
@@ -123,7 +131,7 @@ func decodeBucketRaw(data []byte, line func(fields [7]string) error) (uint64, er
 			}
 			f[i], text = text[:j], text[j+1:]
 		}
-		f[6] = text
+		f[6], f[7], _ = strings.Cut(text, "\t")
 		if err := line(f); err != nil {
 			return 0, err
 		}
@@ -134,12 +142,19 @@ func decodeBucketRaw(data []byte, line func(fields [7]string) error) (uint64, er
 // decodeBucket returns the full tenant records of a bucket.
 func decodeBucket(data []byte) (uint64, map[string]*Tenant, error) {
 	tenants := make(map[string]*Tenant)
-	version, err := decodeBucketRaw(data, func(f [7]string) error {
+	version, err := decodeBucketRaw(data, func(f [8]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
 			return fmt.Errorf("bucket: tenant %s: bad epoch: %w", f[0], err)
 		}
 		t := &Tenant{ID: f[0], Plan: f[1], Tier: Tier(f[2]), Target: f[3], State: State(f[4]), Epoch: epoch}
+		if f[7] != "" {
+			o, err := decodeOverride(f[7])
+			if err != nil {
+				return fmt.Errorf("bucket: tenant %s: %w", f[0], err)
+			}
+			t.Limits = &o
+		}
 		if f[6] != "" {
 			v, err := url.ParseQuery(f[6])
 			if err != nil {

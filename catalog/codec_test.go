@@ -39,7 +39,7 @@ func TestBucketRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := view.find("x-y-z", fnv32("x-y-z"))
-	if e == nil || tierCodes[e.tier] != TierDedicatedCluster || stateCodes[e.state] != StateDisabled || e.epoch != 1<<40 || names.list[e.target] != "cl-1" {
+	if e == nil || tierCodes[e.tier] != TierDedicatedCluster || stateCodes[e.state] != StateDisabled || e.epoch != 1<<40 || names.targets.list[e.target] != "cl-1" {
 		t.Errorf("view entry = %+v", e)
 	}
 	if view.find("x-y", fnv32("x-y")) != nil {

@@ -3,6 +3,11 @@ package catalog
 // snapshotFromTenants builds a snapshot the way the watcher does, from
 // encoded buckets, without Consul: for benchmarks of the pure lookup path.
 func snapshotFromTenants(tenants []Tenant, buckets int) (*Snapshot, error) {
+	return snapshotWithPolicy(tenants, buckets, nil)
+}
+
+// snapshotWithPolicy is snapshotFromTenants enforcing policy's limits.
+func snapshotWithPolicy(tenants []Tenant, buckets int, policy *PlanPolicy) (*Snapshot, error) {
 	by := make([]map[string]*Tenant, buckets)
 	for i := range tenants {
 		b := BucketOf(tenants[i].ID, buckets)
@@ -24,6 +29,7 @@ func snapshotFromTenants(tenants []Tenant, buckets int) (*Snapshot, error) {
 		}
 		s.buckets[b] = v
 	}
-	s.names = names.list
+	s.names = names.targets.list
+	s.limitTables.index(policy, names)
 	return s, nil
 }

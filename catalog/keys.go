@@ -86,7 +86,10 @@ func (k Keys) Audits() string { return k.prefix + "/audit/" }
 func (k Keys) Audit(name string) string { return k.Audits() + name }
 
 // Move is the key of a move's record.
-func (k Keys) Move(id string) string { return k.prefix + "/moves/by-id/" + id }
+func (k Keys) Move(id string) string { return k.Moves() + id }
+
+// Moves is the prefix of every move by id.
+func (k Keys) Moves() string { return k.prefix + "/moves/by-id/" }
 
 // ActiveMove is the key naming the tenant's move in progress.
 func (k Keys) ActiveMove(tenant string) string { return k.prefix + "/moves/active/" + tenant }

@@ -95,6 +95,8 @@ type Tenant struct {
 	State  State             `json:"state"`
 	Epoch  uint64            `json:"epoch"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Limits overrides the plan's limits for this tenant (nil: the plan's).
+	Limits *LimitsOverride `json:"limits,omitempty"`
 }
 
 // Validate checks every field and says which one is wrong.
@@ -116,6 +118,9 @@ func (t *Tenant) Validate() error {
 		errs = append(errs, fmt.Sprintf("state %q must be one of active, frozen, disabled", t.State))
 	}
 	errs = append(errs, validateLabels(t.Labels)...)
+	if err := t.Limits.Validate(); err != nil {
+		errs = append(errs, "limits: "+err.Error())
+	}
 	return joinInvalid(errs)
 }
 
@@ -183,9 +188,11 @@ func (t *Target) DSNFor(tenantID string) (string, error) {
 	return u.String(), nil
 }
 
-// PlanPolicy maps plans to tiers.
+// PlanPolicy maps plans to tiers, and to the limits of their tenants.
 type PlanPolicy struct {
 	Tiers map[string]Tier `json:"tiers"`
+	// Limits are per plan; a plan without an entry has no limits.
+	Limits map[string]Limits `json:"limits,omitempty"`
 }
 
 // DefaultPlanPolicy is free/starter → shared, pro → dedicated-db,
@@ -218,6 +225,7 @@ func (p *PlanPolicy) Validate() error {
 			errs = append(errs, fmt.Sprintf("plan %q: tier %q is not a tier", plan, tier))
 		}
 	}
+	errs = append(errs, p.limitProblems()...)
 	return joinInvalid(errs)
 }
 

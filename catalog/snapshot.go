@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,6 +16,9 @@ type Route struct {
 	Target string
 	State  State
 	Epoch  uint64
+	// plan and limits are the slot's codes: Snapshot.Limits reads them.
+	plan   uint8
+	limits uint16
 }
 
 var tierCodes = []Tier{"", TierShared, TierDedicatedDB, TierDedicatedCluster}
@@ -38,36 +42,76 @@ func stateCode(s State) uint8 {
 	return 0
 }
 
-// nameTable interns target names as small integers. It only grows, so an
-// older snapshot's prefix of the list stays valid. Decoders share it.
-type nameTable struct {
+// internTable interns keys as small integer codes, with a value per code.
+// It only grows, so an older snapshot's prefix of the list stays valid.
+// Decoders share it.
+type internTable[T any] struct {
 	mu    sync.RWMutex
 	index map[string]uint16
-	list  []string
+	list  []T
+	max   int // codes available
+	what  string
 }
 
-func newNameTable() *nameTable { return &nameTable{index: map[string]uint16{}} }
+func newInternTable[T any](what string, max int) *internTable[T] {
+	return &internTable[T]{index: map[string]uint16{}, max: max, what: what}
+}
 
-func (n *nameTable) code(name string) (uint16, error) {
+// code returns key's code, interning it (with value(key)) if new.
+func (n *internTable[T]) code(key string, value func(string) (T, error)) (uint16, error) {
 	n.mu.RLock()
-	c, ok := n.index[name]
+	c, ok := n.index[key]
 	n.mu.RUnlock()
 	if ok {
 		return c, nil
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if c, ok := n.index[name]; ok {
+	if c, ok := n.index[key]; ok {
 		return c, nil
 	}
-	if len(n.list) >= 1<<16 {
-		return 0, fmt.Errorf("more than 65536 distinct targets")
+	if len(n.list) >= n.max {
+		return 0, fmt.Errorf("%w: more than %d distinct %s", errTableFull, n.max, n.what)
+	}
+	v, err := value(key)
+	if err != nil {
+		return 0, err
 	}
 	c = uint16(len(n.list))
-	name = strings.Clone(name)
-	n.list = append(n.list, name)
-	n.index[name] = c
+	key = strings.Clone(key)
+	n.list = append(n.list, v)
+	n.index[key] = c
 	return c, nil
+}
+
+// snapshot returns the current list of values by code.
+func (n *internTable[T]) snapshot() []T {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.list
+}
+
+// errTableFull: an intern table has no code left.
+var errTableFull = errors.New("intern table full")
+
+func sameString(s string) (string, error) { return strings.Clone(s), nil }
+
+// nameTable interns what the snapshot's slots name by code: target names,
+// plans, and limits overrides (code 0: none).
+type nameTable struct {
+	targets *internTable[string]
+	plans   *internTable[string]
+	limits  *internTable[LimitsOverride]
+}
+
+func newNameTable() *nameTable {
+	n := &nameTable{
+		targets: newInternTable[string]("targets", 1<<16),
+		plans:   newInternTable[string]("plans", 1<<8),
+		limits:  newInternTable[LimitsOverride]("tenant limits overrides", 1<<16),
+	}
+	_, _ = n.limits.code("", decodeOverride) // code 0: no override
+	return n
 }
 
 // slot is one tenant in a bucket's open-addressing table: 24 bytes, with
@@ -78,9 +122,11 @@ type slot struct {
 	off    uint32 // where the id starts in bucketView.ids
 	epoch  uint64
 	target uint16 // index into the snapshot's target names
+	limits uint16 // index into the snapshot's limits overrides (0: none)
 	idLen  uint8  // 0 marks an empty slot (ids are never empty)
 	tier   uint8
 	state  uint8
+	plan   uint8 // index into the snapshot's plans
 }
 
 // bucketView is one bucket as routers hold it: a linear-probing table.
@@ -128,19 +174,12 @@ func (v *bucketView) find(id string, h uint32) *slot {
 	}
 }
 
-// snapshot returns the current list of names for a snapshot.
-func (n *nameTable) snapshot() []string {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.list
-}
-
 // decodeBucketView builds the router's compact view of a bucket.
 func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
 	var entries []slot
 	var ids strings.Builder
 	last, lastCode := "", uint16(0)
-	version, err := decodeBucketRaw(data, func(f [7]string) error {
+	version, err := decodeBucketRaw(data, func(f [8]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
 			return fmt.Errorf("bucket: tenant %s: bad epoch: %w", f[0], err)
@@ -151,13 +190,17 @@ func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
 		target := lastCode
 		if f[3] != last || last == "" {
 			var err error
-			if target, err = names.code(f[3]); err != nil {
+			if target, err = names.targets.code(f[3], sameString); err != nil {
 				return err
 			}
 			last, lastCode = f[3], target
 		}
+		plan, limits, err := names.limitCodes(f[1], f[7])
+		if err != nil {
+			return fmt.Errorf("bucket: tenant %s: %w", f[0], err)
+		}
 		entries = append(entries, slot{hash: fnv32(f[0]), off: uint32(ids.Len()), idLen: uint8(len(f[0])), epoch: epoch,
-			target: target, tier: tierCode(Tier(f[2])), state: stateCode(State(f[4]))})
+			target: target, tier: tierCode(Tier(f[2])), state: stateCode(State(f[4])), plan: plan, limits: limits})
 		ids.WriteString(f[0])
 		return nil
 	})
@@ -194,6 +237,7 @@ type Snapshot struct {
 	// Built is when this snapshot was assembled.
 	Built   time.Time
 	changed chan struct{}
+	limitTables
 }
 
 // Lookup finds a tenant's route. It never blocks and never allocates.
@@ -206,7 +250,8 @@ func (s *Snapshot) Lookup(id string) (Route, bool) {
 	if e == nil {
 		return Route{}, false
 	}
-	return Route{ID: id, Tier: tierCodes[e.tier], Target: s.names[e.target], State: stateCodes[e.state], Epoch: e.epoch}, true
+	return Route{ID: id, Tier: tierCodes[e.tier], Target: s.names[e.target], State: stateCodes[e.state], Epoch: e.epoch,
+		plan: e.plan, limits: e.limits}, true
 }
 
 // Target returns a registered target by id.
@@ -255,7 +300,7 @@ func (s *Snapshot) Range(fn func(r Route)) {
 				continue
 			}
 			fn(Route{ID: b.ids[e.off : e.off+uint32(e.idLen)], Tier: tierCodes[e.tier], Target: s.names[e.target],
-				State: stateCodes[e.state], Epoch: e.epoch})
+				State: stateCodes[e.state], Epoch: e.epoch, plan: e.plan, limits: e.limits})
 		}
 	}
 }

@@ -81,6 +81,7 @@ type Watcher struct {
 	lastManifestSync, lastTargetsSync atomic.Int64
 	lastErr                           atomic.Pointer[string]
 	gotManifest, gotTargets           atomic.Bool
+	gotPolicy                         atomic.Bool // the policy (the limits) is loaded
 	readyOnce                         sync.Once
 	names                             *nameTable // owned by the manifest loop
 	bucketsFetched                    atomic.Uint64
@@ -148,9 +149,10 @@ func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
 // Run watches until ctx is done. It returns nil on cancellation.
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); w.loop("manifest", w.watchManifest).Run(ctx) }()
 	go func() { defer wg.Done(); w.loop("targets", w.watchTargets).Run(ctx) }()
+	go func() { defer wg.Done(); w.loop("policy", w.watchPolicy).Run(ctx) }()
 	wg.Wait()
 	return nil
 }
@@ -223,7 +225,7 @@ func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, erro
 			nb[i] = emptyBucket
 		}
 	}
-	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, names: w.names.snapshot(), targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
+	w.swapLocked(cur, &Snapshot{catalogID: m.ID, buckets: nb, names: w.names.targets.snapshot(), targets: cur.targets, ManifestIndex: meta.LastIndex, TargetsIndex: cur.TargetsIndex})
 	w.mu.Unlock()
 	w.lastManifestSync.Store(time.Now().UnixNano())
 	w.gotManifest.Store(true)
@@ -415,6 +417,7 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 }
 
 func (w *Watcher) swapLocked(old, next *Snapshot) {
+	w.limitsSwap(old, next)
 	next.Built = time.Now()
 	next.changed = make(chan struct{})
 	w.snap.Store(next)
@@ -422,7 +425,7 @@ func (w *Watcher) swapLocked(old, next *Snapshot) {
 }
 
 func (w *Watcher) markReady() {
-	if w.gotManifest.Load() && w.gotTargets.Load() {
+	if w.gotManifest.Load() && w.gotTargets.Load() && w.gotPolicy.Load() {
 		w.readyOnce.Do(func() { close(w.ready) })
 	}
 }

@@ -19,6 +19,8 @@ import (
 type apiError struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
+	// Field names the request field that was wrong, where one was.
+	Field string `json:"field,omitempty"`
 }
 
 func fail(c *gin.Context, status int, code, msg string) {

@@ -28,7 +28,7 @@ type bytesLoad struct {
 }
 
 // tenantFigures returns tenant → bytes and tenant → requests/s as last
-// reported (routers' reports older than a minute are ignored).
+// reported (reports of routers gone or older than a minute are ignored).
 func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[string]float64, error) {
 	bytes := map[string]int64{}
 	rps := map[string]float64{}
@@ -45,13 +45,12 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 			}
 		}
 	}
-	pairs, _, err = s.client.KV().List(s.store.Keys().RouterLoads(), q)
+	loads, err := s.store.RouterLoads(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, p := range pairs {
-		var r catalog.RouterLoad
-		if json.Unmarshal(p.Value, &r) == nil && time.Since(r.At) < time.Minute {
+	for _, r := range loads {
+		if time.Since(r.At) < time.Minute {
 			for t, v := range r.RPS {
 				rps[t] += v
 			}

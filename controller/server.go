@@ -192,6 +192,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/rebalance", operator, s.idempotent(), s.rebalance)
 	v1.GET("/audit", read, s.listAudit)
 	v1.POST("/webhooks/billing", s.billingWebhook)
+	s.limitsRoutes(v1, read, billing, operator)
 	return e
 }
 

@@ -56,7 +56,7 @@ func New(client *api.Client, cfg Config) (*Migrator, error) {
 		return nil, fmt.Errorf("migrator config: %w", err)
 	}
 	return &Migrator{cfg: cfg, client: client, catalog: catalog.NewStore(client, cfg.Prefix),
-		moves: &moveStore{client: client, prefix: cfg.Prefix}, log: cfg.Logger.With("component", "migrator")}, nil
+		moves: &moveStore{client: client, keys: catalog.NewKeys(cfg.Prefix)}, log: cfg.Logger.With("component", "migrator")}, nil
 }
 
 // Request asks for one move.

@@ -33,7 +33,8 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport upstreamTransport
 	inflight  *Inflight
-	lease     *lease // nil: no lease to keep (a proxy without a router)
+	lease     *lease   // nil: no lease to keep (a proxy without a router)
+	limits    *limiter // per-tenant limits (limits.go)
 
 	// fastTransport is the backend client of the fast path (forward.go).
 	fastTransport *wire.Transport
@@ -54,7 +55,8 @@ type reqStateKey struct{}
 
 // NewProxy builds the request handler.
 func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
+	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight,
+		limits: newLimiter(m.Registry)}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
 	if st, ok := transport.(*wire.Transport); ok {
@@ -116,6 +118,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
+	if e := p.admitHTTP(w, rec, r, route, entry); e != nil {
+		e.write(rec, ex.Tenant)
+		return
+	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
 	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
 	st := &rec.st // one allocation with the recorder

@@ -128,8 +128,9 @@ func (r *Router) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); _ = r.watcher.Run(bg) }()
+	go func() { defer wg.Done(); r.proxy.limits.runShares(bg, catalog.NewStore(r.consul, r.prefix), r.cfg.ID) }()
 	go func() { defer wg.Done(); r.syncUpstreams(bg) }()
 	acks := &acknowledger{r: r, store: catalog.NewStore(r.consul, r.prefix), acked: map[string]uint64{}}
 	go func() { defer wg.Done(); acks.run(bg) }()

@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"targets":    {"ls, register, cordon, drain (a dry run unless --apply) (through the control API)", runTargets},
 	"rebalance":  {"plan (a dry run, the default) or --apply a rebalance of the shared pools", runRebalance},
 	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},
+	"limits":     {"plans, plan <plan>, get|set|clear <tenant>: per-plan and per-tenant limits (through the control API)", runLimits},
 }
 
 func usage() {

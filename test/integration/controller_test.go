@@ -135,6 +135,11 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"POST", "/v1/moves/none/retry", nil, []string{"operator"}},
 		{"POST", "/v1/rebalance", map[string]any{"dry_run": true}, []string{"operator"}},
 		{"GET", "/v1/audit", nil, all},
+		{"GET", "/v1/plans", nil, all},
+		{"PUT", "/v1/plans/free/limits", map[string]any{"concurrent_requests": 50}, []string{"operator"}},
+		{"GET", "/v1/tenants/acme/limits", nil, all},
+		{"PUT", "/v1/tenants/acme/limits", map[string]any{"concurrent_requests": 5}, []string{"billing", "operator"}},
+		{"DELETE", "/v1/tenants/acme/limits", nil, []string{"billing", "operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {

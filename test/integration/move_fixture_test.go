@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/switchyard/switchyard/catalog"
@@ -67,24 +68,31 @@ func newMoveStackTB(t testing.TB) *moveStack {
 		}
 	}
 	for _, svc := range []string{"app-shared", "app-shared", "app-cl-1"} {
-		cfg := orders.DefaultConfig(svc, c.Client())
-		cfg.Logger = testLogger(t)
-		app, err := orders.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := app.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = app.Stop(sctx)
-		})
+		startOrdersApp(ctx, t, c.Client(), svc)
 	}
 	s.routers = []*runningRouter{s.router(nil), s.router(nil)}
 	s.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	return s
+}
+
+// startOrdersApp runs an instance of the orders app as service svc,
+// registered in Consul, until the test ends.
+func startOrdersApp(ctx context.Context, t testing.TB, client *api.Client, svc string) {
+	t.Helper()
+	cfg := orders.DefaultConfig(svc, client)
+	cfg.Logger = testLogger(t)
+	app, err := orders.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = app.Stop(sctx)
+	})
 }
 
 func mustSchema(t testing.TB, dsn string) {
