@@ -7,7 +7,7 @@ BIN     := bin
 # "context deadline exceeded" and no failing input.
 FUZZTIME ?= 150000x
 
-.PHONY: tools build run test soak fuzz bench bench-proxy bench-catalog bench-moves bench-placement bench-api vet clean
+.PHONY: tools build run test lint soak fuzz bench bench-proxy bench-catalog bench-moves bench-placement bench-api vet clean
 
 tools:
 	@scripts/tools.sh
@@ -21,8 +21,15 @@ run: tools build
 vet:
 	$(GO) vet ./...
 
-test: tools
-	$(GO) vet ./...
+# go vet, staticcheck and golangci-lint (.golangci.yml), all clean; the
+# linters are pinned and built into bin/ by scripts/tools.sh. The fault
+# injection build (-tags faultinject) is vetted too.
+lint: tools vet
+	$(GO) vet -tags faultinject ./cmd/switchyard
+	$(BIN)/staticcheck ./...
+	$(BIN)/golangci-lint run ./...
+
+test: tools lint
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 

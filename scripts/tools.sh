@@ -3,6 +3,8 @@
 # module proxy and Debian's packages. Idempotent: a second run is a no-op.
 #   - bin/consul, built from the Go module proxy (about 6 minutes, then cached)
 #   - PostgreSQL 15 server binaries (Debian "postgresql")
+#   - bin/staticcheck and bin/golangci-lint, built from the Go module proxy
+#     at pinned versions (a few minutes, then cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONSUL_VERSION="${CONSUL_VERSION:-v1.20.1}"
@@ -42,3 +44,17 @@ if [[ "$have" != *"Consul ${CONSUL_VERSION}"* ]]; then
   mv "$work/consul/consul.bin" bin/consul
 fi
 v=$(bin/consul version); echo "${v%%$'\n'*}"
+
+# Linters (make lint), each rebuilt only when its pinned version changes.
+STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
+GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
+go_tool() { # go_tool <binary> <version> <module path of the command>
+  local bin=$1 version=$2 pkg=$3 stamp="bin/.$1.version"
+  if [ -x "bin/$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then return; fi
+  echo "tools: building $bin $version from the Go module proxy (once)"
+  GOBIN="$PWD/bin" GOFLAGS= go install "$pkg@$version"
+  echo "$version" > "$stamp"
+}
+go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck
+go_tool golangci-lint "$GOLANGCI_LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+echo "staticcheck $STATICCHECK_VERSION, golangci-lint $GOLANGCI_LINT_VERSION"

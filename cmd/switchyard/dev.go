@@ -373,30 +373,9 @@ func (d *devStack) logFile(name string) *os.File {
 // demo tenants. Re-running it on an existing data dir only refreshes the
 // targets' addresses (ports are chosen afresh at every start).
 func (d *devStack) seed(ctx context.Context) error {
-	secretFile := filepath.Join(d.dataDir, "jwt-secret")
-	if b, err := os.ReadFile(secretFile); err == nil && len(b) >= 32 {
-		d.secret = []byte(strings.TrimSpace(string(b)))
-	} else {
-		buf := make([]byte, 24)
-		_, _ = rand.Read(buf)
-		d.secret = []byte(hex.EncodeToString(buf))
-		if err := os.WriteFile(secretFile, d.secret, 0o600); err != nil {
-			return err
-		}
-	}
-	d.tokens = map[string]string{}
-	for _, role := range []string{"operator", "billing", "viewer"} {
-		tok, err := d.persistentSecret("token-" + role)
-		if err != nil {
-			return err
-		}
-		d.tokens[role] = tok
-	}
-	hook, err := d.persistentSecret("webhook-secret")
-	if err != nil {
+	if err := d.loadSecrets(); err != nil {
 		return err
 	}
-	d.hookSecret = []byte(hook)
 	if err := d.pg["pool"].CreateDatabase(ctx, "pool"); err != nil {
 		return err
 	}
@@ -433,6 +412,45 @@ func (d *devStack) seed(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := d.seedTenants(ctx, store); err != nil {
+		return err
+	}
+	d.step("catalog: targets pool-1 (shared), db-1 (dedicated-db), cl-1 and cl-2 (dedicated-cluster); tenants acme, hooli, globex, initech")
+	return nil
+}
+
+// loadSecrets reads the stack's JWT secret, API tokens and webhook secret
+// from the data dir, making any that is missing.
+func (d *devStack) loadSecrets() error {
+	secretFile := filepath.Join(d.dataDir, "jwt-secret")
+	if b, err := os.ReadFile(secretFile); err == nil && len(b) >= 32 {
+		d.secret = []byte(strings.TrimSpace(string(b)))
+	} else {
+		buf := make([]byte, 24)
+		_, _ = rand.Read(buf)
+		d.secret = []byte(hex.EncodeToString(buf))
+		if err := os.WriteFile(secretFile, d.secret, 0o600); err != nil {
+			return err
+		}
+	}
+	d.tokens = map[string]string{}
+	for _, role := range []string{"operator", "billing", "viewer"} {
+		tok, err := d.persistentSecret("token-" + role)
+		if err != nil {
+			return err
+		}
+		d.tokens[role] = tok
+	}
+	hook, err := d.persistentSecret("webhook-secret")
+	if err != nil {
+		return err
+	}
+	d.hookSecret = []byte(hook)
+	return nil
+}
+
+// seedTenants creates the demo tenants (and globex's database) if missing.
+func (d *devStack) seedTenants(ctx context.Context, store *catalog.Store) error {
 	for _, t := range []catalog.Tenant{
 		{ID: "acme", Plan: "free", Tier: catalog.TierShared, Target: "pool-1"},
 		{ID: "globex", Plan: "pro", Tier: catalog.TierDedicatedDB, Target: "db-1"},
@@ -451,7 +469,6 @@ func (d *devStack) seed(ctx context.Context) error {
 			return fmt.Errorf("tenant %s: %w", t.ID, err)
 		}
 	}
-	d.step("catalog: targets pool-1 (shared), db-1 (dedicated-db), cl-1 and cl-2 (dedicated-cluster); tenants acme, hooli, globex, initech")
 	return nil
 }
 

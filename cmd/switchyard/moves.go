@@ -240,84 +240,98 @@ func runMoves(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if id == "" && (verb == "show" || verb == "watch" || verb == "abort" || verb == "retry") {
+		return errors.New("usage: switchyard moves " + verb + " <move id>")
+	}
 	switch verb {
 	case "ls":
-		moves, err := mg.List(ctx)
-		if err != nil {
-			return err
-		}
-		if *mf.output == "json" {
-			return json.NewEncoder(os.Stdout).Encode(moves)
-		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tTENANT\tFROM\tTO\tPHASE\tSTATUS\tPROGRESS\tPAUSE\tERROR")
-		for _, m := range moves {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", m.ID, m.Tenant, m.From, m.To, m.Phase, m.Status,
-				m.Progress()*100, m.Pause.Round(time.Millisecond), m.Error)
-		}
-		return w.Flush()
-	case "show", "watch":
-		if id == "" {
-			return errors.New("usage: switchyard moves " + verb + " <move id>")
-		}
-		if verb == "watch" {
-			for {
-				m, err := mg.Get(ctx, id)
-				if err != nil {
-					return err
-				}
-				fmt.Printf("\r%-140s", progressLine(m))
-				if m.Terminal() || m.Status == migrator.StatusPaused || m.Phase == migrator.PhaseRetained {
-					fmt.Println()
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					fmt.Println()
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
-		}
-		m, err := mg.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if *mf.output != "json" {
-			printMove(m)
-			return nil
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(m)
+		return listMoves(ctx, mg, *mf.output)
+	case "show":
+		return showMove(ctx, mg, id, *mf.output)
+	case "watch":
+		return watchMove(ctx, mg, id)
 	case "abort":
-		if id == "" {
-			return errors.New("usage: switchyard moves abort <move id>")
-		}
 		m, err := mg.Abort(ctx, id)
 		if m != nil {
 			fmt.Println(m.Summary())
 		}
 		return err
 	case "retry":
-		if id == "" {
-			return errors.New("usage: switchyard moves retry <move id>")
-		}
-		m, err := mg.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if m.Status == migrator.StatusPaused {
-			if _, err := mg.Retry(ctx, id); err != nil {
-				return err
-			}
-		}
-		return runWithProgress(ctx, mg, id)
+		return retryMove(ctx, mg, id)
 	case "resume":
 		return mg.ResumeAll(ctx)
 	default:
 		return errors.New("usage: switchyard moves ls|show|watch|abort|retry|resume")
 	}
+}
+
+// listMoves prints every move, as a table or JSON.
+func listMoves(ctx context.Context, mg *migrator.Migrator, output string) error {
+	moves, err := mg.List(ctx)
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		return json.NewEncoder(os.Stdout).Encode(moves)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tTENANT\tFROM\tTO\tPHASE\tSTATUS\tPROGRESS\tPAUSE\tERROR")
+	for _, m := range moves {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", m.ID, m.Tenant, m.From, m.To, m.Phase, m.Status,
+			m.Progress()*100, m.Pause.Round(time.Millisecond), m.Error)
+	}
+	return w.Flush()
+}
+
+// showMove prints one move, readable or as JSON.
+func showMove(ctx context.Context, mg *migrator.Migrator, id, output string) error {
+	m, err := mg.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if output != "json" {
+		printMove(m)
+		return nil
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(m)
+}
+
+// watchMove redraws a move's progress line until it ends, pauses or is
+// retained, or ctx ends.
+func watchMove(ctx context.Context, mg *migrator.Migrator, id string) error {
+	for {
+		m, err := mg.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\r%-140s", progressLine(m))
+		if m.Terminal() || m.Status == migrator.StatusPaused || m.Phase == migrator.PhaseRetained {
+			fmt.Println()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Println()
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// retryMove un-pauses a paused move and runs it here, with progress.
+func retryMove(ctx context.Context, mg *migrator.Migrator, id string) error {
+	m, err := mg.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if m.Status == migrator.StatusPaused {
+		if _, err := mg.Retry(ctx, id); err != nil {
+			return err
+		}
+	}
+	return runWithProgress(ctx, mg, id)
 }
 
 // splitFirstArg takes a leading positional argument off args.
