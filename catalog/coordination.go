@@ -29,12 +29,12 @@ type Freeze struct {
 	Move   string `json:"move"`
 }
 
-func (s *Store) routerKey(id string) string     { return s.prefix + "/routers/" + id }
-func (s *Store) freezeKey(tenant string) string { return s.prefix + "/freezes/" + tenant }
-func (s *Store) ackPrefix(tenant string) string { return s.prefix + "/acks/" + tenant + "/" }
+func (s *Store) routerKey(id string) string     { return s.keys.Router(id) }
+func (s *Store) freezeKey(tenant string) string { return s.keys.Freeze(tenant) }
+func (s *Store) ackPrefix(tenant string) string { return s.keys.Acks(tenant) }
 
 // FreezesPrefix is the KV prefix routers watch for cutovers.
-func (s *Store) FreezesPrefix() string { return s.prefix + "/freezes/" }
+func (s *Store) FreezesPrefix() string { return s.keys.Freezes() }
 
 // RouterSession is a router's presence in Consul.
 type RouterSession struct {
@@ -194,6 +194,6 @@ func (rs *RouterSession) PutLoad(ctx context.Context, l RouterLoad) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.prefix + "/load/routers/" + rs.ID, Value: data, Session: rs.Session}, writeOpts(ctx))
+	_, _, err = rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.keys.RouterLoad(rs.ID), Value: data, Session: rs.Session}, writeOpts(ctx))
 	return err
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-
-	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // UpdatePolicy applies fn to the current policy and writes it back with a
@@ -33,14 +31,14 @@ func (s *Store) UpdatePolicy(ctx context.Context, fn func(*PlanPolicy) error) (P
 		if err != nil {
 			return PlanPolicy{}, err
 		}
-		ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.policyKey(), Value: data, ModifyIndex: idx}, writeOpts(ctx))
+		ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Policy(), Value: data, ModifyIndex: idx}, writeOpts(ctx))
 		if err != nil {
 			return PlanPolicy{}, fmt.Errorf("update policy: %w", err)
 		}
 		if ok {
 			return p, nil
 		}
-		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
+		if err := casBackoff.Sleep(ctx, attempt+1); err != nil {
 			return PlanPolicy{}, err
 		}
 	}
@@ -60,13 +58,10 @@ func (s *Store) SetTenantLimits(ctx context.Context, id string, o *LimitsOverrid
 	})
 }
 
-// routerLoadsPrefix holds each live router's load report (PutLoad).
-func (s *Store) routerLoadsPrefix() string { return s.prefix + "/load/routers/" }
-
 // RouterLoads returns the load report of every router whose session still
 // holds it, by router id: a router that is gone has none.
 func (s *Store) RouterLoads(ctx context.Context) (map[string]RouterLoad, error) {
-	pairs, _, err := s.client.KV().List(s.routerLoadsPrefix(), readOpts(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.RouterLoads(), readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list router loads: %w", err)
 	}
@@ -76,7 +71,7 @@ func (s *Store) RouterLoads(ctx context.Context) (map[string]RouterLoad, error) 
 		if p.Session == "" || json.Unmarshal(p.Value, &l) != nil {
 			continue
 		}
-		out[strings.TrimPrefix(p.Key, s.routerLoadsPrefix())] = l
+		out[strings.TrimPrefix(p.Key, s.keys.RouterLoads())] = l
 	}
 	return out, nil
 }

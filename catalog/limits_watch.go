@@ -9,7 +9,7 @@ import (
 // current: a policy change reaches routers without a restart. A missing
 // policy is an empty one (no plan limits).
 func (w *Watcher) watchPolicy(ctx context.Context, index uint64) (uint64, error) {
-	pair, meta, err := w.store.client.KV().Get(w.store.policyKey(), w.blockingOpts(ctx, index))
+	pair, meta, err := w.store.client.KV().Get(w.store.keys.Policy(), w.blockingOpts(ctx, index))
 	if err != nil {
 		return index, err
 	}

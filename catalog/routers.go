@@ -56,7 +56,7 @@ func (rs *RouterSession) refresh(ctx context.Context) error {
 // key) with their keys' ModifyIndex. Read with a Consistent ctx when a
 // decision rests on an index not having moved.
 func (s *Store) RouterRegistrations(ctx context.Context) ([]RouterRegistration, error) {
-	pairs, _, err := s.client.KV().List(s.prefix+"/routers/", readOpts(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.Routers(), readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list routers: %w", err)
 	}
@@ -68,7 +68,7 @@ func (s *Store) RouterRegistrations(ctx context.Context) ([]RouterRegistration, 
 		var reg registration
 		_ = json.Unmarshal(p.Value, &reg) // an older router's timestamp: no lease declared
 		out = append(out, RouterRegistration{
-			ID: strings.TrimPrefix(p.Key, s.prefix+"/routers/"), ModifyIndex: p.ModifyIndex,
+			ID: strings.TrimPrefix(p.Key, s.keys.Routers()), ModifyIndex: p.ModifyIndex,
 			LeaseTTL: time.Duration(reg.LeaseTTLMS) * time.Millisecond,
 		})
 	}

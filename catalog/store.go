@@ -36,33 +36,25 @@ type manifest struct {
 // check-and-set on ModifyIndex or a Consul transaction of them.
 type Store struct {
 	client *api.Client
-	prefix string
+	keys   Keys
 }
 
 // NewStore returns a Store under prefix (DefaultPrefix if empty).
 func NewStore(client *api.Client, prefix string) *Store {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{client: client, prefix: strings.TrimSuffix(prefix, "/")}
+	return &Store{client: client, keys: NewKeys(prefix)}
 }
 
 // Client returns the Consul client the store uses.
 func (s *Store) Client() *api.Client { return s.client }
 
 // Prefix returns the KV prefix the store uses.
-func (s *Store) Prefix() string { return s.prefix }
+func (s *Store) Prefix() string { return s.keys.Prefix() }
 
-func (s *Store) manifestKey() string        { return s.prefix + "/tenants/manifest" }
-func (s *Store) bucketKey(b int) string     { return fmt.Sprintf("%s/tenants/b/%04x", s.prefix, b) }
-func (s *Store) targetKey(id string) string { return s.prefix + "/config/targets/" + id }
-func (s *Store) targetsPrefix() string      { return s.prefix + "/config/targets/" }
-func (s *Store) policyKey() string          { return s.prefix + "/config/policy" }
-func (s *Store) configPrefix() string       { return s.prefix + "/config/" }
+// Keys returns the store's key layout.
+func (s *Store) Keys() Keys { return s.keys }
 
-// IdempotencyPrefix is where the controller keeps its idempotency records:
-// <prefix>/idempotency/<namespace>/<SHA-256 of the key, hex>.
-func (s *Store) IdempotencyPrefix() string { return s.prefix + "/idempotency/" }
+// IdempotencyPrefix is where the controller keeps its idempotency records.
+func (s *Store) IdempotencyPrefix() string { return s.keys.Idempotency() }
 
 // Init creates an empty catalog with the given number of buckets if none
 // exists. It is a no-op on an existing catalog.
@@ -78,7 +70,7 @@ func (s *Store) Init(ctx context.Context, buckets int) error {
 	if err != nil {
 		return err
 	}
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.manifestKey(), Value: data, ModifyIndex: 0}, writeOpts(ctx))
+	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Manifest(), Value: data, ModifyIndex: 0}, writeOpts(ctx))
 	if err != nil {
 		return fmt.Errorf("catalog init: %w", err)
 	}
@@ -113,7 +105,7 @@ func Consistent(ctx context.Context) context.Context {
 }
 
 func (s *Store) readManifest(ctx context.Context) (*manifest, uint64, error) {
-	pair, _, err := s.client.KV().Get(s.manifestKey(), readOpts(ctx))
+	pair, _, err := s.client.KV().Get(s.keys.Manifest(), readOpts(ctx))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read manifest: %w", err)
 	}
@@ -139,7 +131,7 @@ func parseManifest(data []byte) (*manifest, error) {
 }
 
 func (s *Store) readBucket(ctx context.Context, b int) (map[string]*Tenant, uint64, error) {
-	pair, _, err := s.client.KV().Get(s.bucketKey(b), readOpts(ctx))
+	pair, _, err := s.client.KV().Get(s.keys.Bucket(b), readOpts(ctx))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read bucket %d: %w", b, err)
 	}
@@ -173,7 +165,7 @@ func (s *Store) GetTenant(ctx context.Context, id string) (Tenant, error) {
 // ListTenants returns every tenant. It reads the whole catalog: meant for the
 // control plane and operators, never the request path.
 func (s *Store) ListTenants(ctx context.Context) ([]Tenant, error) {
-	pairs, _, err := s.client.KV().List(s.prefix+"/tenants/b/", readOpts(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.Buckets(), readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
@@ -287,9 +279,9 @@ func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]
 		if err != nil {
 			return err
 		}
-		ops := api.TxnOps{casOp(s.bucketKey(b), bucket, bIdx)[0], casOp(s.manifestKey(), mdata, mIdx)[0]}
+		ops := api.TxnOps{casOp(s.keys.Bucket(b), bucket, bIdx)[0], casOp(s.keys.Manifest(), mdata, mIdx)[0]}
 		if bIdx == 0 {
-			ops = append(casOp(s.bucketKey(b), bucket, 0), casOp(s.manifestKey(), mdata, mIdx)...)
+			ops = append(casOp(s.keys.Bucket(b), bucket, 0), casOp(s.keys.Manifest(), mdata, mIdx)...)
 		}
 		ok, resp, _, err := s.client.Txn().Txn(ops, readOpts(ctx))
 		if err != nil {
@@ -301,7 +293,7 @@ func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]
 		if resp != nil && len(resp.Errors) > 0 && !isCASFailure(resp.Errors) {
 			return fmt.Errorf("catalog write: %s", resp.Errors[0].What)
 		}
-		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
+		if err := casBackoff.Sleep(ctx, attempt+1); err != nil {
 			return err
 		}
 	}
@@ -330,10 +322,8 @@ func isCASFailure(errs api.TxnErrors) bool {
 	return true
 }
 
-func backoff(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 6)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
+// casBackoff spreads writers that lost a compare-and-set race.
+var casBackoff = retry.Backoff{Min: time.Millisecond, Max: 64 * time.Millisecond}
 
 func cloneLabels(m map[string]string) map[string]string {
 	if m == nil {
@@ -402,7 +392,7 @@ func (s *Store) CreateTarget(ctx context.Context, t Target) error {
 	if err != nil {
 		return err
 	}
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.targetKey(t.ID), Value: data, ModifyIndex: 0}, writeOpts(ctx))
+	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Target(t.ID), Value: data, ModifyIndex: 0}, writeOpts(ctx))
 	if err != nil {
 		return fmt.Errorf("create target: %w", err)
 	}
@@ -414,7 +404,7 @@ func (s *Store) CreateTarget(ctx context.Context, t Target) error {
 
 // GetTarget returns one target and its ModifyIndex.
 func (s *Store) GetTarget(ctx context.Context, id string) (Target, uint64, error) {
-	pair, _, err := s.client.KV().Get(s.targetKey(id), readOpts(ctx))
+	pair, _, err := s.client.KV().Get(s.keys.Target(id), readOpts(ctx))
 	if err != nil {
 		return Target{}, 0, fmt.Errorf("get target: %w", err)
 	}
@@ -449,14 +439,14 @@ func (s *Store) UpdateTarget(ctx context.Context, id string, fn func(*Target) er
 		if err != nil {
 			return Target{}, err
 		}
-		ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.targetKey(id), Value: data, ModifyIndex: idx}, writeOpts(ctx))
+		ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Target(id), Value: data, ModifyIndex: idx}, writeOpts(ctx))
 		if err != nil {
 			return Target{}, fmt.Errorf("update target: %w", err)
 		}
 		if ok {
 			return next, nil
 		}
-		if err := retry.Sleep(ctx, backoff(attempt)); err != nil {
+		if err := casBackoff.Sleep(ctx, attempt+1); err != nil {
 			return Target{}, err
 		}
 	}
@@ -465,7 +455,7 @@ func (s *Store) UpdateTarget(ctx context.Context, id string, fn func(*Target) er
 
 // ListTargets returns every registered target.
 func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
-	pairs, _, err := s.client.KV().List(s.targetsPrefix(), readOpts(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.Targets(), readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list targets: %w", err)
 	}
@@ -485,7 +475,7 @@ func decodeTargets(pairs api.KVPairs) ([]Target, error) {
 }
 
 func (s *Store) policy(ctx context.Context) (PlanPolicy, uint64, error) {
-	pair, _, err := s.client.KV().Get(s.policyKey(), readOpts(ctx))
+	pair, _, err := s.client.KV().Get(s.keys.Policy(), readOpts(ctx))
 	if err != nil {
 		return PlanPolicy{}, 0, fmt.Errorf("get policy: %w", err)
 	}
@@ -518,7 +508,7 @@ func (s *Store) SetPolicy(ctx context.Context, p PlanPolicy) error {
 	if err != nil {
 		return err
 	}
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.policyKey(), Value: data, ModifyIndex: idx}, writeOpts(ctx))
+	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Policy(), Value: data, ModifyIndex: idx}, writeOpts(ctx))
 	if err != nil {
 		return fmt.Errorf("set policy: %w", err)
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/internal/watch"
 )
 
 // WatcherConfig configures a Watcher. Zero values take the defaults.
@@ -127,7 +126,7 @@ func (w *Watcher) LastError() string {
 // consistent read that begins now, or when ctx ends: what a router whose
 // lease lapsed does before it forwards again.
 func (w *Watcher) Confirm(ctx context.Context) error {
-	_, meta, err := w.store.client.KV().Get(w.store.manifestKey(), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	_, meta, err := w.store.client.KV().Get(w.store.keys.Manifest(), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("confirm catalog: %w", err)
 	}
@@ -151,78 +150,28 @@ func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { defer wg.Done(); w.loop(ctx, "manifest", w.watchManifest) }()
-	go func() { defer wg.Done(); w.loop(ctx, "targets", w.watchTargets) }()
-	go func() { defer wg.Done(); w.loop(ctx, "policy", w.watchPolicy) }()
+	go func() { defer wg.Done(); w.loop("manifest", w.watchManifest).Run(ctx) }()
+	go func() { defer wg.Done(); w.loop("targets", w.watchTargets).Run(ctx) }()
+	go func() { defer wg.Done(); w.loop("policy", w.watchPolicy).Run(ctx) }()
 	wg.Wait()
 	return nil
 }
 
-// loop runs one blocking-query step again and again: it backs off on errors,
-// resets the index when it goes backwards, and rate-limits itself.
-func (w *Watcher) loop(ctx context.Context, name string, step func(context.Context, uint64) (uint64, error)) {
-	var index uint64
-	failures := 0
-	for ctx.Err() == nil {
-		start := time.Now()
-		next, err := safeStep(ctx, step, index)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			failures++
-			// After an error the server may not be the one we were
-			// watching (a restart, a rebuilt cluster): start over at 0.
-			index = 0
-			msg := fmt.Sprintf("%s watch: %v", name, err)
+// loop is the blocking-query loop of one of the watcher's two watches; it
+// keeps LastError current.
+func (w *Watcher) loop(name string, fetch watch.Fetch) *watch.Loop {
+	return &watch.Loop{
+		Name: "catalog " + name, Fetch: fetch, Logger: w.cfg.Logger,
+		Backoff:     retry.Backoff{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax},
+		MinInterval: w.cfg.MinInterval,
+		OnResult: func(err error) {
+			msg := ""
+			if err != nil {
+				msg = fmt.Sprintf("%s watch: %v", name, err)
+			}
 			w.lastErr.Store(&msg)
-			d := w.retryDelay(failures)
-			w.cfg.Logger.Warn("catalog watch failed", "watch", name, "err", err, "retry_in", d, "failures", failures)
-			if retry.Sleep(ctx, d) != nil {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			w.cfg.Logger.Info("catalog watch recovered", "watch", name, "after_failures", failures)
-			failures = 0
-		}
-		empty := ""
-		w.lastErr.Store(&empty)
-		switch {
-		case next < index:
-			// Consul's index went backwards (a restored or new cluster):
-			// start over from 0 so the next query returns at once.
-			w.cfg.Logger.Info("catalog index went backwards; resetting", "watch", name, "from", index, "to", next)
-			index = 0
-		case next == index:
-			// Woke without a change: rate-limit.
-			if el := time.Since(start); el < w.cfg.MinInterval {
-				if retry.Sleep(ctx, w.cfg.MinInterval-el) != nil {
-					return
-				}
-			}
-		default:
-			index = next
-		}
+		},
 	}
-}
-
-func safeStep(ctx context.Context, step func(context.Context, uint64) (uint64, error), index uint64) (next uint64, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return step(ctx, index)
-}
-
-func (w *Watcher) retryDelay(failures int) time.Duration {
-	d := w.cfg.RetryMin << min(failures-1, 20)
-	if d > w.cfg.RetryMax || d <= 0 {
-		d = w.cfg.RetryMax
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 func (w *Watcher) blockingOpts(ctx context.Context, index uint64) *api.QueryOptions {
@@ -232,7 +181,7 @@ func (w *Watcher) blockingOpts(ctx context.Context, index uint64) *api.QueryOpti
 // watchManifest waits for the manifest to change, then fetches only the
 // buckets whose version moved and swaps in a new snapshot.
 func (w *Watcher) watchManifest(ctx context.Context, index uint64) (uint64, error) {
-	pair, meta, err := w.store.client.KV().Get(w.store.manifestKey(), w.blockingOpts(ctx, index))
+	pair, meta, err := w.store.client.KV().Get(w.store.keys.Manifest(), w.blockingOpts(ctx, index))
 	if err != nil {
 		return index, err
 	}
@@ -292,99 +241,18 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	if len(buckets) == 0 {
 		return views, nil
 	}
-	// Group by the first two hex digits of the 4-digit bucket key.
-	groups := map[int][]int{} // group → indexes into buckets
-	for i, b := range buckets {
-		groups[b>>8] = append(groups[b>>8], i)
-	}
-	type job struct {
-		prefix  string // list this prefix...
-		indexes []int  // ...or get these buckets one by one
-	}
-	var jobs []job
-	for g, idx := range groups {
-		if len(idx) > 16 {
-			jobs = append(jobs, job{prefix: fmt.Sprintf("%s/tenants/b/%02x", w.store.prefix, g), indexes: idx})
-			continue
-		}
-		for _, i := range idx {
-			jobs = append(jobs, job{indexes: []int{i}})
-		}
-	}
+	jobs := w.bucketJobs(buckets)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
-		}
-		mu.Unlock()
-	}
-	decode := func(i int, data []byte) {
-		b := buckets[i]
-		if data == nil {
-			if versions[b] != 0 {
-				fail(fmt.Errorf("bucket %d: missing but manifest says version %d", b, versions[b]))
-				return
-			}
-			views[i] = emptyBucket
-			return
-		}
-		v, err := decodeBucketView(data, w.names)
-		if err != nil {
-			fail(fmt.Errorf("bucket %d: %w", b, err))
-			return
-		}
-		if v.version < versions[b] {
-			fail(fmt.Errorf("bucket %d: read version %d older than manifest %d", b, v.version, versions[b]))
-			return
-		}
-		views[i] = v
-	}
-	work := make(chan job)
+	f := &bucketFetch{w: w, buckets: buckets, versions: versions, views: views, cancel: cancel}
+	work := make(chan bucketJob)
 	var wg sync.WaitGroup
 	for range min(w.cfg.FetchConcurrency, len(jobs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				if j.prefix == "" {
-					i := j.indexes[0]
-					if versions[buckets[i]] == 0 {
-						views[i] = emptyBucket
-						continue
-					}
-					pair, _, err := w.store.client.KV().Get(w.store.bucketKey(buckets[i]), readOpts(fctx))
-					w.bucketsFetched.Add(1)
-					if err != nil {
-						fail(err)
-						continue
-					}
-					var data []byte
-					if pair != nil {
-						data = pair.Value
-					}
-					decode(i, data)
-					continue
-				}
-				pairs, _, err := w.store.client.KV().List(j.prefix, readOpts(fctx))
-				if err != nil {
-					fail(err)
-					continue
-				}
-				byKey := make(map[string][]byte, len(pairs))
-				for _, p := range pairs {
-					byKey[p.Key] = p.Value
-				}
-				w.bucketsFetched.Add(uint64(len(j.indexes)))
-				for _, i := range j.indexes {
-					decode(i, byKey[w.store.bucketKey(buckets[i])])
-				}
+				f.run(fctx, j)
 			}
 		}()
 	}
@@ -396,8 +264,8 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	}
 	close(work)
 	wg.Wait()
-	if firstErr != nil {
-		return nil, fmt.Errorf("fetch buckets: %w", firstErr)
+	if f.firstErr != nil {
+		return nil, fmt.Errorf("fetch buckets: %w", f.firstErr)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -405,8 +273,119 @@ func (w *Watcher) fetchBuckets(ctx context.Context, buckets []int, versions []ui
 	return views, nil
 }
 
+// bucketJob lists a key prefix holding the buckets at indexes (into the
+// buckets being fetched), or, without a prefix, gets its one bucket.
+type bucketJob struct {
+	prefix  string
+	indexes []int
+}
+
+// bucketJobs groups buckets by the first two hex digits of their 4-digit
+// key: a group with more than 16 changed buckets is listed in one request,
+// the others are read one by one.
+func (w *Watcher) bucketJobs(buckets []int) []bucketJob {
+	groups := map[int][]int{} // group → indexes into buckets
+	for i, b := range buckets {
+		groups[b>>8] = append(groups[b>>8], i)
+	}
+	var jobs []bucketJob
+	for g, idx := range groups {
+		if len(idx) > 16 {
+			jobs = append(jobs, bucketJob{prefix: w.store.keys.BucketGroup(g), indexes: idx})
+			continue
+		}
+		for _, i := range idx {
+			jobs = append(jobs, bucketJob{indexes: []int{i}})
+		}
+	}
+	return jobs
+}
+
+// bucketFetch is one fetchBuckets call: its results and its first error,
+// which cancels the rest.
+type bucketFetch struct {
+	w        *Watcher
+	buckets  []int
+	versions []uint64
+	views    []*bucketView
+	cancel   context.CancelFunc
+
+	mu       sync.Mutex
+	firstErr error
+}
+
+func (f *bucketFetch) fail(err error) {
+	f.mu.Lock()
+	if f.firstErr == nil {
+		f.firstErr = err
+		f.cancel()
+	}
+	f.mu.Unlock()
+}
+
+// run does one job.
+func (f *bucketFetch) run(ctx context.Context, j bucketJob) {
+	kv := f.w.store.client.KV()
+	if j.prefix == "" {
+		i := j.indexes[0]
+		if f.versions[f.buckets[i]] == 0 {
+			f.views[i] = emptyBucket
+			return
+		}
+		pair, _, err := kv.Get(f.w.store.keys.Bucket(f.buckets[i]), readOpts(ctx))
+		f.w.bucketsFetched.Add(1)
+		if err != nil {
+			f.fail(err)
+			return
+		}
+		var data []byte
+		if pair != nil {
+			data = pair.Value
+		}
+		f.decode(i, data)
+		return
+	}
+	pairs, _, err := kv.List(j.prefix, readOpts(ctx))
+	if err != nil {
+		f.fail(err)
+		return
+	}
+	byKey := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		byKey[p.Key] = p.Value
+	}
+	f.w.bucketsFetched.Add(uint64(len(j.indexes)))
+	for _, i := range j.indexes {
+		f.decode(i, byKey[f.w.store.keys.Bucket(f.buckets[i])])
+	}
+}
+
+// decode decodes the i-th bucket read (nil: absent) and checks it is at
+// least as new as the manifest said.
+func (f *bucketFetch) decode(i int, data []byte) {
+	b := f.buckets[i]
+	if data == nil {
+		if f.versions[b] != 0 {
+			f.fail(fmt.Errorf("bucket %d: missing but manifest says version %d", b, f.versions[b]))
+			return
+		}
+		f.views[i] = emptyBucket
+		return
+	}
+	v, err := decodeBucketView(data, f.w.names)
+	if err != nil {
+		f.fail(fmt.Errorf("bucket %d: %w", b, err))
+		return
+	}
+	if v.version < f.versions[b] {
+		f.fail(fmt.Errorf("bucket %d: read version %d older than manifest %d", b, v.version, f.versions[b]))
+		return
+	}
+	f.views[i] = v
+}
+
 func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error) {
-	pairs, meta, err := w.store.client.KV().List(w.store.targetsPrefix(), w.blockingOpts(ctx, index))
+	pairs, meta, err := w.store.client.KV().List(w.store.keys.Targets(), w.blockingOpts(ctx, index))
 	if err != nil {
 		return index, err
 	}
@@ -421,7 +400,7 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 			w.cfg.Logger.Warn("skipping unreadable target", "key", p.Key, "err", err)
 			continue
 		}
-		if t.ID != strings.TrimPrefix(p.Key, w.store.targetsPrefix()) {
+		if t.ID != strings.TrimPrefix(p.Key, w.store.keys.Targets()) {
 			w.cfg.Logger.Warn("skipping target whose id does not match its key", "key", p.Key, "id", t.ID)
 			continue
 		}

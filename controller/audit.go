@@ -34,7 +34,7 @@ func (s *Server) audit(ctx context.Context, e auditEntry) {
 	e.At = time.Now().UTC()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	key := s.cfg.Prefix + "/audit/" + e.At.Format("20060102T150405.000000000") + "-" + hex.EncodeToString(b)
+	key := s.store.Keys().Audit(e.At.Format("20060102T150405.000000000") + "-" + hex.EncodeToString(b))
 	data, _ := json.Marshal(e)
 	if _, err := s.client.KV().Put(&api.KVPair{Key: key, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		s.log.Warn("audit write failed", "err", err, "action", e.Action)
@@ -48,7 +48,7 @@ func (s *Server) listAudit(c *gin.Context) {
 	if !ok {
 		return
 	}
-	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/audit/", (&api.QueryOptions{}).WithContext(ctx))
+	pairs, _, err := s.client.KV().List(s.store.Keys().Audits(), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		failErr(c, err)
 		return

@@ -392,12 +392,15 @@ func (c *idemClaim) Finish(ctx context.Context, a idemAnswer) error {
 		if errors.Is(err, errIdemLostRace) {
 			return errIdemClaimLost
 		}
-		if retry.Sleep(ctx, 100*time.Millisecond<<attempt) != nil {
+		if idemBackoff.Sleep(ctx, attempt+1) != nil {
 			break
 		}
 	}
 	return err
 }
+
+// idemBackoff spaces the retries of a claim's final write.
+var idemBackoff = retry.Backoff{Min: 100 * time.Millisecond, Max: 400 * time.Millisecond}
 
 // Release deletes the claim (if still ours) so that a retry runs again.
 func (c *idemClaim) Release(ctx context.Context) error {

@@ -20,7 +20,7 @@ import (
 func (s *Server) campaign(ctx context.Context) {
 	for ctx.Err() == nil {
 		lock, err := s.client.LockOpts(&api.LockOptions{
-			Key: s.cfg.Prefix + "/controller/leader", Value: []byte(s.cfg.ID),
+			Key: s.store.Keys().ControllerLeader(), Value: []byte(s.cfg.ID),
 			SessionOpts: &api.SessionEntry{Name: "switchyard-controller-" + s.cfg.ID, TTL: s.cfg.LeaderTTL.String(),
 				LockDelay: time.Millisecond, Behavior: api.SessionBehaviorRelease},
 			LockWaitTime: time.Second,

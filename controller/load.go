@@ -28,12 +28,12 @@ type bytesLoad struct {
 }
 
 // tenantFigures returns tenant → bytes and tenant → requests/s as last
-// reported (routers' reports older than a minute are ignored).
+// reported (reports of routers gone or older than a minute are ignored).
 func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[string]float64, error) {
 	bytes := map[string]int64{}
 	rps := map[string]float64{}
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/load/bytes/", q)
+	pairs, _, err := s.client.KV().List(s.store.Keys().ByteLoads(), q)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -45,13 +45,12 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 			}
 		}
 	}
-	pairs, _, err = s.client.KV().List(s.cfg.Prefix+"/load/routers/", q)
+	loads, err := s.store.RouterLoads(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, p := range pairs {
-		var r catalog.RouterLoad
-		if json.Unmarshal(p.Value, &r) == nil && time.Since(r.At) < time.Minute {
+	for _, r := range loads {
+		if time.Since(r.At) < time.Minute {
 			for t, v := range r.RPS {
 				rps[t] += v
 			}
@@ -90,7 +89,7 @@ func (s *Server) measureBytes(ctx context.Context) error {
 			}
 		}
 		data, _ := json.Marshal(out)
-		if _, err := s.client.KV().Put(&api.KVPair{Key: s.cfg.Prefix + "/load/bytes/" + tg.ID, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		if _, err := s.client.KV().Put(&api.KVPair{Key: s.store.Keys().ByteLoad(tg.ID), Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 			return err
 		}
 	}

@@ -379,7 +379,7 @@ func (s *Server) offboardTenant(c *gin.Context) {
 		return
 	}
 	rec, _ := json.Marshal(offboarding{Tenant: id, RemoveAfter: time.Now().UTC().Add(s.cfg.Retention)})
-	if _, err := s.client.KV().Put(&api.KVPair{Key: s.cfg.Prefix + "/offboard/" + id, Value: rec}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, err := s.client.KV().Put(&api.KVPair{Key: s.store.Keys().Offboard(id), Value: rec}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -397,7 +397,7 @@ type offboarding struct {
 // removeOffboarded deletes the data and the catalog entry of tenants whose
 // offboarding retention is over (run by the leader).
 func (s *Server) removeOffboarded(ctx context.Context) error {
-	pairs, _, err := s.client.KV().List(s.cfg.Prefix+"/offboard/", (&api.QueryOptions{}).WithContext(ctx))
+	pairs, _, err := s.client.KV().List(s.store.Keys().Offboards(), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return err
 	}

@@ -14,26 +14,6 @@ import (
 	"github.com/switchyard/switchyard/catalog"
 )
 
-// Config configures a Migrator.
-type Config struct {
-	// Prefix is the catalog's Consul KV prefix (catalog.DefaultPrefix).
-	Prefix string
-	// PGBinDir holds pg_dump and psql, used to give a new target its schema
-	// (/usr/lib/postgresql/15/bin).
-	PGBinDir string
-	// ID names this migrator in logs and locks (hostname-pid).
-	ID     string
-	Logger *slog.Logger
-	// LockTTL is the session TTL of the per-tenant move lock (10s): how long
-	// a killed migrator's lock outlives it.
-	LockTTL time.Duration
-	// Hooks let tests stop a move at a chosen point (nil in production).
-	Hooks *Hooks
-	// ConvergenceWindow: a catch-up whose backlog has not shrunk over this
-	// long says it is not converging (10s).
-	ConvergenceWindow time.Duration
-}
-
 // Hooks are called at fixed points of a move; an error returned stops the
 // move there as if the process had died (tests use them to inject faults).
 type Hooks struct {
@@ -70,27 +50,13 @@ type Migrator struct {
 }
 
 // New returns a migrator.
-func New(client *api.Client, cfg Config) *Migrator {
-	if cfg.Prefix == "" {
-		cfg.Prefix = catalog.DefaultPrefix
-	}
-	if cfg.PGBinDir == "" {
-		cfg.PGBinDir = "/usr/lib/postgresql/15/bin"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Hooks == nil {
-		cfg.Hooks = &Hooks{}
-	}
-	if cfg.LockTTL == 0 {
-		cfg.LockTTL = 10 * time.Second
-	}
-	if cfg.ConvergenceWindow == 0 {
-		cfg.ConvergenceWindow = defaultConvergenceWindow
+func New(client *api.Client, cfg Config) (*Migrator, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("migrator config: %w", err)
 	}
 	return &Migrator{cfg: cfg, client: client, catalog: catalog.NewStore(client, cfg.Prefix),
-		moves: &moveStore{client: client, prefix: cfg.Prefix}, log: cfg.Logger.With("component", "migrator")}
+		moves: &moveStore{client: client, keys: catalog.NewKeys(cfg.Prefix)}, log: cfg.Logger.With("component", "migrator")}, nil
 }
 
 // Request asks for one move.

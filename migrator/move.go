@@ -266,12 +266,12 @@ func newMoveID() string {
 //	<prefix>/locks/moves/<tenant>    the lock a running migrator holds
 type moveStore struct {
 	client *api.Client
-	prefix string
+	keys   catalog.Keys
 }
 
-func (s *moveStore) moveKey(id string) string       { return s.prefix + "/moves/by-id/" + id }
-func (s *moveStore) activeKey(tenant string) string { return s.prefix + "/moves/active/" + tenant }
-func (s *moveStore) lockKey(tenant string) string   { return s.prefix + "/locks/moves/" + tenant }
+func (s *moveStore) moveKey(id string) string       { return s.keys.Move(id) }
+func (s *moveStore) activeKey(tenant string) string { return s.keys.ActiveMove(tenant) }
+func (s *moveStore) lockKey(tenant string) string   { return s.keys.MoveLock(tenant) }
 
 // create stores a new move and marks it the tenant's active one, atomically.
 func (s *moveStore) create(ctx context.Context, m *Move) error {
@@ -344,7 +344,7 @@ func (s *moveStore) save(ctx context.Context, m *Move) error {
 
 // list returns every move, newest first.
 func (s *moveStore) list(ctx context.Context) ([]*Move, error) {
-	pairs, _, err := s.client.KV().List(s.prefix+"/moves/by-id/", (&api.QueryOptions{}).WithContext(ctx))
+	pairs, _, err := s.client.KV().List(s.keys.Moves(), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list moves: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/switchyard/switchyard/catalog"
 )
 
 // UnplacedError reports the tenants PlanDrain could place nowhere. It wraps
@@ -61,21 +63,39 @@ func PlanDrain(target string, targets []TargetLoad, tenants []TenantLoad, cfg Co
 	if err := validateTargets(targets); err != nil {
 		return Plan{}, err
 	}
-	src := -1
-	for i := range targets {
-		if targets[i].Target.ID == target {
-			src = i
-		}
-	}
+	src := slices.IndexFunc(targets, func(t TargetLoad) bool { return t.Target.ID == target })
 	if src < 0 {
 		return Plan{}, fmt.Errorf("%w: %q is not among the %d target(s)", ErrUnknownTarget, target, len(targets))
 	}
-	tier := targets[src].Target.Tier
+	on, err := drainOrder(target, tenants)
+	if err != nil {
+		return Plan{}, err
+	}
+	d := drain{target: target, src: src, tier: targets[src].Target.Tier, sim: append([]TargetLoad(nil), targets...),
+		c: chooser{keys: cfg.constraintKeys(), h: cfg.Headroom}, unplaced: map[string]string{}, dests: map[string]bool{}}
+	plan := Plan{Before: d.tierUtil()}
+	for _, i := range on {
+		if mv, ok := d.place(&tenants[i]); ok {
+			plan.Moves = append(plan.Moves, mv)
+		}
+	}
+	plan.After = d.tierUtil()
+	plan.Converged = len(d.unplaced) == 0
+	plan.Note = d.note(len(on), len(plan.Moves), targets[src].Target.Cordoned)
+	if len(d.unplaced) > 0 {
+		return plan, &UnplacedError{Target: target, Tenants: d.unplaced}
+	}
+	return plan, nil
+}
+
+// drainOrder returns the indexes of the tenants on target, largest first
+// (bytes, then RPS, then id).
+func drainOrder(target string, tenants []TenantLoad) ([]int, error) {
 	var on []int
 	for i := range tenants {
 		if tenants[i].Tenant.Target == target {
 			if err := tenants[i].validate(); err != nil {
-				return Plan{}, err
+				return nil, err
 			}
 			on = append(on, i)
 		}
@@ -92,72 +112,78 @@ func PlanDrain(target string, targets []TargetLoad, tenants []TenantLoad, cfg Co
 	})
 	for k := 1; k < len(on); k++ {
 		if id := tenants[on[k]].Tenant.ID; id == tenants[on[k-1]].Tenant.ID {
-			return Plan{}, fmt.Errorf("%w: duplicate tenant id %s", ErrInvalidInput, id)
+			return nil, fmt.Errorf("%w: duplicate tenant id %s", ErrInvalidInput, id)
 		}
 	}
+	return on, nil
+}
 
-	sim := append([]TargetLoad(nil), targets...)
-	tierUtil := func() map[string]float64 {
-		m := map[string]float64{}
-		for i := range sim {
-			if sim[i].Target.Tier == tier {
-				m[sim[i].Target.ID] = sim[i].Utilisation()
-			}
+// drain is one PlanDrain: the targets' loads as the planned moves leave
+// them, and what did not fit.
+type drain struct {
+	target   string
+	src      int // index of target in sim
+	tier     catalog.Tier
+	sim      []TargetLoad
+	c        chooser
+	unplaced map[string]string // tenant → why it fits nowhere
+	dests    map[string]bool
+	moved    int64
+}
+
+// tierUtil is the utilisation of every target of the tier.
+func (d *drain) tierUtil() map[string]float64 {
+	m := map[string]float64{}
+	for i := range d.sim {
+		if d.sim[i].Target.Tier == d.tier {
+			m[d.sim[i].Target.ID] = d.sim[i].Utilisation()
 		}
-		return m
 	}
-	plan := Plan{Before: tierUtil()}
-	c := chooser{keys: cfg.constraintKeys(), h: cfg.Headroom}
-	unplaced := map[string]string{}
-	dests := map[string]bool{}
-	var moved int64
-	for _, i := range on {
-		t := &tenants[i]
-		best, second, fit, sameTier := c.pick(t, tier, sim)
-		if best.i < 0 {
-			d, _ := c.decide(t, tier, sim)
-			delete(d.Rejected, target)
-			why := joinReasons(d.Rejected)
-			if why == "" {
-				why = fmt.Sprintf("no other %s target", tier)
-			}
-			unplaced[t.Tenant.ID] = why
-			continue
+	return m
+}
+
+// place chooses t's destination and accounts its move, or records why it
+// fits nowhere.
+func (d *drain) place(t *TenantLoad) (Move, bool) {
+	best, second, fit, sameTier := d.c.pick(t, d.tier, d.sim)
+	if best.i < 0 {
+		dec, _ := d.c.decide(t, d.tier, d.sim)
+		delete(dec.Rejected, d.target)
+		why := joinReasons(dec.Rejected)
+		if why == "" {
+			why = fmt.Sprintf("no other %s target", d.tier)
 		}
-		reason := c.reason(t, tier, sim, best, second, fit, sameTier-fit-1) // the drained target is not counted as rejected
-		dst := &sim[best.i]
-		plan.Moves = append(plan.Moves, Move{
-			Tenant: t.Tenant.ID, From: target, To: dst.Target.ID, Bytes: t.Bytes,
-			Reason: "drain " + target + ": " + reason,
-		})
-		dests[dst.Target.ID] = true
-		moved += t.Bytes
-		dst.Tenants++
-		dst.Bytes += t.Bytes
-		dst.RPS += t.RPS
-		sim[src].Tenants--
-		sim[src].Bytes -= t.Bytes
-		sim[src].RPS -= t.RPS
+		d.unplaced[t.Tenant.ID] = why
+		return Move{}, false
 	}
-	plan.After = tierUtil()
-	plan.Converged = len(unplaced) == 0
+	reason := d.c.reason(t, d.tier, d.sim, best, second, fit, sameTier-fit-1) // the drained target is not counted as rejected
+	dst, src := &d.sim[best.i], &d.sim[d.src]
+	d.dests[dst.Target.ID] = true
+	d.moved += t.Bytes
+	dst.Tenants++
+	dst.Bytes += t.Bytes
+	dst.RPS += t.RPS
+	src.Tenants--
+	src.Bytes -= t.Bytes
+	src.RPS -= t.RPS
+	return Move{Tenant: t.Tenant.ID, From: d.target, To: dst.Target.ID, Bytes: t.Bytes, Reason: "drain " + d.target + ": " + reason}, true
+}
+
+// note summarises the plan.
+func (d *drain) note(tenants, moves int, cordoned bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "drain %s (%s): %d tenant(s); %d move(s) totalling %s to %d target(s)",
-		target, tier, len(on), len(plan.Moves), formatBytes(moved), len(dests))
-	if len(unplaced) > 0 {
-		ids := make([]string, 0, len(unplaced))
-		for id := range unplaced {
+		d.target, d.tier, tenants, moves, formatBytes(d.moved), len(d.dests))
+	if len(d.unplaced) > 0 {
+		ids := make([]string, 0, len(d.unplaced))
+		for id := range d.unplaced {
 			ids = append(ids, id)
 		}
 		sort.Strings(ids)
 		fmt.Fprintf(&b, "; not converged: %d tenant(s) fit nowhere: %s", len(ids), strings.Join(ids, ", "))
 	}
-	if !targets[src].Target.Cordoned {
-		fmt.Fprintf(&b, "; %s is not cordoned: cordon it before applying so no new tenant lands on it", target)
+	if !cordoned {
+		fmt.Fprintf(&b, "; %s is not cordoned: cordon it before applying so no new tenant lands on it", d.target)
 	}
-	plan.Note = b.String()
-	if len(unplaced) > 0 {
-		return plan, &UnplacedError{Target: target, Tenants: unplaced}
-	}
-	return plan, nil
+	return b.String()
 }

@@ -429,22 +429,33 @@ func (rb *rebalancer) loadPools(targets []TargetLoad) error {
 
 // loadTenants sorts each pool's movable tenants, per constraint signature.
 func (rb *rebalancer) loadTenants() error {
-	P := len(rb.pools)
-	index := make(map[string]int32, P)
+	where, sigOf, err := rb.placeTenants()
+	if err != nil {
+		return err
+	}
+	rb.computeCompat()
+	return rb.groupTenants(where, sigOf)
+}
+
+// placeTenants finds each tenant's pool (-1: not movable, counted as
+// ignored or unmovable) and constraint signature (0: none), interning the
+// signatures into rb.sigs.
+func (rb *rebalancer) placeTenants() (where, sigOf []int32, err error) {
+	index := make(map[string]int32, len(rb.pools))
 	for i := range rb.pools {
 		index[rb.pools[i].id] = int32(i)
 	}
 	sigIndex := map[string]int32{"": 0}
 	rb.sigs = [][]string{nil}
 	n := len(rb.tenants)
-	where := make([]int32, n) // pool index; -1 = not movable
-	sigOf := make([]int32, n)
+	where = make([]int32, n)
+	sigOf = make([]int32, n)
 	var buf []byte
 	lastTarget, lastPool := "", int32(-1)
 	for i := range rb.tenants {
 		t := &rb.tenants[i]
 		if err := t.validate(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if t.Tenant.Target != lastTarget || i == 0 {
 			p, ok := index[t.Tenant.Target]
@@ -463,36 +474,47 @@ func (rb *rebalancer) loadTenants() error {
 			rb.unmovable++
 			continue
 		}
-		if len(t.Tenant.Labels) == 0 {
-			continue
+		if len(t.Tenant.Labels) > 0 {
+			sigOf[i], buf = rb.signature(t, buf, sigIndex)
 		}
-		buf = buf[:0]
+	}
+	return where, sigOf, nil
+}
+
+// signature returns the id of t's constraint signature (its values of the
+// constraint keys), interning a new one; buf is scratch space, returned
+// for reuse.
+func (rb *rebalancer) signature(t *TenantLoad, buf []byte, sigIndex map[string]int32) (int32, []byte) {
+	buf = buf[:0]
+	for _, k := range rb.keys {
+		if v, ok := t.Tenant.Labels[k]; ok {
+			buf = binary.AppendUvarint(buf, uint64(len(k)))
+			buf = append(buf, k...)
+			buf = binary.AppendUvarint(buf, uint64(len(v)))
+			buf = append(buf, v...)
+		}
+	}
+	if len(buf) == 0 {
+		return 0, buf
+	}
+	s, ok := sigIndex[string(buf)]
+	if !ok {
+		s = int32(len(rb.sigs))
+		sigIndex[string(buf)] = s
+		var kv []string
 		for _, k := range rb.keys {
 			if v, ok := t.Tenant.Labels[k]; ok {
-				buf = binary.AppendUvarint(buf, uint64(len(k)))
-				buf = append(buf, k...)
-				buf = binary.AppendUvarint(buf, uint64(len(v)))
-				buf = append(buf, v...)
+				kv = append(kv, k, v)
 			}
 		}
-		if len(buf) == 0 {
-			continue
-		}
-		s, ok := sigIndex[string(buf)]
-		if !ok {
-			s = int32(len(rb.sigs))
-			sigIndex[string(buf)] = s
-			var kv []string
-			for _, k := range rb.keys {
-				if v, ok := t.Tenant.Labels[k]; ok {
-					kv = append(kv, k, v)
-				}
-			}
-			rb.sigs = append(rb.sigs, kv)
-		}
-		sigOf[i] = s
+		rb.sigs = append(rb.sigs, kv)
 	}
-	S := len(rb.sigs)
+	return s, buf
+}
+
+// computeCompat records which pools satisfy each signature.
+func (rb *rebalancer) computeCompat() {
+	P, S := len(rb.pools), len(rb.sigs)
 	rb.nsig = S
 	rb.compat = make([]bool, S*P)
 	for s, kv := range rb.sigs {
@@ -507,7 +529,12 @@ func (rb *rebalancer) loadTenants() error {
 			rb.compat[s*P+p] = ok
 		}
 	}
-	// counting sort into groups, then sort each group by (size, sec, id)
+}
+
+// groupTenants counting-sorts the movable tenants into one group per
+// (pool, signature), then sorts each group by (size, sec, id).
+func (rb *rebalancer) groupTenants(where, sigOf []int32) error {
+	P, S := len(rb.pools), len(rb.sigs)
 	start := make([]int, P*S+1)
 	for i := range where {
 		if where[i] >= 0 {

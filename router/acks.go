@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/internal/watch"
 )
 
 // ackTimeout bounds how long a router tries to acknowledge one freeze.
@@ -58,21 +59,13 @@ func (a *acknowledger) run(ctx context.Context) {
 	}
 }
 
+// watch acknowledges each freeze announced while the session lasts.
 func (a *acknowledger) watch(ctx context.Context, sess *catalog.RouterSession) {
-	var index uint64
-	for ctx.Err() == nil {
+	l := &watch.Loop{Name: "freezes", Logger: a.r.log, Fetch: func(ctx context.Context, index uint64) (uint64, error) {
 		freezes, next, err := a.store.WatchFreezes(ctx, index, 5*time.Minute)
 		if err != nil {
-			if retry.Sleep(ctx, 200*time.Millisecond) != nil {
-				return
-			}
-			index = 0
-			continue
+			return index, err
 		}
-		if next < index {
-			next = 0
-		}
-		index = next
 		for _, f := range freezes {
 			a.mu.Lock()
 			done := a.acked[f.Tenant] >= f.Epoch
@@ -84,7 +77,9 @@ func (a *acknowledger) watch(ctx context.Context, sess *catalog.RouterSession) {
 				go a.ack(ctx, sess, f)
 			}
 		}
-	}
+		return next, nil
+	}}
+	l.Run(ctx)
 }
 
 func (a *acknowledger) ack(ctx context.Context, sess *catalog.RouterSession, f catalog.Freeze) {

@@ -17,6 +17,12 @@ import (
 
 // Config configures a router. Zero values take the defaults in SetDefaults.
 type Config struct {
+	// NetHTTPOnly hands every connection to net/http instead of the fast
+	// path (a fallback, and for A/B benchmarks).
+	NetHTTPOnly bool
+	// StdTransport uses net/http's Transport towards backends instead of the
+	// synchronous one (a fallback, and for A/B benchmarks).
+	StdTransport bool
 	// Listen is the proxy's address (127.0.0.1:8080).
 	Listen string
 	// AdminListen serves /livez, /readyz and /metrics (127.0.0.1:9080).

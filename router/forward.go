@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,10 +20,6 @@ import (
 // header rewriting, metrics), made on the head the wire package parsed;
 // the wire package moves the bytes.
 
-// netHTTPOnlyEnv, set to 1, hands every connection to net/http (for A/B
-// benchmarks, and a way back if the fast path ever misbehaves).
-const netHTTPOnlyEnv = "SWITCHYARD_ROUTER_NET_HTTP"
-
 // newFrontServer is the router's client side: the fast path for the
 // requests it takes, the proxy's net/http handler for the rest.
 func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *wire.Server {
@@ -36,7 +31,7 @@ func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *wire.Server {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		Handler:           fastPath{p},
 		Fallback:          p,
-		NetHTTPOnly:       os.Getenv(netHTTPOnlyEnv) == "1",
+		NetHTTPOnly:       cfg.NetHTTPOnly,
 		Log:               log,
 	})
 }

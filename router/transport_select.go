@@ -3,7 +3,6 @@ package router
 import (
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/switchyard/switchyard/router/wire"
@@ -21,13 +20,8 @@ var (
 	_ upstreamTransport = (*http.Transport)(nil)
 )
 
-// stdTransportEnv, set to 1, makes the router use net/http's Transport
-// towards backends instead of the synchronous one (a fallback, and for
-// A/B benchmarks).
-const stdTransportEnv = "SWITCHYARD_ROUTER_STD_TRANSPORT"
-
 func newUpstreamTransport(cfg Config) upstreamTransport {
-	if os.Getenv(stdTransportEnv) == "1" {
+	if cfg.StdTransport {
 		return newStdTransport(cfg)
 	}
 	return wire.NewTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)

@@ -2,10 +2,8 @@ package router
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/internal/watch"
 )
 
 // HealthSource is what the upstream pools need from Consul: a blocking query
@@ -148,42 +147,17 @@ func (u *Upstreams) Close() {
 
 func (u *Upstreams) watch(ctx context.Context, p *pool) {
 	defer close(p.done)
-	var index uint64
-	failures := 0
-	for ctx.Err() == nil {
-		next, err := u.watchOnce(ctx, p, index)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			failures++
-			d := min(50*time.Millisecond<<min(failures, 7), 5*time.Second)
-			u.log.Warn("health watch failed; keeping last instances", "service", p.service, "err", err, "retry_in", d)
-			if retry.Sleep(ctx, d) != nil {
-				return
-			}
-			continue
-		}
-		failures = 0
-		switch {
-		case next < index:
-			index = 0
-		case next == index:
-			if retry.Sleep(ctx, 20*time.Millisecond) != nil {
-				return
-			}
-		default:
-			index = next
-		}
+	l := &watch.Loop{
+		Name:   "health " + p.service,
+		Logger: u.log.With("service", p.service),
+		Fetch:  func(ctx context.Context, index uint64) (uint64, error) { return u.watchOnce(ctx, p, index) },
 	}
+	l.Run(ctx) // a failed query keeps the last instances
 }
 
-func (u *Upstreams) watchOnce(ctx context.Context, p *pool, index uint64) (next uint64, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-		}
-	}()
+// watchOnce waits for the passing instances of p's service to change after
+// index, and swaps them in.
+func (u *Upstreams) watchOnce(ctx context.Context, p *pool, index uint64) (uint64, error) {
 	q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
 	entries, meta, err := u.health.Service(p.service, "", true, q)
 	if err != nil {

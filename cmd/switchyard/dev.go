@@ -24,22 +24,24 @@ import (
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/examples/orders"
+	"github.com/switchyard/switchyard/internal/devstack"
 	"github.com/switchyard/switchyard/router"
-	"github.com/switchyard/switchyard/test/harness"
 )
 
 // devStack is everything `switchyard dev` runs, in start order.
 type devStack struct {
-	dataDir  string
-	log      *slog.Logger
-	consul   *harness.Consul
-	pg       map[string]*harness.Postgres
-	apps     []*orders.Server
-	mu       sync.Mutex
-	stops    []func()
-	secret   []byte
-	routerOn string
-	adminOn  string
+	dataDir string
+	log     *slog.Logger
+	// consulBin and pgBin locate the binaries ("": devstack's defaults).
+	consulBin, pgBin string
+	consul           *devstack.Consul
+	pg               map[string]*devstack.Postgres
+	apps             []*orders.Server
+	mu               sync.Mutex
+	stops            []func()
+	secret           []byte
+	routerOn         string
+	adminOn          string
 
 	controllerOn string
 	tokens       map[string]string // role → token
@@ -65,7 +67,8 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	// PostgreSQL runs as the postgres user when we are root: it must reach the data dir.
 	_ = os.Chmod(dir, 0o755)
-	d := &devStack{dataDir: dir, log: newLogger(*logLevel), pg: map[string]*harness.Postgres{}, routerOn: *listen, adminOn: *admin, controllerOn: *ctlListen}
+	d := &devStack{dataDir: dir, log: newLogger(*logLevel), pg: map[string]*devstack.Postgres{}, routerOn: *listen, adminOn: *admin, controllerOn: *ctlListen,
+		consulBin: os.Getenv("SWITCHYARD_CONSUL"), pgBin: os.Getenv("SWITCHYARD_PG_BIN")}
 	defer d.stop()
 	if err := d.start(ctx, *listen, *admin); err != nil {
 		return err
@@ -97,14 +100,10 @@ func (d *devStack) onStop(f func()) {
 // instance registered as app-cl-<n>. It returns the target to register.
 func (d *devStack) startCluster(ctx context.Context, n int) (catalog.Target, error) {
 	name := fmt.Sprintf("cluster-%d", n)
-	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{
-		DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
-		Settings: map[string]string{"fsync": "on"},
-	})
+	pg, err := d.startPostgres(ctx, name)
 	if err != nil {
-		return catalog.Target{}, fmt.Errorf("postgres %s: %w", name, err)
+		return catalog.Target{}, err
 	}
-	d.onStop(func() { _ = pg.Stop() })
 	if err := pg.CreateDatabase(ctx, "app"); err != nil {
 		return catalog.Target{}, err
 	}
@@ -112,20 +111,10 @@ func (d *devStack) startCluster(ctx context.Context, n int) (catalog.Target, err
 		return catalog.Target{}, err
 	}
 	service := fmt.Sprintf("app-cl-%d", n)
-	cfg := orders.DefaultConfig(service, d.consul.Client())
-	cfg.Logger = d.log
-	app, err := orders.New(cfg)
+	app, err := d.startApp(ctx, service)
 	if err != nil {
 		return catalog.Target{}, err
 	}
-	if err := app.Start(ctx); err != nil {
-		return catalog.Target{}, err
-	}
-	d.onStop(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = app.Stop(sctx)
-	})
 	d.step(fmt.Sprintf("PostgreSQL %-10s at %s, orders app %s at http://%s", name, pg.Addr(), service, app.Addr()))
 	return catalog.Target{ID: fmt.Sprintf("cl-%d", n), Tier: catalog.TierDedicatedCluster, Service: service, DSN: pg.DSN("app"),
 		Capacity: catalog.Capacity{Tenants: 1}, Labels: map[string]string{"region": "local"}}, nil
@@ -135,49 +124,102 @@ func (d *devStack) step(msg string) { fmt.Printf("  • %s\n", msg) }
 
 func (d *devStack) start(ctx context.Context, listen, admin string) error {
 	fmt.Println("switchyard dev: starting the local stack (data in " + d.dataDir + ")")
+	if err := d.startServers(ctx); err != nil {
+		return err
+	}
+	if err := d.seed(ctx); err != nil {
+		return err
+	}
+	if err := d.startApps(ctx); err != nil {
+		return err
+	}
+	if err := d.restoreClusters(ctx); err != nil {
+		return err
+	}
+	if err := d.startRouter(ctx, listen, admin); err != nil {
+		return err
+	}
+	if err := d.startController(ctx); err != nil {
+		return err
+	}
+	lctx, lcancel := context.WithCancel(context.Background())
+	ldone := make(chan struct{})
+	go func() { d.load(lctx); close(ldone) }()
+	d.onStop(func() { lcancel(); <-ldone })
+	d.step("steady load running through the router (acme, hooli, globex, initech); a tally prints every 15s")
+	return nil
+}
+
+// startServers starts Consul and the four seeded PostgreSQL servers.
+func (d *devStack) startServers(ctx context.Context) error {
 	var err error
-	d.consul, err = harness.StartConsul(ctx, harness.ConsulOptions{DataDir: filepath.Join(d.dataDir, "consul"), LogOutput: d.logFile("consul.log")})
+	d.consul, err = devstack.StartConsul(ctx, devstack.ConsulOptions{Binary: d.consulBin, DataDir: filepath.Join(d.dataDir, "consul"), LogOutput: d.logFile("consul.log")})
 	if err != nil {
 		return fmt.Errorf("consul: %w", err)
 	}
 	d.onStop(func() { _ = d.consul.Stop() })
 	d.step("Consul at http://" + d.consul.HTTPAddr())
-
 	for _, name := range []string{"pool", "dedicated", "cluster-1", "cluster-2"} {
-		pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{
-			DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
-			Settings: map[string]string{"fsync": "on"},
-		})
-		if err != nil {
-			return fmt.Errorf("postgres %s: %w", name, err)
-		}
-		d.pg[name] = pg
-		d.onStop(func() { _ = pg.Stop() })
-		d.step(fmt.Sprintf("PostgreSQL %-10s at %s", name, pg.Addr()))
-	}
-	if err := d.seed(ctx); err != nil {
-		return err
-	}
-	client := d.consul.Client()
-	for _, service := range []string{"app-shared", "app-shared", "app-cl-1", "app-cl-2"} {
-		cfg := orders.DefaultConfig(service, client)
-		cfg.Logger = d.log
-		app, err := orders.New(cfg)
+		pg, err := d.startPostgres(ctx, name)
 		if err != nil {
 			return err
 		}
-		if err := app.Start(ctx); err != nil {
-			return fmt.Errorf("app %s: %w", service, err)
+		d.pg[name] = pg
+		d.step(fmt.Sprintf("PostgreSQL %-10s at %s", name, pg.Addr()))
+	}
+	return nil
+}
+
+// startPostgres starts the PostgreSQL server named name, its data in
+// pg-<name>, and stops it with the stack.
+func (d *devStack) startPostgres(ctx context.Context, name string) (*devstack.Postgres, error) {
+	pg, err := devstack.StartPostgres(ctx, devstack.PostgresOptions{
+		BinDir: d.pgBin, DataDir: filepath.Join(d.dataDir, "pg-"+name), LogOutput: d.logFile("pg-" + name + ".log"),
+		Settings: map[string]string{"fsync": "on"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", name, err)
+	}
+	d.onStop(func() { _ = pg.Stop() })
+	return pg, nil
+}
+
+// startApp starts an orders app instance registered as service, and stops
+// it with the stack.
+func (d *devStack) startApp(ctx context.Context, service string) (*orders.Server, error) {
+	cfg := orders.DefaultConfig(service, d.consul.Client())
+	cfg.Logger = d.log
+	app, err := orders.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := app.Start(ctx); err != nil {
+		return nil, fmt.Errorf("app %s: %w", service, err)
+	}
+	d.onStop(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = app.Stop(sctx)
+	})
+	return app, nil
+}
+
+// startApps starts the seeded targets' orders app instances.
+func (d *devStack) startApps(ctx context.Context) error {
+	for _, service := range []string{"app-shared", "app-shared", "app-cl-1", "app-cl-2"} {
+		app, err := d.startApp(ctx, service)
+		if err != nil {
+			return err
 		}
 		d.apps = append(d.apps, app)
-		d.onStop(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = app.Stop(sctx)
-		})
 		d.step(fmt.Sprintf("orders app %-10s at http://%s", service, app.Addr()))
 	}
-	// Clusters provisioned on demand in earlier runs come back too.
+	return nil
+}
+
+// restoreClusters brings back the clusters provisioned on demand in earlier
+// runs.
+func (d *devStack) restoreClusters(ctx context.Context) error {
 	extra, _ := filepath.Glob(filepath.Join(d.dataDir, "pg-cluster-*"))
 	for _, dir := range extra {
 		// Only the data directories (the glob also matches their logs).
@@ -189,14 +231,20 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := catalog.NewStore(client, "").UpdateTarget(ctx, t.ID, func(cur *catalog.Target) error { cur.DSN = t.DSN; return nil }); err != nil {
+		if _, err := catalog.NewStore(d.consul.Client(), "").UpdateTarget(ctx, t.ID, func(cur *catalog.Target) error { cur.DSN = t.DSN; return nil }); err != nil {
 			d.log.Warn("provisioned cluster not in the catalog", "target", t.ID, "err", err)
 		}
 	}
+	return nil
+}
+
+// startRouter starts the router and waits until it serves every demo
+// tenant.
+func (d *devStack) startRouter(ctx context.Context, listen, admin string) error {
 	r, err := router.New(router.Config{
 		Listen: listen, AdminListen: admin, ID: "dev-router",
 		Extract: router.ExtractConfig{BaseDomain: "switchyard.localhost", PathPrefix: true, JWTSecret: d.secret},
-	}, client, "", d.log)
+	}, d.consul.Client(), "", d.log)
 	if err != nil {
 		return err
 	}
@@ -212,27 +260,18 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		return errors.New("router: catalog did not load in 30s")
 	}
 	d.step(fmt.Sprintf("router at http://%s (admin http://%s)", listen, admin))
-	if err := d.waitServed(ctx); err != nil {
-		return err
-	}
+	return d.waitServed(ctx)
+}
+
+// startController starts the control API, which provisions a new
+// dedicated cluster when a move needs one.
+func (d *devStack) startController(ctx context.Context) error {
 	ctl, err := controller.New(controller.Config{
 		Listen: d.controllerOn, ID: "dev-controller", Logger: d.log, Retention: time.Hour,
-		Tokens:        map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
-		WebhookSecret: d.hookSecret,
-		ProvisionCluster: func(ctx context.Context, tenant string) (catalog.Target, error) {
-			d.mu.Lock()
-			n := 3
-			for {
-				if _, err := os.Stat(filepath.Join(d.dataDir, fmt.Sprintf("pg-cluster-%d", n))); err != nil {
-					break
-				}
-				n++
-			}
-			d.mu.Unlock()
-			fmt.Printf("  • provisioning dedicated cluster cl-%d for %s (a new PostgreSQL and app instance)\n", n, tenant)
-			return d.startCluster(ctx, n)
-		},
-	}, client)
+		Tokens:           map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
+		WebhookSecret:    d.hookSecret,
+		ProvisionCluster: d.provisionCluster,
+	}, d.consul.Client())
 	if err != nil {
 		return err
 	}
@@ -244,12 +283,22 @@ func (d *devStack) start(ctx context.Context, listen, admin string) error {
 		return err
 	}
 	d.step("control API at http://" + d.controllerOn)
-	lctx, lcancel := context.WithCancel(context.Background())
-	ldone := make(chan struct{})
-	go func() { d.load(lctx); close(ldone) }()
-	d.onStop(func() { lcancel(); <-ldone })
-	d.step("steady load running through the router (acme, hooli, globex, initech); a tally prints every 15s")
 	return nil
+}
+
+// provisionCluster starts the next dedicated cluster for tenant.
+func (d *devStack) provisionCluster(ctx context.Context, tenant string) (catalog.Target, error) {
+	d.mu.Lock()
+	n := 3
+	for {
+		if _, err := os.Stat(filepath.Join(d.dataDir, fmt.Sprintf("pg-cluster-%d", n))); err != nil {
+			break
+		}
+		n++
+	}
+	d.mu.Unlock()
+	fmt.Printf("  • provisioning dedicated cluster cl-%d for %s (a new PostgreSQL and app instance)\n", n, tenant)
+	return d.startCluster(ctx, n)
 }
 
 // load keeps a steady stream of writes and reads going through the router

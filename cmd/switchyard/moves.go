@@ -36,29 +36,7 @@ func (f migratorFlags) migrator() (*migrator.Migrator, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := migrator.Config{Prefix: *f.prefix, LockTTL: *f.lockTTL, Logger: newLogger("warn"), Hooks: faultHooks()}
-	h, _ := os.Hostname()
-	cfg.ID = fmt.Sprintf("%s-%d", h, os.Getpid())
-	return migrator.New(client, cfg), nil
-}
-
-// faultHooks stall a move at a named point when SWITCHYARD_FAULT_STALL says
-// so (copy, catch-up, switch): fault tests SIGKILL the process there.
-func faultHooks() *migrator.Hooks {
-	point := os.Getenv("SWITCHYARD_FAULT_STALL")
-	if point == "" {
-		return nil
-	}
-	stall := func(name string) func(*migrator.Move) error {
-		return func(*migrator.Move) error {
-			if name == point {
-				fmt.Fprintf(os.Stderr, "STALLED AT %s\n", name)
-				select {}
-			}
-			return nil
-		}
-	}
-	return &migrator.Hooks{AfterChunk: stall("copy"), AfterApply: stall("catch-up"), AfterFence: stall("switch")}
+	return migrator.New(client, migrator.Config{Prefix: *f.prefix, LockTTL: *f.lockTTL, Logger: newLogger("warn"), Hooks: faultHooks()})
 }
 
 // runMove: switchyard move <tenant> --to <target>.

@@ -61,6 +61,8 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.BodyIdleTimeout, "body-idle-timeout", 10*time.Second, "a request body that sends nothing for this long gets 408")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", 60*time.Second, "a request body not complete this long after its head gets 408")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header", 64<<10, "largest request header block")
+	fs.BoolVar(&cfg.NetHTTPOnly, "net-http-only", os.Getenv("SWITCHYARD_ROUTER_NET_HTTP") == "1", "serve every connection with net/http, not the fast path (or $SWITCHYARD_ROUTER_NET_HTTP=1)")
+	fs.BoolVar(&cfg.StdTransport, "std-transport", os.Getenv("SWITCHYARD_ROUTER_STD_TRANSPORT") == "1", "use net/http's Transport towards backends (or $SWITCHYARD_ROUTER_STD_TRANSPORT=1)")
 	fs.BoolVar(&cfg.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on the admin listener")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {

@@ -22,7 +22,7 @@ func ConsulT(t testing.TB) *Consul {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("consul %s log tail (full log: %s):\n%s", c.NodeName(), path, c.logTail())
+			t.Logf("consul %s log tail (full log: %s):\n%s", c.NodeName(), path, c.LogTail())
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop consul: %v", err)
@@ -44,7 +44,7 @@ func ConsulClusterT(t testing.TB, n int) *ConsulCluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, c := range cc.Nodes {
-				t.Logf("consul %s log tail (full log: %s):\n%s", c.NodeName(), path, c.logTail())
+				t.Logf("consul %s log tail (full log: %s):\n%s", c.NodeName(), path, c.LogTail())
 			}
 		}
 		if err := cc.Stop(); err != nil {
@@ -96,7 +96,7 @@ func startPostgresT(t testing.TB, logName string) (*Postgres, error) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("postgres %s log tail (full log: %s):\n%s", p.Addr(), path, p.logTail())
+			t.Logf("postgres %s log tail (full log: %s):\n%s", p.Addr(), path, p.LogTail())
 		}
 		if err := p.Stop(); err != nil {
 			t.Errorf("stop postgres: %v", err)

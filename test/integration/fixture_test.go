@@ -22,11 +22,22 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
 	"github.com/switchyard/switchyard/router"
 	"github.com/switchyard/switchyard/test/harness"
 )
 
 var jwtSecret = []byte("integration-secret-0123456789abcdef")
+
+// newMigrator builds a migrator, failing the test on a config it refuses.
+func newMigrator(t testing.TB, client *api.Client, cfg migrator.Config) *migrator.Migrator {
+	t.Helper()
+	mg, err := migrator.New(client, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mg
+}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("SWITCHYARD_TEST_LOGS") != "" {

@@ -70,7 +70,7 @@ func BenchmarkCopyMillion(b *testing.B) {
 		pipe := time.Since(pipeStart)
 
 		// The move (capture triggers installed before the copy starts).
-		mg := migrator.New(c.Client(), migrator.Config{Logger: testLogger(b)})
+		mg := newMigrator(b, c.Client(), migrator.Config{Logger: testLogger(b)})
 		streams, _ := strconv.Atoi(os.Getenv("SWITCHYARD_COPY_STREAMS")) // 0: the default (2)
 		m, _, err := mg.Create(ctx, migrator.Request{Tenant: "big", To: "db-1", Options: migrator.Options{Retention: time.Hour, CopyStreams: streams}})
 		if err != nil {
@@ -142,7 +142,7 @@ func switchPause(b *testing.B, rows, moves int) {
 		live, _ := s.store.LiveRouters(ctx)
 		return len(live) == 2
 	})
-	mg := migrator.New(s.consul.Client(), migrator.Config{Logger: testLogger(b)})
+	mg := newMigrator(b, s.consul.Client(), migrator.Config{Logger: testLogger(b)})
 	target := 1000.0
 	if env, err := strconv.ParseFloat(os.Getenv("SWITCHYARD_PAUSE_WRITES"), 64); err == nil && env > 0 {
 		target = env
@@ -237,7 +237,7 @@ UPDATE orders SET quantity = quantity + 1 WHERE tenant_id = 't' || :tid AND id =
 		// A move of t1 that stays in its copy phase while pgbench runs.
 		release := make(chan struct{})
 		started := make(chan struct{}, 1)
-		mg := migrator.New(c.Client(), migrator.Config{Logger: testLogger(b), Hooks: &migrator.Hooks{AfterChunk: func(*migrator.Move) error {
+		mg := newMigrator(b, c.Client(), migrator.Config{Logger: testLogger(b), Hooks: &migrator.Hooks{AfterChunk: func(*migrator.Move) error {
 			select {
 			case started <- struct{}{}:
 			default:

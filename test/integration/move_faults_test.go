@@ -36,7 +36,7 @@ func switchyardBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "switchyard")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/switchyard/switchyard/cmd/switchyard").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "faultinject", "-o", binPath, "github.com/switchyard/switchyard/cmd/switchyard").CombinedOutput()
 		if err != nil {
 			buildErr = errors.New(string(out))
 		}
@@ -88,7 +88,7 @@ func TestMoveSurvivesSIGKILL(t *testing.T) {
 			_ = cmd.Wait()
 			killedAt := time.Now()
 
-			mg := migrator.New(s.consul.Client(), migrator.Config{ID: "resumer", LockTTL: time.Second, Logger: testLogger(t)})
+			mg := newMigrator(t, s.consul.Client(), migrator.Config{ID: "resumer", LockTTL: time.Second, Logger: testLogger(t)})
 			ctx := testContext(t)
 			moves, err := mg.List(ctx)
 			if err != nil || len(moves) != 1 {
@@ -422,7 +422,7 @@ func TestMoveSaysWhenItCannotConverge(t *testing.T) {
 		}
 		return nil
 	}}
-	mg := migrator.New(s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(t), Hooks: hooks, ConvergenceWindow: 2 * time.Second})
+	mg := newMigrator(t, s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(t), Hooks: hooks, ConvergenceWindow: 2 * time.Second})
 	storm := s.startStorm("swamped", 16, 0)
 	defer storm.halt()
 	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "swamped", To: "db-1", Options: migrator.Options{ApplyBatch: 25, Retention: time.Hour}})

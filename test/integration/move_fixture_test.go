@@ -108,7 +108,7 @@ func mustSchema(t testing.TB, dsn string) {
 }
 
 func (s *moveStack) migrator(hooks *migrator.Hooks) *migrator.Migrator {
-	return migrator.New(s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(s.t), Hooks: hooks})
+	return newMigrator(s.t, s.consul.Client(), migrator.Config{ID: "test", Logger: testLogger(s.t), Hooks: hooks})
 }
 
 // seedTenant creates a tenant on a target (its database too, for a

@@ -432,7 +432,7 @@ func (s *scaleStack) verdict(w *history.Workload, tenant string, fault time.Time
 // of the test's own) through its own Consul proxy.
 func (s *scaleStack) migrator() *migrator.Migrator {
 	client, _ := s.consulVia(0)
-	return migrator.New(client, migrator.Config{ID: "observer", Logger: testLogger(s.t), LockTTL: time.Second})
+	return newMigrator(s.t, client, migrator.Config{ID: "observer", Logger: testLogger(s.t), LockTTL: time.Second})
 }
 
 // tail is the last n bytes of data.
@@ -457,7 +457,7 @@ func (s *scaleStack) stopControllers() {
 func (s *scaleStack) ownMove(id, tenant string, hooks *migrator.Hooks) (*migrator.Migrator, *migrator.Move) {
 	s.t.Helper()
 	client, _ := s.consulVia(1)
-	mg := migrator.New(client, migrator.Config{ID: id, Logger: testLogger(s.t), LockTTL: 5 * time.Second, Hooks: hooks})
+	mg := newMigrator(s.t, client, migrator.Config{ID: id, Logger: testLogger(s.t), LockTTL: 5 * time.Second, Hooks: hooks})
 	m, _, err := mg.Create(s.ctx, migrator.Request{Tenant: tenant, To: "db-1", Options: migrator.Options{ChunkRows: 100, Retention: time.Hour}})
 	if err != nil {
 		s.t.Fatal(err)

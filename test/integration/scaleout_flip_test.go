@@ -52,7 +52,7 @@ func flipCut(t *testing.T, afterForward bool) {
 	w := s.workload("flipper", 4)
 	client, proxy := s.consulVia(1)
 	var fired <-chan struct{}
-	mg := migrator.New(client, migrator.Config{ID: "cut-off", Logger: testLogger(t), LockTTL: 5 * time.Second,
+	mg := newMigrator(t, client, migrator.Config{ID: "cut-off", Logger: testLogger(t), LockTTL: 5 * time.Second,
 		Hooks: &migrator.Hooks{AfterFence: func(*migrator.Move) error {
 			if fired == nil {
 				fired = proxy.CutOn(isFlip, afterForward)

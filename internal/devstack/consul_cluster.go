@@ -1,4 +1,4 @@
-package harness
+package devstack
 
 import (
 	"context"
@@ -33,7 +33,7 @@ type ConsulCluster struct {
 // Each node has its own data directory (see ConsulOptions.DataDir).
 func StartConsulCluster(ctx context.Context, n int, opts ConsulOptions) (*ConsulCluster, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("harness: consul cluster of %d nodes", n)
+		return nil, fmt.Errorf("devstack: consul cluster of %d nodes", n)
 	}
 	binary, err := resolveConsulBinary(opts.Binary)
 	if err != nil {
@@ -49,7 +49,7 @@ func startConsulCluster(ctx context.Context, n int, binary string, opts ConsulOp
 	}
 	tmp, err := os.MkdirTemp("", "switchyard-consul-cluster-")
 	if err != nil {
-		return nil, fmt.Errorf("harness: consul cluster dir: %w", err)
+		return nil, fmt.Errorf("devstack: consul cluster dir: %w", err)
 	}
 	cc := &ConsulCluster{tempDir: tmp}
 
@@ -68,7 +68,7 @@ func startConsulCluster(ctx context.Context, n int, binary string, opts ConsulOp
 		}
 		if err := os.MkdirAll(nodeDir, 0o700); err != nil {
 			_ = cc.Stop()
-			return nil, fmt.Errorf("harness: consul cluster dir: %w", err)
+			return nil, fmt.Errorf("devstack: consul cluster dir: %w", err)
 		}
 		name := nextConsulNodeName()
 		c, err := newConsul(consulNode{
@@ -117,7 +117,7 @@ func (cc *ConsulCluster) waitFormed(ctx context.Context) error {
 	for {
 		for _, c := range cc.Nodes {
 			if p := c.currentProc(); p.exited() {
-				return fmt.Errorf("harness: consul cluster: node %s: %w%s", c.name, p.exitError(c.tail), withTail(c.tail))
+				return fmt.Errorf("devstack: consul cluster: node %s: %w%s", c.name, p.exitError(c.tail), withTail(c.tail))
 			}
 		}
 		if lastErr = cc.formed(ctx, cc.Nodes[0], n); lastErr == nil {
@@ -125,7 +125,7 @@ func (cc *ConsulCluster) waitFormed(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("harness: consul cluster of %d not formed: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: consul cluster of %d not formed: %w (last error: %v)%s",
 				n, ctx.Err(), lastErr, cc.tails())
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -186,7 +186,7 @@ func (cc *ConsulCluster) Leader(ctx context.Context) (*Consul, error) {
 		}
 		errs = append(errs, fmt.Errorf("node %s reports leader %q", c.name, leader))
 	}
-	return nil, fmt.Errorf("harness: consul cluster leader: %w", errors.Join(append(errs, errors.New("no leader known"))...))
+	return nil, fmt.Errorf("devstack: consul cluster leader: %w", errors.Join(append(errs, errors.New("no leader known"))...))
 }
 
 // Stop stops all nodes in parallel and removes the temporary directories.
@@ -200,7 +200,7 @@ func (cc *ConsulCluster) Stop() error {
 	wg.Wait()
 	if cc.tempDir != "" {
 		if err := os.RemoveAll(cc.tempDir); err != nil {
-			errs = append(errs, fmt.Errorf("harness: remove %s: %w", cc.tempDir, err))
+			errs = append(errs, fmt.Errorf("devstack: remove %s: %w", cc.tempDir, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,4 +1,4 @@
-package harness
+package devstack
 
 import (
 	"fmt"
@@ -56,7 +56,7 @@ func FreePort() (int, error) {
 		portsIssued[port] = true
 		return port, nil
 	}
-	return 0, fmt.Errorf("harness: find free port: none after %d attempts: %w", attempts, lastErr)
+	return 0, fmt.Errorf("devstack: find free port: none after %d attempts: %w", attempts, lastErr)
 }
 
 // probePort binds TCP and UDP on 127.0.0.1:port (0 for any) and returns the

@@ -1,4 +1,4 @@
-package harness
+package devstack
 
 import (
 	"context"
@@ -35,9 +35,9 @@ const (
 
 // ConsulOptions configures StartConsul and StartConsulCluster.
 type ConsulOptions struct {
-	// Binary is the consul executable. If empty, $SWITCHYARD_CONSUL is used,
-	// then bin/consul in the nearest directory (upwards from the working
-	// directory) containing go.mod, then consul on $PATH.
+	// Binary is the consul executable. If empty, bin/consul in the nearest
+	// directory (upwards from the working directory) containing go.mod is
+	// used, then consul on $PATH.
 	Binary string
 	// DataDir, if empty, runs a dev agent (-dev, state kept in memory). If
 	// set, runs a real single server (bootstrap_expect = 1) keeping its
@@ -99,7 +99,7 @@ func startConsul(ctx context.Context, binary string, opts ConsulOptions) (*Consu
 	}
 	tmp, err := os.MkdirTemp("", "switchyard-consul-")
 	if err != nil {
-		return nil, fmt.Errorf("harness: consul config dir: %w", err)
+		return nil, fmt.Errorf("devstack: consul config dir: %w", err)
 	}
 	c, err := newConsul(consulNode{
 		binary:    binary,
@@ -181,11 +181,11 @@ func newConsul(n consulNode) (*Consul, error) {
 	dev := n.dataDir == ""
 	if !dev {
 		if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("harness: consul data dir: %w", err)
+			return nil, fmt.Errorf("devstack: consul data dir: %w", err)
 		}
 		abs, err := filepath.Abs(n.dataDir)
 		if err != nil {
-			return nil, fmt.Errorf("harness: consul data dir: %w", err)
+			return nil, fmt.Errorf("devstack: consul data dir: %w", err)
 		}
 		cfg["server"] = true
 		cfg["bootstrap_expect"] = n.expect
@@ -201,11 +201,11 @@ func newConsul(n consulNode) (*Consul, error) {
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("harness: consul config: %w", err)
+		return nil, fmt.Errorf("devstack: consul config: %w", err)
 	}
 	configFile := filepath.Join(n.configDir, "consul.json")
 	if err := os.WriteFile(configFile, data, 0o600); err != nil {
-		return nil, fmt.Errorf("harness: consul config: %w", err)
+		return nil, fmt.Errorf("devstack: consul config: %w", err)
 	}
 
 	c := &Consul{
@@ -224,7 +224,7 @@ func newConsul(n consulNode) (*Consul, error) {
 		HttpClient: &http.Client{Transport: c.transport},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("harness: consul client: %w", err)
+		return nil, fmt.Errorf("devstack: consul client: %w", err)
 	}
 	return c, nil
 }
@@ -259,7 +259,7 @@ func (c *Consul) launch() error {
 		output: c.output,
 	}, c.tail)
 	if err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	c.mu.Lock()
 	c.proc = proc
@@ -278,14 +278,14 @@ func (c *Consul) waitReady(ctx context.Context) error {
 	var lastErr error
 	for {
 		if proc.exited() {
-			return fmt.Errorf("harness: consul %s: %w%s", c.name, proc.exitError(c.tail), withTail(c.tail))
+			return fmt.Errorf("devstack: consul %s: %w%s", c.name, proc.exitError(c.tail), withTail(c.tail))
 		}
 		if lastErr = c.probe(ctx); lastErr == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("harness: consul %s not ready at %s: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: consul %s not ready at %s: %w (last error: %v)%s",
 				c.name, c.HTTPAddr(), ctx.Err(), lastErr, withTail(c.tail))
 		case <-proc.done:
 		case <-time.After(100 * time.Millisecond):
@@ -336,13 +336,13 @@ func (c *Consul) Stop() error {
 	var errs []error
 	if c.proc != nil {
 		if err := c.proc.stop(syscall.SIGTERM, consulStopGrace); err != nil {
-			errs = append(errs, fmt.Errorf("harness: %w", err))
+			errs = append(errs, fmt.Errorf("devstack: %w", err))
 		}
 	}
 	c.transport.CloseIdleConnections()
 	for _, dir := range c.tempDirs {
 		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("harness: remove %s: %w", dir, err))
+			errs = append(errs, fmt.Errorf("devstack: remove %s: %w", dir, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -359,7 +359,7 @@ func (c *Consul) Kill() error {
 	err := c.proc.kill()
 	c.transport.CloseIdleConnections()
 	if err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	return nil
 }
@@ -371,13 +371,13 @@ func (c *Consul) Restart(ctx context.Context) error {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
-		return fmt.Errorf("harness: restart consul %s: %w", c.name, ErrStopped)
+		return fmt.Errorf("devstack: restart consul %s: %w", c.name, ErrStopped)
 	}
 	proc := c.proc
 	c.mu.Unlock()
 	if proc != nil {
 		if err := proc.stop(syscall.SIGTERM, consulStopGrace); err != nil {
-			return fmt.Errorf("harness: restart: %w", err)
+			return fmt.Errorf("devstack: restart: %w", err)
 		}
 	}
 	c.transport.CloseIdleConnections()
@@ -387,24 +387,18 @@ func (c *Consul) Restart(ctx context.Context) error {
 	return c.waitReady(ctx)
 }
 
-// logTail returns the last lines the agent printed.
-func (c *Consul) logTail() string { return c.tail.String() }
+// LogTail returns the last lines the agent printed.
+func (c *Consul) LogTail() string { return c.tail.String() }
 
 // resolveConsulBinary finds the consul executable; see ConsulOptions.Binary.
 func resolveConsulBinary(explicit string) (string, error) {
 	if explicit != "" {
 		if _, err := os.Stat(explicit); err != nil {
-			return "", fmt.Errorf("harness: consul binary: %w: %w", err, ErrConsulNotFound)
+			return "", fmt.Errorf("devstack: consul binary: %w: %w", err, ErrConsulNotFound)
 		}
 		return explicit, nil
 	}
-	if env := os.Getenv("SWITCHYARD_CONSUL"); env != "" {
-		if _, err := os.Stat(env); err != nil {
-			return "", fmt.Errorf("harness: $SWITCHYARD_CONSUL: %w: %w", err, ErrConsulNotFound)
-		}
-		return env, nil
-	}
-	looked := []string{"$SWITCHYARD_CONSUL (unset)"}
+	var looked []string
 	if root, err := moduleRoot(); err == nil {
 		candidate := filepath.Join(root, "bin", "consul")
 		if st, err := os.Stat(candidate); err == nil && !st.IsDir() {
@@ -416,7 +410,7 @@ func resolveConsulBinary(explicit string) (string, error) {
 		return p, nil
 	}
 	looked = append(looked, "$PATH")
-	return "", fmt.Errorf("harness: looked in %v: %w", looked, ErrConsulNotFound)
+	return "", fmt.Errorf("devstack: looked in %v: %w", looked, ErrConsulNotFound)
 }
 
 // moduleRoot returns the nearest directory at or above the working directory
@@ -424,7 +418,7 @@ func resolveConsulBinary(explicit string) (string, error) {
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
-		return "", fmt.Errorf("harness: %w", err)
+		return "", fmt.Errorf("devstack: %w", err)
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
@@ -432,7 +426,7 @@ func moduleRoot() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("harness: no go.mod above the working directory")
+			return "", errors.New("devstack: no go.mod above the working directory")
 		}
 		dir = parent
 	}

@@ -1,4 +1,4 @@
-package harness
+package devstack
 
 import (
 	"context"
@@ -35,7 +35,7 @@ const (
 	postgresReadyTimeout = 30 * time.Second
 	postgresStopGrace    = 30 * time.Second
 	postgresUser         = "postgres"
-	// postgresConfFile holds the harness's settings; it is rewritten on every
+	// postgresConfFile holds the devstack's settings; it is rewritten on every
 	// start and included from postgresql.conf.
 	postgresConfFile = "switchyard.conf"
 )
@@ -52,8 +52,7 @@ var defaultPostgresSettings = map[string]string{
 
 // PostgresOptions configures StartPostgres.
 type PostgresOptions struct {
-	// BinDir holds initdb and postgres. Default: $SWITCHYARD_PG_BIN, then
-	// DefaultPostgresBinDir.
+	// BinDir holds initdb and postgres (DefaultPostgresBinDir).
 	BinDir string
 	// DataDir is the cluster's data directory. If empty, a new temporary
 	// directory is used and removed by Stop. If set and already initialised,
@@ -71,7 +70,7 @@ type PostgresOptions struct {
 	// should survive an OS crash), wal_level=logical,
 	// max_replication_slots=20, max_wal_senders=20, max_connections=200,
 	// shared_buffers=128MB. listen_addresses, port and
-	// unix_socket_directories are always set by the harness.
+	// unix_socket_directories are always set by the devstack.
 	Settings map[string]string
 }
 
@@ -176,12 +175,12 @@ func (p *Postgres) DSN(dbname string) string {
 func (p *Postgres) CreateDatabase(ctx context.Context, name string) error {
 	db, err := sql.Open("postgres", p.DSN("postgres"))
 	if err != nil {
-		return fmt.Errorf("harness: create database %s: %w", name, err)
+		return fmt.Errorf("devstack: create database %s: %w", name, err)
 	}
 	defer db.Close()
 	var exists bool
 	if err := db.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return fmt.Errorf("harness: create database %s: %w", name, err)
+		return fmt.Errorf("devstack: create database %s: %w", name, err)
 	}
 	if exists {
 		return nil
@@ -190,7 +189,7 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) error {
 		if pq.As(err, pqerror.DuplicateDatabase) != nil {
 			return nil // created concurrently
 		}
-		return fmt.Errorf("harness: create database %s: %w", name, err)
+		return fmt.Errorf("devstack: create database %s: %w", name, err)
 	}
 	return nil
 }
@@ -209,12 +208,12 @@ func (p *Postgres) Stop() error {
 	var errs []error
 	if p.proc != nil {
 		if err := p.proc.stop(syscall.SIGINT, postgresStopGrace); err != nil {
-			errs = append(errs, fmt.Errorf("harness: %w", err))
+			errs = append(errs, fmt.Errorf("devstack: %w", err))
 		}
 	}
 	for _, dir := range p.tempDirs {
 		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("harness: remove %s: %w", dir, err))
+			errs = append(errs, fmt.Errorf("devstack: remove %s: %w", dir, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -230,7 +229,7 @@ func (p *Postgres) Kill() error {
 		return nil
 	}
 	if err := p.proc.kill(); err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	return nil
 }
@@ -242,13 +241,13 @@ func (p *Postgres) Restart(ctx context.Context) error {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		return fmt.Errorf("harness: restart postgres on %s: %w", p.Addr(), ErrStopped)
+		return fmt.Errorf("devstack: restart postgres on %s: %w", p.Addr(), ErrStopped)
 	}
 	proc := p.proc
 	p.mu.Unlock()
 	if proc != nil {
 		if err := proc.stop(syscall.SIGINT, postgresStopGrace); err != nil {
-			return fmt.Errorf("harness: restart: %w", err)
+			return fmt.Errorf("devstack: restart: %w", err)
 		}
 	}
 	if err := p.launch(); err != nil {
@@ -257,8 +256,8 @@ func (p *Postgres) Restart(ctx context.Context) error {
 	return p.waitReady(ctx)
 }
 
-// logTail returns the last lines the server printed.
-func (p *Postgres) logTail() string { return p.tail.String() }
+// LogTail returns the last lines the server printed.
+func (p *Postgres) LogTail() string { return p.tail.String() }
 
 // prepareDirs sets dataDir and socketDir, creating temporary directories
 // owned by the user the server runs as.
@@ -274,7 +273,7 @@ func (p *Postgres) prepareDirs(dataDir string) error {
 	}
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
-		return fmt.Errorf("harness: postgres data dir: %w", err)
+		return fmt.Errorf("devstack: postgres data dir: %w", err)
 	}
 	p.dataDir = abs
 	sock, err := p.tempDir("switchyard-pg-sock-")
@@ -290,11 +289,11 @@ func (p *Postgres) prepareDirs(dataDir string) error {
 func (p *Postgres) tempDir(pattern string) (string, error) {
 	dir, err := os.MkdirTemp("", pattern)
 	if err != nil {
-		return "", fmt.Errorf("harness: postgres temp dir: %w", err)
+		return "", fmt.Errorf("devstack: postgres temp dir: %w", err)
 	}
 	p.tempDirs = append(p.tempDirs, dir)
 	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", fmt.Errorf("harness: postgres temp dir: %w", err)
+		return "", fmt.Errorf("devstack: postgres temp dir: %w", err)
 	}
 	if err := p.chown(dir); err != nil {
 		return "", err
@@ -308,10 +307,10 @@ func (p *Postgres) initdb(ctx context.Context) error {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p.dataDir), 0o755); err != nil {
-		return fmt.Errorf("harness: postgres data dir: %w", err)
+		return fmt.Errorf("devstack: postgres data dir: %w", err)
 	}
 	if err := os.Mkdir(p.dataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("harness: postgres data dir: %w", err)
+		return fmt.Errorf("devstack: postgres data dir: %w", err)
 	}
 	if err := p.chown(p.dataDir); err != nil {
 		return err
@@ -333,7 +332,7 @@ func (p *Postgres) initdb(ctx context.Context) error {
 		output: p.output,
 	}.run(ctx)
 	if err != nil {
-		return fmt.Errorf("harness: %w%s", err, withTail(p.tail))
+		return fmt.Errorf("devstack: %w%s", err, withTail(p.tail))
 	}
 	return nil
 }
@@ -350,16 +349,16 @@ func (p *Postgres) writeConfig() error {
 	settings["unix_socket_directories"] = p.socketDir
 
 	var b strings.Builder
-	b.WriteString("# Written by the switchyard harness on every start; edits are overwritten.\n")
+	b.WriteString("# Written by the switchyard devstack on every start; edits are overwritten.\n")
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		if !settingName.MatchString(k) {
-			return fmt.Errorf("harness: postgres setting %q: invalid name", k)
+			return fmt.Errorf("devstack: postgres setting %q: invalid name", k)
 		}
 		fmt.Fprintf(&b, "%s = '%s'\n", k, strings.ReplaceAll(settings[k], "'", "''"))
 	}
 	path := filepath.Join(p.dataDir, postgresConfFile)
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return fmt.Errorf("harness: postgres config: %w", err)
+		return fmt.Errorf("devstack: postgres config: %w", err)
 	}
 	if err := p.chown(path); err != nil {
 		return err
@@ -368,7 +367,7 @@ func (p *Postgres) writeConfig() error {
 	main := filepath.Join(p.dataDir, "postgresql.conf")
 	conf, err := os.ReadFile(main)
 	if err != nil {
-		return fmt.Errorf("harness: postgres config: %w", err)
+		return fmt.Errorf("devstack: postgres config: %w", err)
 	}
 	include := fmt.Sprintf("include_if_exists = '%s'", postgresConfFile)
 	if strings.Contains(string(conf), include) {
@@ -376,11 +375,11 @@ func (p *Postgres) writeConfig() error {
 	}
 	f, err := os.OpenFile(main, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		return fmt.Errorf("harness: postgres config: %w", err)
+		return fmt.Errorf("devstack: postgres config: %w", err)
 	}
-	_, werr := fmt.Fprintf(f, "\n# Added by the switchyard harness.\n%s\n", include)
+	_, werr := fmt.Fprintf(f, "\n# Added by the switchyard devstack.\n%s\n", include)
 	if err := errors.Join(werr, f.Close()); err != nil {
-		return fmt.Errorf("harness: postgres config: %w", err)
+		return fmt.Errorf("devstack: postgres config: %w", err)
 	}
 	return nil
 }
@@ -396,7 +395,7 @@ func (p *Postgres) launch() error {
 		output: p.output,
 	}, p.tail)
 	if err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	p.mu.Lock()
 	p.proc = proc
@@ -413,13 +412,13 @@ func (p *Postgres) waitReady(ctx context.Context) error {
 	p.mu.Unlock()
 	db, err := sql.Open("postgres", p.DSN("postgres")+"&connect_timeout=2")
 	if err != nil {
-		return fmt.Errorf("harness: postgres: %w", err)
+		return fmt.Errorf("devstack: postgres: %w", err)
 	}
 	defer db.Close()
 	var lastErr error
 	for {
 		if proc.exited() {
-			return fmt.Errorf("harness: postgres on %s: %w%s", p.Addr(), proc.exitError(p.tail), withTail(p.tail))
+			return fmt.Errorf("devstack: postgres on %s: %w%s", p.Addr(), proc.exitError(p.tail), withTail(p.tail))
 		}
 		var one int
 		if lastErr = db.QueryRowContext(ctx, "SELECT 1").Scan(&one); lastErr == nil {
@@ -427,7 +426,7 @@ func (p *Postgres) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("harness: postgres on %s not ready: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: postgres on %s not ready: %w (last error: %v)%s",
 				p.Addr(), ctx.Err(), lastErr, withTail(p.tail))
 		case <-proc.done:
 		case <-time.After(50 * time.Millisecond):
@@ -440,7 +439,7 @@ func (p *Postgres) chown(path string) error {
 		return nil
 	}
 	if err := os.Chown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	return nil
 }
@@ -453,15 +452,15 @@ func postgresCredential() (*syscall.Credential, error) {
 	}
 	u, err := user.Lookup(postgresUser)
 	if err != nil {
-		return nil, fmt.Errorf("harness: running as root, PostgreSQL must run as the %s user: %w", postgresUser, err)
+		return nil, fmt.Errorf("devstack: running as root, PostgreSQL must run as the %s user: %w", postgresUser, err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("harness: uid of %s: %w", postgresUser, err)
+		return nil, fmt.Errorf("devstack: uid of %s: %w", postgresUser, err)
 	}
 	gid, err := strconv.ParseUint(u.Gid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("harness: gid of %s: %w", postgresUser, err)
+		return nil, fmt.Errorf("devstack: gid of %s: %w", postgresUser, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
@@ -470,14 +469,11 @@ func postgresCredential() (*syscall.Credential, error) {
 func resolvePostgresBinDir(explicit string) (string, error) {
 	dir := explicit
 	if dir == "" {
-		dir = os.Getenv("SWITCHYARD_PG_BIN")
-	}
-	if dir == "" {
 		dir = DefaultPostgresBinDir
 	}
 	for _, prog := range []string{"initdb", "postgres"} {
 		if _, err := os.Stat(filepath.Join(dir, prog)); err != nil {
-			return "", fmt.Errorf("harness: %w: %w", err, ErrPostgresNotFound)
+			return "", fmt.Errorf("devstack: %w: %w", err, ErrPostgresNotFound)
 		}
 	}
 	return dir, nil
