@@ -42,8 +42,10 @@ type RouterSession struct {
 	ID    string
 	// Session is the Consul session id holding the router's keys.
 	Session string
-	// reg is the registration key's value, written again on each renewal.
-	reg []byte
+	// reg is the registration key's value; Renewal counts the writes, so
+	// each moves the key's ModifyIndex (Consul keeps the index of a write
+	// that changes nothing).
+	reg registration
 }
 
 // ErrSessionGone: Consul no longer has the router's session (it expired or
@@ -55,7 +57,7 @@ var ErrSessionGone = errors.New("router session no longer exists")
 // that the router's lease is ttl. The caller keeps
 // it alive with Renew, and Ends it on the way out.
 func (s *Store) RegisterRouter(ctx context.Context, id string, ttl time.Duration) (*RouterSession, error) {
-	reg := registrationValue(ttl)
+	reg := registration{Registered: time.Now().UTC(), LeaseTTLMS: ttl.Milliseconds()}
 	ttl = max(ttl, 10*time.Second)
 	se, _, err := s.client.Session().Create(&api.SessionEntry{
 		Name: "switchyard-router-" + id, TTL: ttl.String(), Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-
 )
 
 // UpdatePolicy applies fn to the current policy and writes it back with a

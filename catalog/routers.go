@@ -33,16 +33,19 @@ type RouterRegistration struct {
 type registration struct {
 	Registered time.Time `json:"registered"`
 	LeaseTTLMS int64     `json:"lease_ttl_ms"`
+	Renewal    uint64    `json:"renewal"`
 }
 
-func registrationValue(leaseTTL time.Duration) []byte {
-	data, _ := json.Marshal(registration{Registered: time.Now().UTC(), LeaseTTLMS: leaseTTL.Milliseconds()})
-	return data
-}
-
-// refresh writes the registration key again under the session.
+// refresh writes the registration key again under the session, with the
+// next renewal count: a write of the same value would leave the key's
+// ModifyIndex where it was.
 func (rs *RouterSession) refresh(ctx context.Context) error {
-	ok, _, err := rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.routerKey(rs.ID), Value: rs.reg, Session: rs.Session}, writeOpts(ctx))
+	rs.reg.Renewal++
+	data, err := json.Marshal(rs.reg)
+	if err != nil {
+		return fmt.Errorf("router key %s: %w", rs.ID, err)
+	}
+	ok, _, err := rs.store.client.KV().Acquire(&api.KVPair{Key: rs.store.routerKey(rs.ID), Value: data, Session: rs.Session}, writeOpts(ctx))
 	if err != nil {
 		return fmt.Errorf("router key %s: %w", rs.ID, err)
 	}

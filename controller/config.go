@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
-	"github.com/switchyard/switchyard/migrator"
 )
 
 // Role is what a bearer token may do.
@@ -63,9 +62,6 @@ type Config struct {
 	MoveRateRows float64
 	// MoveChunkRows is each move's copy chunk (0: the migrator's default).
 	MoveChunkRows int
-	// MoveHooks let tests stop the leader's moves at chosen points (nil in
-	// production).
-	MoveHooks *migrator.Hooks
 	// ProvisionCluster, when no registered dedicated cluster is free, makes
 	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
 	// and an app instance) and returns it; the controller registers it.

@@ -25,17 +25,6 @@ type Hooks struct {
 	BeforeApply  func(m *Move, changes int) error
 	BeforeSwitch func(m *Move) error
 	AfterFence   func(m *Move) error
-	// BeforeStep is called before each step of a move, with the phase it
-	// is in persisted (tests hold a move in a phase with it).
-	BeforeStep func(m *Move) error
-}
-
-// hookedStep runs the BeforeStep hook, then the step of the move's phase.
-func (r *run) hookedStep(ctx context.Context) error {
-	if err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforeStep, r.m); err != nil {
-		return err
-	}
-	return r.step(ctx)
 }
 
 // Migrator runs moves. Any number of migrators may run; a Consul lock per
@@ -162,8 +151,7 @@ func (mg *Migrator) Retry(ctx context.Context, id string) (*Move, error) {
 		return nil, err
 	}
 	if m.Status != StatusPaused {
-		// A valid request at the wrong time: 409, not 400.
-		return m, fmt.Errorf("%w: move %s is %s in %s, not paused: nothing to retry", catalog.ErrConflict, id, m.Status, m.Phase)
+		return m, fmt.Errorf("%w: move %s is %s, not paused", catalog.ErrInvalid, id, m.Status)
 	}
 	m.Status, m.Error, m.Attempts = StatusRunning, "", 0
 	if err := mg.moves.save(ctx, m); err != nil {

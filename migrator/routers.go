@@ -111,6 +111,9 @@ func (e *stalledRouters) Unwrap() []error { return []error{errRoutersStalled, e.
 func (mg *Migrator) ackTimeout(missing []string, polled time.Time, err error) error {
 	mg.routers.mu.Lock()
 	defer mg.routers.mu.Unlock()
+	if len(missing) == 0 { // no answer before the deadline: nothing known
+		return fmt.Errorf("router acknowledgements not read in time: %w", err)
+	}
 	for _, id := range missing {
 		if s, ok := mg.routers.seen[id]; !ok || s.lease == 0 || s.at.After(polled) {
 			return fmt.Errorf("routers %v did not acknowledge the freeze in time: %w", missing, err)

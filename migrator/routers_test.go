@@ -93,6 +93,7 @@ func TestAckTimeout(t *testing.T) {
 		{[]string{"c"}, false},      // renewed during the wait
 		{[]string{"a", "c"}, false}, // one of them alive
 		{[]string{"x"}, false},      // never seen
+		{nil, false},                // no answer read before the deadline
 	} {
 		err := mg.ackTimeout(tc.missing, polled, context.DeadlineExceeded)
 		if got := errors.Is(err, errRoutersStalled); got != tc.stalled {

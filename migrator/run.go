@@ -167,7 +167,7 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.hookedStep(ctx)
+		err := r.step(ctx)
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}

@@ -58,12 +58,14 @@ func quoteIdents(names []string) string {
 const DefaultKeyColumn = "tenant_id"
 
 // tenantTablesSQL selects the tenant tables (schema, name, oid): the
-// tables, outside the system schemas, with the key column ($1).
+// tables, outside the system schemas, with the key column ($1). Temporary
+// tables are not (the applier's staging tables on the target, of any
+// session, come and go during a move).
 const tenantTablesSQL = `
 		SELECT n.nspname, c.relname, c.oid::int8 AS oid
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema','switchyard')
-		  AND NOT c.relispartition
+		  AND NOT c.relispartition AND c.relpersistence <> 't'
 		  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped AND a.attnum > 0)`
 
 // DiscoverTables finds every table in the database with the tenant key

@@ -20,6 +20,7 @@ func TestSchemaStamp(t *testing.T) {
 		{name: "table without the key column", stmt: `CREATE TABLE lookup (code text PRIMARY KEY)`, changes: false},
 		{name: "index", stmt: `CREATE INDEX orders_item ON orders (item)`, changes: false},
 		{name: "vacuum full", stmt: `VACUUM FULL orders`, changes: false},
+		{name: "temporary table with the key column", stmt: `CREATE TEMPORARY TABLE staging (tenant_id text, id bigint)`, changes: false},
 		{name: "column added", stmt: `ALTER TABLE orders ADD COLUMN note text`, changes: true},
 		{name: "column type", stmt: `ALTER TABLE orders ALTER COLUMN note TYPE varchar(20)`, changes: true},
 		{name: "column renamed", stmt: `ALTER TABLE orders RENAME COLUMN note TO remark`, changes: true},

@@ -210,3 +210,39 @@ func TestWatcherSurvivesRestartAndIndexReset(t *testing.T) {
 		return rt.Target == "pool-9"
 	})
 }
+
+// A router's registration key moves on every renewal (a migrator skips a
+// router whose key stood still for longer than its lease), and says the
+// lease. Before the renewal count was in the value, Consul kept the index
+// of the unchanged write: every router looked stalled.
+func TestRouterRegistrationMovesOnRenewal(t *testing.T) {
+	c := harness.ConsulT(t)
+	store := catalog.NewStore(c.Client(), "")
+	ctx := testContext(t)
+	sess, err := store.RegisterRouter(ctx, "r1", 7*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	index := func() catalog.RouterRegistration {
+		regs, err := store.RouterRegistrations(ctx)
+		if err != nil || len(regs) != 1 {
+			t.Fatalf("registrations: %v %v", regs, err)
+		}
+		return regs[0]
+	}
+	before := index()
+	if before.ID != "r1" || before.LeaseTTL != 7*time.Second {
+		t.Fatalf("registration %+v, want r1 with a 7s lease", before)
+	}
+	for i := range 3 {
+		if err := sess.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+		after := index()
+		if after.ModifyIndex <= before.ModifyIndex {
+			t.Fatalf("renewal %d: the key's index stayed at %d", i+1, after.ModifyIndex)
+		}
+		before = after
+	}
+}

@@ -66,9 +66,10 @@ func limitGet(t testing.TB, hc *http.Client, base, tenant, method string, body i
 }
 
 // holdingBackend holds the requests sent to it (X-Test-Route) until released.
-type holdingBackend struct{ release chan struct{} }
+type holdingBackend struct{ arrived, release chan struct{} }
 
 func (b *holdingBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.arrived <- struct{}{}
 	<-b.release
 	w.WriteHeader(http.StatusOK)
 }
@@ -85,7 +86,7 @@ func (b *echoBackend) seenCount() int {
 // the catalog applies without a restart, and clearing it goes back.
 func TestRouterEnforcesTenantLimits(t *testing.T) {
 	s := newStack(t)
-	hb := &holdingBackend{release: make(chan struct{})}
+	hb := &holdingBackend{arrived: make(chan struct{}, 1), release: make(chan struct{})}
 	be := startBackend(t, s.consul.Client(), "app-shared", hb)
 	s.tenant("lim-a", "free", catalog.TierShared, "pool-1")
 	s.tenant("lim-c", "free", catalog.TierShared, "pool-1")
@@ -161,15 +162,17 @@ func TestRouterEnforcesTenantLimits(t *testing.T) {
 			data, _ := io.ReadAll(resp.Body)
 			held <- limitAnswer{status: resp.StatusCode, code: string(data)}
 		}()
-		waitFor(t, 5*time.Second, "the held request at the backend", func() bool {
-			select {
-			case a := <-held:
-				t.Fatalf("the request to hold was answered at once: %+v", a)
-			default:
-			}
-			a := limitGet(t, hc, rr.url, "lim-a", "GET", nil, false)
-			return a.status == 429 && a.code == "concurrency_limited" && a.limit == catalog.LimitConcurrentRequests && a.retryAfter == "1"
-		})
+		select {
+		case <-hb.arrived:
+		case a := <-held:
+			t.Fatalf("the request to hold was answered at once: %+v", a)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request to hold never reached the backend")
+		}
+		if a := limitGet(t, hc, rr.url, "lim-a", "GET", nil, false); a.status != 429 || a.code != "concurrency_limited" ||
+			a.limit != catalog.LimitConcurrentRequests || a.retryAfter != "1" {
+			t.Fatalf("a second request in flight: %+v, want 429 concurrency_limited naming concurrent_requests", a)
+		}
 		close(hb.release)
 		if a := <-held; a.status != 200 {
 			t.Fatalf("the held request: %+v", a)
