@@ -21,15 +21,18 @@ run: tools build
 vet:
 	$(GO) vet ./...
 
-# go vet, staticcheck and golangci-lint (.golangci.yml), all clean; the
-# linters are pinned and built into bin/ by scripts/tools.sh. The fault
-# injection build (-tags faultinject) is vetted too.
-lint: tools vet
+# go vet, staticcheck and golangci-lint (.golangci.yml); the linters are
+# pinned and built into bin/ by `scripts/tools.sh lint`. The fault injection
+# build (-tags faultinject) is vetted too. Not yet part of `make test`: the
+# linters still report findings to fix first.
+lint: vet
+	@scripts/tools.sh lint
 	$(GO) vet -tags faultinject ./cmd/switchyard
 	$(BIN)/staticcheck ./...
 	$(BIN)/golangci-lint run ./...
 
-test: tools lint
+test: tools
+	$(GO) vet ./...
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 

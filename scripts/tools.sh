@@ -3,8 +3,8 @@
 # module proxy and Debian's packages. Idempotent: a second run is a no-op.
 #   - bin/consul, built from the Go module proxy (about 6 minutes, then cached)
 #   - PostgreSQL 15 server binaries (Debian "postgresql")
-#   - bin/staticcheck and bin/golangci-lint, built from the Go module proxy
-#     at pinned versions (a few minutes, then cached)
+#   - with the argument "lint": bin/staticcheck and bin/golangci-lint, built
+#     from the Go module proxy at pinned versions (several minutes, then cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONSUL_VERSION="${CONSUL_VERSION:-v1.20.1}"
@@ -46,6 +46,7 @@ fi
 v=$(bin/consul version); echo "${v%%$'\n'*}"
 
 # Linters (make lint), each rebuilt only when its pinned version changes.
+[ "${1:-}" = lint ] || exit 0
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
 GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
 go_tool() { # go_tool <binary> <version> <module path of the command>

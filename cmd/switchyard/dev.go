@@ -251,7 +251,7 @@ func (d *devStack) startRouter(ctx context.Context, listen, admin string) error 
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	d.onStop(func() { cancel(); <-done })
+	d.onStop(func() { cancel(); _ = <-done })
 	select {
 	case <-r.Watcher().Ready():
 	case err := <-done:
@@ -278,7 +278,7 @@ func (d *devStack) startController(ctx context.Context) error {
 	cctx, ccancel := context.WithCancel(context.Background())
 	cdone := make(chan error, 1)
 	go func() { cdone <- ctl.Run(cctx) }()
-	d.onStop(func() { ccancel(); <-cdone })
+	d.onStop(func() { ccancel(); _ = <-cdone })
 	if _, err := ctl.Addr(ctx); err != nil {
 		return err
 	}
@@ -503,7 +503,7 @@ func (d *devStack) waitServed(ctx context.Context) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("tenant %s not served through the router (status %d, %v)", id, status, err)
+				return fmt.Errorf("tenant %s not served through the router (status %d, %v)", id, status, err) //nolint:errorlint // err may be nil: a status, not a cause
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
