@@ -44,7 +44,14 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	p, h := fc.p, &fc.head
 	cfg := &p.cfg
 	tier, target, status := "", "", 0
-	defer func() { fc.requestCounter(tier, target, statusText(status)).Inc() }()
+	done := &fc.obs.done
+	path, _, _ := strings.Cut(h.target, "?")
+	p.obs.begin(done, h.method, path)
+	defer func() {
+		fc.requestCounter(tier, target, statusText(status)).Inc()
+		done.status = status
+		p.completed(done)
+	}()
 
 	// A router answer to a request whose body was not read ends the
 	// connection: the body's bytes cannot be told from the next request's.
@@ -63,18 +70,19 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	if h.contentLength > cfg.MaxBodyBytes {
 		return answer(errBodyTooLarge, "")
 	}
-	path, _, _ := strings.Cut(h.target, "?")
 	ex, err := p.extract.extract(extractInput{tenantHeader: h.tenant, authorization: h.auth, host: h.host, path: path, remoteAddr: fc.remoteAddr})
 	if err != nil {
 		return answer(extractionError(err), "")
 	}
 	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
+	done.tenant = tenant
 	route, t, entry, rerr := p.resolve(context.Background(), tenant)
 	if rerr != nil {
 		return answer(rerr, tenant)
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
+	done.resolved, done.tier, done.target = true, tier, target
 
 	req := &fc.req
 	*req = fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,
@@ -83,6 +91,9 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	fc.buildOutHead(h, route, ex.StripPrefix)
 	_, _ = fc.br.Discard(h.size)
 	status, keep = fc.forward(req)
+	if req.bodyRead {
+		done.bytesIn = req.contentLength
+	}
 	return keep && !req.clientClose
 }
 
@@ -105,6 +116,7 @@ func fastIdempotency(h *reqHead) (idempotent, replayable bool) {
 // (X-Tenant-*, Forwarded, X-Forwarded-*, in any spelling), then the
 // router's own. The same rewrite as Proxy.rewrite.
 func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string) {
+	keepID, dropID := fc.p.obs.fastRequestID(h, &fc.obs.done)
 	b := fc.out[:0]
 	b = append(b, h.method...)
 	b = append(b, ' ')
@@ -119,7 +131,7 @@ func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string)
 	}
 	b = append(b, " HTTP/1.1\r\n"...)
 	for _, f := range h.fields {
-		if hopByHopRequest(f.name) || routerOwned(f.name) {
+		if hopByHopRequest(f.name) || routerOwned(f.name) || dropID && isRequestIDField(f.name) {
 			continue
 		}
 		b = append(b, f.name...)
@@ -138,7 +150,9 @@ func (fc *frontConn) buildOutHead(h *reqHead, route catalog.Route, strip string)
 	b = append(b, route.Target...)
 	b = append(b, "\r\n"+HeaderTenantEpoch+": "...)
 	b = strconv.AppendUint(b, route.Epoch, 10)
-	b = append(b, "\r\nX-Forwarded-For: "...)
+	b = append(b, "\r\n"...)
+	b = fc.p.obs.appendRequestIDField(b, &fc.obs.done, keepID)
+	b = append(b, "X-Forwarded-For: "...)
 	b = append(b, fc.clientIP...)
 	b = append(b, "\r\nX-Forwarded-Host: "...)
 	b = append(b, h.host...)
@@ -159,6 +173,7 @@ func (fc *frontConn) forward(req *fwdReq) (int, bool) {
 	}
 	fresh, otherTried := false, false
 	for attempt := 0; ; attempt++ {
+		fc.obs.done.instance = tk.up.addr
 		c, err := tr.getConn(context.Background(), tk.up.addr, fresh, false)
 		if err != nil {
 			tk.report(err)
@@ -297,6 +312,7 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	// The response head.
 	cw := fc.writer()
 	defer fc.putWriter(cw)
+	cw.Reset(fc.obs.out.wrap(fc.io)) // counts the response body's bytes
 	interim := false
 	for {
 		n, err := 0, waitErr
@@ -346,7 +362,8 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	}
 	_ = c.conn.SetReadDeadline(time.Time{})
 	r := &fc.resp
-	fc.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(time.Since(start).Seconds())
+	fc.obs.done.upstream = time.Since(start)
+	fc.upstreamObserver(string(req.route.Tier), req.route.Target).Observe(fc.obs.done.upstream.Seconds())
 
 	// Framing of what the client gets.
 	bodiless := req.head || r.status == http.StatusNoContent || r.status == http.StatusNotModified
@@ -356,6 +373,7 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		fc.linger = true // the backend stopped reading the body: the rest is unread
 	}
 	writeResponseHead(cw, r, closeClient, true)
+	bodyStart := fc.obs.out.n + int64(cw.Buffered())
 
 	var copyErr error
 	switch {
@@ -368,6 +386,7 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 		copyErr = relayN(cw, c.br, -1, fc.waitBackendFn)
 		r.close = true // the body ends with the connection
 	}
+	fc.obs.done.bytesOut = fc.obs.out.n + int64(cw.Buffered()) - bodyStart
 	if copyErr != nil {
 		c.close()
 		if errors.Is(copyErr, errClientGone) || errors.Is(copyErr, errClientWrite) {

@@ -211,6 +211,7 @@ type frontConn struct {
 	waitBackendFn func() error          // fc.waitBackend, bound once
 	waitBodyFn    func() error          // fc.waitBody, bound once
 	bodyDeadline  time.Time             // the request body must have arrived by then
+	obs           frontObs              // metering and the access log (usage_observe.go)
 
 	// The last metric children used: a connection mostly serves one
 	// tenant's target, so this spares a map lookup per request.

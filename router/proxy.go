@@ -34,6 +34,7 @@ type Proxy struct {
 	transport upstreamTransport
 	inflight  *Inflight
 	lease     *lease // nil: no lease to keep (a proxy without a router)
+	obs       observer
 
 	// fastTransport is the backend client of the fast path (front.go).
 	fastTransport *syncTransport
@@ -45,6 +46,7 @@ type reqState struct {
 	service     string
 	stripPrefix string
 	start       time.Time
+	done        *completion // the request's record for metering and the access log
 	// proxyAuthenticate is the backend's Proxy-Authenticate, relayed as
 	// nginx does (a 407 needs it), not dropped as hop-by-hop.
 	proxyAuthenticate []string
@@ -54,7 +56,8 @@ type reqStateKey struct{}
 
 // NewProxy builds the request handler.
 func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight}
+	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight,
+		obs: newObserver(cfg.Observe)}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
 	if st, ok := transport.(*syncTransport); ok {
@@ -79,9 +82,12 @@ var _ http.Handler = (*Proxy)(nil)
 // ServeHTTP implements the request path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
+	done := &rec.done
+	p.obs.begin(done, r.Method, r.URL.Path)
 	tier, target := "", ""
 	defer func() {
 		p.metrics.requestCounter(tier, target, statusText(rec.status)).Inc()
+		rec.complete(p)
 	}()
 	if headerBytes(r) > p.cfg.MaxHeaderBytes {
 		errHeadersTooLarge.write(rec, "")
@@ -98,13 +104,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// From here the body has its deadlines, also for net/http's own
 		// read of what the router leaves unread.
-		r.Body = p.newBodyReader(w, rec, r.Body)
+		rec.body = p.newBodyReader(w, rec, r.Body)
+		r.Body = rec.body
 	}
 	ex, err := p.extract.Extract(r)
 	if err != nil {
 		extractionError(err).write(rec, "")
 		return
 	}
+	done.tenant = ex.Tenant
 	route, t, entry, rerr := p.resolve(r.Context(), ex.Tenant)
 	if rerr != nil {
 		if rerr.status == 499 {
@@ -116,8 +124,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
+	done.resolved, done.tier, done.target = true, tier, target
 	rec.http10 = !r.ProtoAtLeast(1, 1)
-	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
+	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
 	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
@@ -248,6 +257,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Header[HeaderTenantTier] = []string{string(st.route.Tier)}
 	out.Header[HeaderTenantTarget] = []string{st.route.Target}
 	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
+	p.obs.setRequestIDHeader(out.Header, st.done)
 	pr.SetXForwarded()
 	// The query goes as the client sent it, byte for byte (ReverseProxy
 	// drops what url.ParseQuery cannot read, such as "100%" or ';').
@@ -314,7 +324,9 @@ func uitoa(v uint64) string {
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if st, ok := resp.Request.Context().Value(reqStateKey{}).(*reqState); ok {
-		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
+		d := time.Since(st.start)
+		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(d.Seconds())
+		st.done.upstream = d
 		if st.proxyAuthenticate != nil {
 			resp.Header["Proxy-Authenticate"] = st.proxyAuthenticate
 		}
@@ -374,6 +386,11 @@ type statusRecorder struct {
 	status int
 	http10 bool // the client speaks HTTP/1.0: no interim (1xx) responses
 	st     reqState
+	// For metering and the access log: the request's record, its body
+	// (nil if none) and the response body bytes written.
+	done    completion
+	body    *bodyReader
+	written int64
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -390,7 +407,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.written += int64(n)
+	return n, err
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

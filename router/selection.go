@@ -57,6 +57,9 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 // to its breakers; st (nil outside the proxy) keeps what modifyResponse needs.
 func (t *selectingTransport) try(req *http.Request, tk ticket, st *reqState) (*http.Response, error) {
 	req.URL.Host = tk.up.addr
+	if st != nil && st.done != nil {
+		st.done.instance = tk.up.addr
+	}
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		if req.Context().Err() != nil {

@@ -63,9 +63,15 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header", 64<<10, "largest request header block")
 	fs.BoolVar(&cfg.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on the admin listener")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	accessLog := addObserveFlags(fs, &cfg.Observe)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	closeLog, err := accessLog()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	secret := []byte(os.Getenv("SWITCHYARD_JWT_SECRET"))
 	if *jwtFile != "" {
 		b, err := os.ReadFile(*jwtFile)
