@@ -160,3 +160,15 @@ func counterValue(c prometheus.Counter) float64 {
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+func BenchmarkAccessLine(b *testing.B) {
+	g := newRequestIDs()
+	c := completion{start: time.Now(), tenant: "acme", tier: "shared", target: "pool-1", method: "GET", path: "/t/acme/orders/17",
+		status: 200, bytesOut: 512, upstream: time.Millisecond, instance: "127.0.0.1:9000", id: requestID{n: 42}}
+	buf := make([]byte, 0, 512)
+	end := time.Now()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf = appendAccessLine(buf[:0], &c, end, g)
+	}
+}

@@ -312,7 +312,6 @@ func (fc *frontConn) exchange(tr *syncTransport, c *upConn, req *fwdReq) (st int
 	// The response head.
 	cw := fc.writer()
 	defer fc.putWriter(cw)
-	cw.Reset(fc.obs.out.wrap(fc.io)) // counts the response body's bytes
 	interim := false
 	for {
 		n, err := 0, waitErr
@@ -671,7 +670,7 @@ var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1
 
 func (fc *frontConn) writer() *bufio.Writer {
 	w := frontWriters.Get().(*bufio.Writer)
-	w.Reset(fc.io)
+	w.Reset(fc.obs.out.wrap(fc.io)) // counted: the response body's size (exchange)
 	return w
 }
 

@@ -135,6 +135,8 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"POST", "/v1/moves/none/retry", nil, []string{"operator"}},
 		{"POST", "/v1/rebalance", map[string]any{"dry_run": true}, []string{"operator"}},
 		{"GET", "/v1/audit", nil, all},
+		{"GET", "/v1/tenants/acme/usage", nil, all},
+		{"GET", "/v1/usage/export", nil, []string{"billing", "operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {
