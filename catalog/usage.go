@@ -27,15 +27,26 @@ import (
 // keys: it rewrites the key of a minute with the minute's running totals
 // every flush, so a reader sums every source's key of a minute. Whole hours
 // go at once when they pass the retention.
+//
+// A minute too big for one Consul value is split by tenant (FNV-1a of the
+// id modulo P, a power of two) into P keys <source>/p<P>-<i>, every part
+// written even when empty. P never shrinks within a minute, and a writer
+// moving to a larger P writes all its parts before deleting the smaller
+// P's keys, so a reader takes, per source and minute, the largest P whose
+// parts are all there: a crash between the two leaves either the old
+// complete set or the new one, never both counted.
 
 // DefaultUsageRetention is how long usage minutes are kept.
 const DefaultUsageRetention = 7 * 24 * time.Hour
 
-// MaxUsageValueBytes is the largest usage value a source writes (Consul's
-// limit is 512 KiB).
-const MaxUsageValueBytes = 500 << 10
+// maxUsageValueBytes is the largest usage value a source writes (Consul's
+// limit is 512 KiB); a var for tests.
+var maxUsageValueBytes = 500 << 10
 
-// ErrUsageTooLarge: one source's minute does not fit one Consul value.
+// maxUsageParts bounds the keys one source's minute is split into.
+const maxUsageParts = 1024
+
+// ErrUsageTooLarge: one source's minute does not fit maxUsageParts values.
 var ErrUsageTooLarge = errors.New("usage minute exceeds the Consul value limit")
 
 // StatusClasses is the number of status classes counted (1xx to 5xx).
@@ -77,6 +88,9 @@ type UsageMinute struct {
 	Minute  time.Time // truncated to the minute, UTC
 	Source  string
 	Tenants map[string]UsageCounts
+	// Parts is how many keys the minute was last written as (0: never);
+	// PutUsage updates it.
+	Parts int
 }
 
 const usageHourLayout = "2006010215"
@@ -92,40 +106,144 @@ func (s *Store) usageKey(minute time.Time, source string) string {
 	return s.usageHourPrefix(m) + fmt.Sprintf("%02d", m.Minute()) + "/" + source
 }
 
-// parseUsageKey reads the minute out of a usage key.
-func (s *Store) parseUsageKey(key string) (time.Time, bool) {
-	rest, ok := strings.CutPrefix(key, s.usagePrefix())
-	if !ok {
-		return time.Time{}, false
-	}
-	parts := strings.SplitN(rest, "/", 3)
-	if len(parts) != 3 {
-		return time.Time{}, false
-	}
-	h, err := time.ParseInLocation(usageHourLayout, parts[0], time.UTC)
-	if err != nil {
-		return time.Time{}, false
-	}
-	m, err := strconv.Atoi(parts[1])
-	if err != nil || m < 0 || m > 59 {
-		return time.Time{}, false
-	}
-	return h.Add(time.Duration(m) * time.Minute), true
+// usageKeyName is what a usage key names.
+type usageKeyName struct {
+	minute      time.Time
+	source      string
+	parts, part int // 1, 0 for a minute in one key
 }
 
-// PutUsage writes a source's running totals of one minute.
-func (s *Store) PutUsage(ctx context.Context, m UsageMinute) error {
-	data, err := EncodeUsage(m.Tenants)
+// parseUsageKey reads a usage key.
+func (s *Store) parseUsageKey(key string) (usageKeyName, bool) {
+	k := usageKeyName{parts: 1}
+	rest, ok := strings.CutPrefix(key, s.usagePrefix())
+	if !ok {
+		return k, false
+	}
+	f := strings.SplitN(rest, "/", 4)
+	if len(f) < 3 || f[2] == "" {
+		return k, false
+	}
+	k.source = f[2]
+	if len(f) == 4 {
+		p, i, ok := strings.Cut(strings.TrimPrefix(f[3], "p"), "-")
+		var err1, err2 error
+		k.parts, err1 = strconv.Atoi(p)
+		k.part, err2 = strconv.Atoi(i)
+		if !ok || err1 != nil || err2 != nil || k.parts < 2 || k.part < 0 || k.part >= k.parts {
+			return k, false
+		}
+	}
+	h, err := time.ParseInLocation(usageHourLayout, f[0], time.UTC)
+	if err != nil {
+		return k, false
+	}
+	m, err := strconv.Atoi(f[1])
+	if err != nil || m < 0 || m > 59 || len(f[1]) != 2 {
+		return k, false
+	}
+	k.minute = h.Add(time.Duration(m) * time.Minute)
+	return k, true
+}
+
+// completeUsageKeys keeps, per source and minute, the keys of the largest
+// part count whose parts are all present.
+func (s *Store) completeUsageKeys(pairs api.KVPairs) map[string][]*api.KVPair {
+	type group struct {
+		minute time.Time
+		source string
+	}
+	byLevel := map[group]map[int][]*api.KVPair{}
+	for _, p := range pairs {
+		k, ok := s.parseUsageKey(p.Key)
+		if !ok {
+			continue
+		}
+		g := group{k.minute, k.source}
+		if byLevel[g] == nil {
+			byLevel[g] = map[int][]*api.KVPair{}
+		}
+		byLevel[g][k.parts] = append(byLevel[g][k.parts], p)
+	}
+	out := map[string][]*api.KVPair{}
+	for g, levels := range byLevel {
+		best := 0
+		for parts, ps := range levels {
+			if len(ps) == parts && parts > best {
+				best = parts
+			}
+		}
+		if best > 0 {
+			out[g.minute.Format(time.RFC3339)+" "+g.source] = levels[best]
+		}
+	}
+	return out
+}
+
+// usagePartKey is part i of a minute written as parts keys.
+func (s *Store) usagePartKey(minute time.Time, source string, parts, i int) string {
+	if parts <= 1 {
+		return s.usageKey(minute, source)
+	}
+	return s.usageKey(minute, source) + "/p" + strconv.Itoa(parts) + "-" + strconv.Itoa(i)
+}
+
+// PutUsage writes a source's running totals of one minute, in as many
+// parts as it takes (never fewer than m.Parts), and records the count in m.
+func (s *Store) PutUsage(ctx context.Context, m *UsageMinute) error {
+	values, err := encodeUsageParts(m.Tenants, max(m.Parts, 1))
 	if err != nil {
 		return err
 	}
-	if len(data) > MaxUsageValueBytes {
-		return fmt.Errorf("%w: %d tenants, %d bytes", ErrUsageTooLarge, len(m.Tenants), len(data))
+	for i, v := range values {
+		if _, err := s.client.KV().Put(&api.KVPair{Key: s.usagePartKey(m.Minute, m.Source, len(values), i), Value: v}, writeOpts(ctx)); err != nil {
+			return fmt.Errorf("put usage %s: %w", m.Minute.Format(time.RFC3339), err)
+		}
 	}
-	if _, err := s.client.KV().Put(&api.KVPair{Key: s.usageKey(m.Minute, m.Source), Value: data}, writeOpts(ctx)); err != nil {
-		return fmt.Errorf("put usage %s: %w", m.Minute.Format(time.RFC3339), err)
+	if m.Parts > 0 && m.Parts != len(values) {
+		for i := 0; i < m.Parts; i++ { // the smaller set, now that the larger one is whole
+			if _, err := s.client.KV().Delete(s.usagePartKey(m.Minute, m.Source, m.Parts, i), writeOpts(ctx)); err != nil {
+				return fmt.Errorf("delete usage %s: %w", m.Minute.Format(time.RFC3339), err)
+			}
+		}
 	}
+	m.Parts = len(values)
 	return nil
+}
+
+// encodeUsageParts encodes tenants in as few parts as fit the value limit:
+// a power of two, at least least.
+func encodeUsageParts(tenants map[string]UsageCounts, least int) ([][]byte, error) {
+	for parts := least; parts <= maxUsageParts; parts *= 2 {
+		split := make([]map[string]UsageCounts, parts)
+		for i := range split {
+			split[i] = map[string]UsageCounts{}
+		}
+		for id, c := range tenants {
+			split[usagePart(id, parts)][id] = c
+		}
+		values := make([][]byte, parts)
+		fits := true
+		for i, part := range split {
+			v, err := EncodeUsage(part)
+			if err != nil {
+				return nil, err
+			}
+			values[i], fits = v, fits && len(v) <= maxUsageValueBytes
+		}
+		if fits {
+			return values, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %d tenants in %d parts", ErrUsageTooLarge, len(tenants), maxUsageParts)
+}
+
+// usagePart is the part of parts a tenant's line goes in.
+func usagePart(id string, parts int) int {
+	if parts <= 1 {
+		return 0
+	}
+	return BucketOf(id, parts)
 }
 
 // ScanUsage calls fn for every tenant's counts of every source's minutes
@@ -137,17 +255,19 @@ func (s *Store) ScanUsage(ctx context.Context, from, to time.Time, fn func(minut
 		if err != nil {
 			return fmt.Errorf("list usage %s: %w", h.Format(time.RFC3339), err)
 		}
-		for _, p := range pairs {
-			minute, ok := s.parseUsageKey(p.Key)
-			if !ok || minute.Before(from) || !minute.Before(to) {
-				continue
-			}
-			tenants, err := DecodeUsage(p.Value)
-			if err != nil {
-				return fmt.Errorf("usage key %s: %w", p.Key, err)
-			}
-			for t, c := range tenants {
-				fn(minute, t, c)
+		for _, keys := range s.completeUsageKeys(pairs) {
+			for _, p := range keys {
+				k, _ := s.parseUsageKey(p.Key)
+				if k.minute.Before(from) || !k.minute.Before(to) {
+					continue
+				}
+				tenants, err := DecodeUsage(p.Value)
+				if err != nil {
+					return fmt.Errorf("usage key %s: %w", p.Key, err)
+				}
+				for t, c := range tenants {
+					fn(k.minute, t, c)
+				}
 			}
 		}
 	}

@@ -16,7 +16,7 @@ import (
 
 // usageStore is what the publisher needs of the catalog.
 type usageStore interface {
-	PutUsage(ctx context.Context, m catalog.UsageMinute) error
+	PutUsage(ctx context.Context, m *catalog.UsageMinute) error
 	PruneUsage(ctx context.Context, before time.Time) (int, error)
 }
 
@@ -46,8 +46,8 @@ const usageMaxUnwritten = 60
 
 // usagePending is a minute's running totals and whether Consul has them.
 type usagePending struct {
-	tenants map[string]catalog.UsageCounts
-	dirty   bool
+	catalog.UsageMinute
+	dirty bool
 }
 
 func newUsagePublisher(m *Meter, store usageStore, routerID string, cfg ObserveConfig, log *slog.Logger) *usagePublisher {
@@ -80,22 +80,21 @@ func (u *usagePublisher) flush(ctx context.Context, now time.Time) {
 	for minute, tenants := range acc {
 		p := u.minutes[minute]
 		if p == nil {
-			p = &usagePending{tenants: map[string]catalog.UsageCounts{}}
+			p = &usagePending{UsageMinute: catalog.UsageMinute{Minute: time.Unix(minute*60, 0).UTC(), Source: u.source, Tenants: map[string]catalog.UsageCounts{}}}
 			u.minutes[minute] = p
 		}
 		for t, c := range tenants {
-			sum := p.tenants[t]
+			sum := p.Tenants[t]
 			sum.Add(c)
-			p.tenants[t] = sum
+			p.Tenants[t] = sum
 		}
 		p.dirty = true
 	}
 	for minute, p := range u.minutes {
 		if p.dirty {
-			err := u.store.PutUsage(ctx, catalog.UsageMinute{Minute: time.Unix(minute*60, 0).UTC(), Source: u.source, Tenants: p.tenants})
-			if err != nil {
+			if err := u.store.PutUsage(ctx, &p.UsageMinute); err != nil {
 				u.errors.Inc()
-				u.log.Warn("usage publish failed; retrying at the next flush", "minute", time.Unix(minute*60, 0).UTC(), "err", err)
+				u.log.Warn("usage publish failed; retrying at the next flush", "minute", p.Minute, "err", err)
 				continue
 			}
 			p.dirty = false

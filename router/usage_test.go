@@ -170,7 +170,7 @@ type fakeUsageStore struct {
 	prunes int
 }
 
-func (f *fakeUsageStore) PutUsage(_ context.Context, m catalog.UsageMinute) error {
+func (f *fakeUsageStore) PutUsage(_ context.Context, m *catalog.UsageMinute) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
