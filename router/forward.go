@@ -77,12 +77,12 @@ func (fc *frontConn) serveRequest() (keep bool) {
 	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
 	done.tenant = tenant
 	route, t, entry, rerr := p.resolve(context.Background(), tenant)
+	done.routed(route, rerr)
 	if rerr != nil {
 		return answer(rerr, tenant)
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
-	done.resolved, done.tier, done.target = true, tier, target
 
 	req := &fc.req
 	*req = fwdReq{tenant: tenant, route: route, service: t.Service, contentLength: h.contentLength,

@@ -114,6 +114,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	done.tenant = ex.Tenant
 	route, t, entry, rerr := p.resolve(r.Context(), ex.Tenant)
+	done.routed(route, rerr)
 	if rerr != nil {
 		if rerr.status == 499 {
 			rec.status = 499 // the client went away
@@ -124,7 +125,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer entry.Leave()
 	tier, target = string(route.Tier), route.Target
-	done.resolved, done.tier, done.target = true, tier, target
 	rec.http10 = !r.ProtoAtLeast(1, 1)
 	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
 	st := &rec.st // one allocation with the recorder

@@ -105,6 +105,16 @@ func (o *observer) begin(c *completion, method, path string) {
 	}
 }
 
+// routed records the outcome of the tenant's lookup: a tenant in the
+// catalog is metered whatever it was answered (a 503 while it moves, a 429
+// over its limits, a 499 when its client left); an unknown one is not.
+func (c *completion) routed(route catalog.Route, rerr *routeError) {
+	if rerr == errUnknownTenant {
+		return
+	}
+	c.resolved, c.tier, c.target = true, string(route.Tier), route.Target
+}
+
 // completed meters and logs a request that has ended.
 func (p *Proxy) completed(c *completion) {
 	o := &p.obs

@@ -270,3 +270,26 @@ func BenchmarkObserveRequest(b *testing.B) {
 		p.completed(&c)
 	}
 }
+
+// A tenant in the catalog is metered whatever it was answered; an unknown
+// one never (unbounded ids must not fill the meter).
+func TestCompletionRouted(t *testing.T) {
+	route := catalog.Route{ID: "acme", Tier: catalog.TierShared, Target: "pool-1"}
+	cases := []struct {
+		err      *routeError
+		resolved bool
+	}{
+		{nil, true},
+		{errTenantMoving, true},
+		{errHoldCancelled, true},
+		{errTenantDisabled, true},
+		{errUnknownTenant, false},
+	}
+	for _, tc := range cases {
+		var c completion
+		c.routed(route, tc.err)
+		if c.resolved != tc.resolved || tc.resolved && (c.tier != "shared" || c.target != "pool-1") {
+			t.Errorf("after %v: %+v, want resolved=%v", tc.err, c, tc.resolved)
+		}
+	}
+}
