@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -34,10 +35,12 @@ type usagePublisher struct {
 	retention time.Duration
 	log       *slog.Logger
 	errors    prometheus.Counter
+	top       *prometheus.GaugeVec // the busiest tenants' request rates
 
 	mu        sync.Mutex // one flush at a time
 	minutes   map[int64]*usagePending
 	lastPrune time.Time
+	lastFlush time.Time
 }
 
 // usageMaxUnwritten is how many minutes a router keeps usage Consul has
@@ -58,7 +61,11 @@ func newUsagePublisher(m *Meter, store usageStore, routerID string, cfg ObserveC
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_router_usage_publish_errors_total",
 			Help: "Usage minutes that could not be written to Consul (retried at the next flush).",
-		})}
+		}),
+		top: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_router_usage_top_tenants_rps",
+			Help: "Requests per second over the last usage flush of this router's busiest tenants (at most 10 series: the only metric with tenant ids).",
+		}, []string{"tenant"})}
 }
 
 // run flushes every few seconds until ctx ends; the router flushes once
@@ -77,6 +84,7 @@ func (u *usagePublisher) flush(ctx context.Context, now time.Time) {
 	nowMin := now.Unix() / 60
 	acc := map[int64]map[string]catalog.UsageCounts{}
 	u.meter.harvest(nowMin, acc)
+	u.setTop(acc, now)
 	for minute, tenants := range acc {
 		p := u.minutes[minute]
 		if p == nil {
@@ -141,12 +149,41 @@ func (r *Router) setUpObserving() {
 	o := &r.proxy.obs
 	if o.meter != nil {
 		r.usage = newUsagePublisher(o.meter, catalog.NewStore(r.consul, r.prefix), r.cfg.ID, r.cfg.Observe, r.log)
-		r.metrics.Registry.MustRegister(r.usage.errors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		r.metrics.Registry.MustRegister(r.usage.errors, r.usage.top, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_router_usage_tenants",
 			Help: "Tenants the usage meter holds records for (idle ones are forgotten).",
 		}, func() float64 { return float64(o.meter.Tenants()) }))
 	}
 	if o.log != nil {
 		r.metrics.Registry.MustRegister(o.log.lines, o.log.dropped)
+	}
+}
+
+// usageTopN is how many tenants the busiest-tenants metric shows.
+const usageTopN = 10
+
+// setTop shows the busiest tenants of this harvest (under u.mu).
+func (u *usagePublisher) setTop(acc map[int64]map[string]catalog.UsageCounts, now time.Time) {
+	window := now.Sub(u.lastFlush).Seconds()
+	u.lastFlush = now
+	totals := map[string]uint64{}
+	for _, tenants := range acc {
+		for t, c := range tenants {
+			totals[t] += c.Total()
+		}
+	}
+	ids := make([]string, 0, len(totals))
+	for t := range totals {
+		ids = append(ids, t)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		return totals[ids[i]] > totals[ids[j]] || totals[ids[i]] == totals[ids[j]] && ids[i] < ids[j]
+	})
+	u.top.Reset()
+	if window <= 0 || window > time.Hour.Seconds() {
+		return // the first flush: no window yet
+	}
+	for _, t := range ids[:min(len(ids), usageTopN)] {
+		u.top.WithLabelValues(t).Set(float64(totals[t]) / window)
 	}
 }

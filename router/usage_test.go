@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard/switchyard/catalog"
 )
 
@@ -291,5 +293,35 @@ func TestCompletionRouted(t *testing.T) {
 		if c.resolved != tc.resolved || tc.resolved && (c.tier != "shared" || c.target != "pool-1") {
 			t.Errorf("after %v: %+v, want resolved=%v", tc.err, c, tc.resolved)
 		}
+	}
+}
+
+// The busiest-tenants metric shows at most usageTopN tenants, the busiest.
+func TestUsageTopTenants(t *testing.T) {
+	store := &fakeUsageStore{puts: map[string]catalog.UsageMinute{}}
+	m := NewMeter()
+	cfg := ObserveConfig{}
+	cfg.setDefaults()
+	pub := newUsagePublisher(m, store, "r1", cfg, slog.Default())
+	t0 := time.Now()
+	pub.flush(context.Background(), t0)
+	for i := 0; i < 15; i++ {
+		for j := 0; j <= i; j++ {
+			m.Add(fmt.Sprintf("t%02d", i), t0, 200, 0, 0, 0)
+		}
+	}
+	pub.flush(context.Background(), t0.Add(time.Second))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(pub.top)
+	families, err := reg.Gather()
+	if err != nil || len(families) != 1 {
+		t.Fatalf("gather: %v %v", families, err)
+	}
+	got := map[string]float64{}
+	for _, mt := range families[0].GetMetric() {
+		got[mt.GetLabel()[0].GetValue()] = mt.GetGauge().GetValue()
+	}
+	if len(got) != usageTopN || got["t14"] != 15 || got["t05"] != 6 || got["t04"] != 0 {
+		t.Fatalf("top tenants %v", got)
 	}
 }
