@@ -127,3 +127,7 @@ func (k Keys) ByteLoads() string { return k.prefix + "/load/bytes/" }
 
 // ByteLoad is the key of a target's tenant data sizes.
 func (k Keys) ByteLoad(target string) string { return k.ByteLoads() + target }
+
+// Usage is the prefix of the routers' published usage (usage.go):
+// <Usage><YYYYMMDDHH>/<MM>/<router id>.<incarnation>.
+func (k Keys) Usage() string { return k.prefix + "/usage/" }

@@ -58,6 +58,9 @@ type Config struct {
 	// IdempotencyWait is how long a request waits for the answer of the
 	// first request with its key while that one runs (5s); after it, 409.
 	IdempotencyWait time.Duration
+	// UsageRetention is how far back usage may be asked for; it must
+	// match the routers' -usage-retention (7 days).
+	UsageRetention time.Duration
 	// MoveRateRows limits each move's copy (0: unlimited).
 	MoveRateRows float64
 	// MoveChunkRows is each move's copy chunk (0: the migrator's default).

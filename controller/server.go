@@ -191,6 +191,8 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/moves/:id/retry", operator, s.idempotent(), s.retryMove)
 	v1.POST("/rebalance", operator, s.idempotent(), s.rebalance)
 	v1.GET("/audit", read, s.listAudit)
+	v1.GET("/tenants/:id/usage", read, s.tenantUsage)
+	v1.GET("/usage/export", billing, s.exportUsage)
 	v1.POST("/webhooks/billing", s.billingWebhook)
 	s.limitsRoutes(v1, read, billing, operator)
 	return e

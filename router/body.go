@@ -19,6 +19,7 @@ type bodyReader struct {
 	idle     time.Duration
 	deadline time.Time
 	ended    bool
+	n        int64 // bytes read (metering)
 }
 
 var _ io.ReadCloser = (*bodyReader)(nil)
@@ -53,6 +54,7 @@ func (b *bodyReader) Read(buf []byte) (int, error) {
 	}
 	b.arm()
 	n, err := b.rc.Read(buf)
+	b.n += int64(n)
 	if err == io.EOF {
 		// net/http's own read of the connection (which notices a client
 		// hanging up) must not inherit the body's deadline. After any

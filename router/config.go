@@ -64,6 +64,9 @@ type Config struct {
 
 	Breaker BreakerConfig
 
+	// Observe: usage metering, request ids, the access log.
+	Observe ObserveConfig
+
 	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
 	// listener (off: profiles reveal internals and cost CPU).
 	AdminPprof bool
@@ -148,6 +151,7 @@ func (c *Config) SetDefaults() {
 	if c.Breaker.HalfOpenRequests == 0 {
 		c.Breaker.HalfOpenRequests = 1
 	}
+	c.Observe.setDefaults()
 	c.Extract.BaseDomain = strings.ToLower(strings.Trim(c.Extract.BaseDomain, "."))
 }
 

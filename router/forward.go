@@ -60,6 +60,8 @@ type fastConn struct {
 	lastCounter    prometheus.Counter
 	lastLatencyKey latencyKey
 	lastLatency    prometheus.Observer
+
+	done completion // the current request's record: metering, access log (usage_observe.go)
 }
 
 var _ wire.RequestServer = (*fastConn)(nil)
@@ -90,6 +92,7 @@ func (fc *fastConn) observeHead(d time.Duration) {
 		fc.lastLatencyKey, fc.lastLatency = k, fc.p.metrics.upstreamObserver(tier, target)
 	}
 	fc.lastLatency.Observe(d.Seconds())
+	fc.done.upstream = d
 }
 
 // Refuse implements wire.RequestServer: a request refused before it
@@ -108,7 +111,14 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	p, c := fc.p, fc.c
 	cfg := &p.cfg
 	tier, target, status := "", "", 0
-	defer func() { fc.requestCounter(tier, target, statusText(status)).Inc() }()
+	done := &fc.done
+	path, _, _ := strings.Cut(h.Target(), "?")
+	p.obs.begin(done, h.Method(), path)
+	defer func() {
+		fc.requestCounter(tier, target, statusText(status)).Inc()
+		done.status = status
+		p.completed(done)
+	}()
 
 	// A router answer to a request whose body was not read ends the
 	// connection: the body's bytes cannot be told from the next request's.
@@ -129,13 +139,14 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	if h.ContentLength() > cfg.MaxBodyBytes {
 		return answer(errBodyTooLarge, "")
 	}
-	path, _, _ := strings.Cut(h.Target(), "?")
 	ex, err := p.extract.extract(extractInput{tenantHeader: h.Tenant(), authorization: h.Auth(), host: h.Host(), path: path, remoteAddr: c.RemoteAddr()})
 	if err != nil {
 		return answer(extractionError(err), "")
 	}
 	tenant := strings.Clone(ex.Tenant) // the head's bytes go when the body is read
+	done.tenant = tenant
 	route, t, entry, rerr := p.resolve(context.Background(), tenant)
+	done.routed(route, rerr)
 	if rerr != nil {
 		return answer(rerr, tenant)
 	}
@@ -153,6 +164,10 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 		Replayable: (wire.SafeMethod(h.Method()) || h.IdempotencyKey()) && h.ContentLength() <= 0}
 	c.DiscardHead()
 	status, keep = fc.forward(req)
+	if req.BodyRead {
+		done.bytesIn = req.ContentLength
+	}
+	done.bytesOut = req.BytesOut
 	return keep && !req.ClientClose
 }
 
@@ -161,7 +176,12 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 // Forwarded, X-Forwarded-*, in any spelling), then the router's own. The
 // same rewrite as Proxy.rewrite.
 func (fc *fastConn) buildOutHead(h *wire.RequestHead, route catalog.Route, strip string) []byte {
-	b := wire.AppendForwardHead(fc.req.Head[:0], h, strip, routerOwned)
+	keepID, dropID := fc.p.obs.fastRequestID(h, &fc.done)
+	drop := routerOwned
+	if dropID {
+		drop = routerOwnedOrRequestID
+	}
+	b := wire.AppendForwardHead(fc.req.Head[:0], h, strip, drop)
 	b = append(b, HeaderTenantID+": "...)
 	b = append(b, route.ID...)
 	b = append(b, "\r\n"+HeaderTenantTier+": "...)
@@ -170,7 +190,9 @@ func (fc *fastConn) buildOutHead(h *wire.RequestHead, route catalog.Route, strip
 	b = append(b, route.Target...)
 	b = append(b, "\r\n"+HeaderTenantEpoch+": "...)
 	b = strconv.AppendUint(b, route.Epoch, 10)
-	b = append(b, "\r\nX-Forwarded-For: "...)
+	b = append(b, "\r\n"...)
+	b = fc.p.obs.appendRequestIDField(b, &fc.done, keepID)
+	b = append(b, "X-Forwarded-For: "...)
 	b = append(b, fc.c.ClientIP()...)
 	b = append(b, "\r\nX-Forwarded-Host: "...)
 	b = append(b, h.Host()...)
@@ -188,6 +210,7 @@ func (fc *fastConn) forward(req *fwdReq) (int, bool) {
 		return fc.failed(req, err)
 	}
 	for {
+		fc.done.instance = a.addr()
 		st, keep, err := fc.c.Forward(p.fastTransport, a.addr(), &req.Request)
 		if a.end(st, err) {
 			continue

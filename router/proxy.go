@@ -35,6 +35,7 @@ type Proxy struct {
 	inflight  *Inflight
 	lease     *lease   // nil: no lease to keep (a proxy without a router)
 	limits    *limiter // per-tenant limits (limits.go)
+	obs       observer // usage metering and the access log (usage.go)
 
 	// fastTransport is the backend client of the fast path (forward.go).
 	fastTransport *wire.Transport
@@ -46,6 +47,7 @@ type reqState struct {
 	service     string
 	stripPrefix string
 	start       time.Time
+	done        *completion // the request's record for metering and the access log
 	// proxyAuthenticate is the backend's Proxy-Authenticate, relayed as
 	// nginx does (a 407 needs it), not dropped as hop-by-hop.
 	proxyAuthenticate []string
@@ -56,7 +58,7 @@ type reqStateKey struct{}
 // NewProxy builds the request handler.
 func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
 	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight,
-		limits: newLimiter(m.Registry)}
+		limits: newLimiter(m.Registry), obs: newObserver(cfg.Observe)}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
 	if st, ok := transport.(*wire.Transport); ok {
@@ -81,9 +83,12 @@ var _ http.Handler = (*Proxy)(nil)
 // ServeHTTP implements the request path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
+	done := &rec.done
+	p.obs.begin(done, r.Method, r.URL.Path)
 	tier, target := "", ""
 	defer func() {
 		p.metrics.requestCounter(tier, target, statusText(rec.status)).Inc()
+		rec.complete(p)
 	}()
 	if headerBytes(r) > p.cfg.MaxHeaderBytes {
 		errHeadersTooLarge.write(rec, "")
@@ -100,14 +105,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// From here the body has its deadlines, also for net/http's own
 		// read of what the router leaves unread.
-		r.Body = p.newBodyReader(w, rec, r.Body)
+		rec.body = p.newBodyReader(w, rec, r.Body)
+		r.Body = rec.body
 	}
 	ex, err := p.extract.Extract(r)
 	if err != nil {
 		extractionError(err).write(rec, "")
 		return
 	}
+	done.tenant = ex.Tenant
 	route, t, entry, rerr := p.resolve(r.Context(), ex.Tenant)
+	done.routed(route, rerr)
 	if rerr != nil {
 		if rerr.status == 499 {
 			rec.status = 499 // the client went away
@@ -123,7 +131,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
-	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now()}
+	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
 	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
@@ -254,6 +262,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Header[HeaderTenantTier] = []string{string(st.route.Tier)}
 	out.Header[HeaderTenantTarget] = []string{st.route.Target}
 	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
+	p.obs.setRequestIDHeader(out.Header, st.done)
 	pr.SetXForwarded()
 	// The query goes as the client sent it, byte for byte (ReverseProxy
 	// drops what url.ParseQuery cannot read, such as "100%" or ';').
@@ -320,7 +329,9 @@ func uitoa(v uint64) string {
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if st, ok := resp.Request.Context().Value(reqStateKey{}).(*reqState); ok {
-		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(time.Since(st.start).Seconds())
+		d := time.Since(st.start)
+		p.metrics.upstreamObserver(string(st.route.Tier), st.route.Target).Observe(d.Seconds())
+		st.done.upstream = d
 		if st.proxyAuthenticate != nil {
 			resp.Header["Proxy-Authenticate"] = st.proxyAuthenticate
 		}
@@ -377,6 +388,11 @@ type statusRecorder struct {
 	status int
 	http10 bool // the client speaks HTTP/1.0: no interim (1xx) responses
 	st     reqState
+	// For metering and the access log: the request's record, its body
+	// (nil if none) and the response body bytes written.
+	done    completion
+	body    *bodyReader
+	written int64
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -393,7 +409,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.written += int64(n)
+	return n, err
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -58,6 +58,9 @@ func (t *selectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 // modifyResponse needs.
 func (t *selectingTransport) try(req *http.Request, addr string, st *reqState) (*http.Response, error) {
 	req.URL.Host = addr
+	if st != nil && st.done != nil {
+		st.done.instance = addr
+	}
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		return nil, withClientGone(req.Context(), err)

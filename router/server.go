@@ -31,6 +31,7 @@ type Router struct {
 	inflight  *Inflight
 	proxy     *Proxy
 	lease     *lease
+	usage     *usagePublisher // nil: metering off
 
 	mu              sync.Mutex
 	proxyAddr       net.Addr
@@ -61,6 +62,7 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 	r.proxy = NewProxy(cfg, w, r.upstreams, m, r.inflight, log)
 	r.lease = &lease{ttl: cfg.LeaseTTL}
 	r.proxy.lease = r.lease
+	r.setUpObserving()
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_router_catalog_age_seconds",
@@ -134,6 +136,7 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); r.syncUpstreams(bg) }()
 	acks := &acknowledger{r: r, store: catalog.NewStore(r.consul, r.prefix), acked: map[string]uint64{}}
 	go func() { defer wg.Done(); acks.run(bg) }()
+	r.startObserving(bg, &wg)
 
 	front := newFrontServer(r.proxy, r.cfg, r.log)
 	adminSrv := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -158,6 +161,7 @@ func (r *Router) Run(ctx context.Context) error {
 		r.log.Warn("drain incomplete", "err", err)
 	}
 	_ = adminSrv.Shutdown(sctx)
+	r.stopObserving()
 	stopBG()
 	wg.Wait()
 	r.upstreams.Close()

@@ -22,6 +22,10 @@
 #   BASELINE_BIN []: another switchyard binary (say the previous commit's)
 #     measured as target "baseline" on :18092 in the same interleaved rounds,
 #     so a change's cost is read against its own base, not across runs
+#   ROUTER_ARGS [], BASELINE_ARGS []: extra flags for the router and the
+#     baseline, so one feature's cost is measured alone, e.g.
+#     BASELINE_BIN=bin/switchyard BASELINE_ARGS="-no-usage" (metering),
+#     "-no-request-id" (request ids), ROUTER_ARGS="-access-log /tmp/a.log"
 #   PROFILE [0]: 1 takes a CPU profile of the router during its first
 #     measured run, into bench/results/router-<timestamp>.pprof
 #     (go tool pprof -top bin/switchyard <file>)
@@ -38,6 +42,8 @@ THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 ROUTER_GOGC="${ROUTER_GOGC:-400}"
 PEERS_DIR="${PEERS_DIR:-$REPO_ROOT/../shared/peers}"
+ROUTER_ARGS="${ROUTER_ARGS:-}"
+BASELINE_ARGS="${BASELINE_ARGS:-}"
 KEEP_WORK="${KEEP_WORK:-0}"
 PROFILE="${PROFILE:-0}"
 
@@ -237,13 +243,13 @@ start_peers() {
 start_router() {
   start router env GOGC="$ROUTER_GOGC" bin/switchyard router \
     -listen "127.0.0.1:$ROUTER_PORT" -admin "127.0.0.1:$ROUTER_ADMIN_PORT" \
-    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true -admin-pprof="$([ "$PROFILE" = 1 ] && echo true || echo false)"
+    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true -admin-pprof="$([ "$PROFILE" = 1 ] && echo true || echo false)" $ROUTER_ARGS
   wait_until 30 "router /readyz" answers_200 "http://127.0.0.1:$ROUTER_ADMIN_PORT/readyz"
   wait_until 30 "a 200 through the router" answers_200 "http://127.0.0.1:$ROUTER_PORT$REQ_PATH"
   [ -n "$BASELINE_BIN" ] || return 0
   start baseline env GOGC="$ROUTER_GOGC" "$BASELINE_BIN" router \
     -listen "127.0.0.1:$BASELINE_PORT" -admin "127.0.0.1:$BASELINE_ADMIN_PORT" \
-    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true
+    -consul "127.0.0.1:$CONSUL_HTTP_PORT" -path-prefix=true $BASELINE_ARGS
   wait_until 30 "a 200 through the baseline router" answers_200 "http://127.0.0.1:$BASELINE_PORT$REQ_PATH"
 }
 

@@ -100,6 +100,7 @@ func runTenants(ctx context.Context, args []string) error {
 	c := addAPIFlags(fs)
 	plan := fs.String("plan", "", "plan (create, set-plan)")
 	filter := fs.String("filter", "", "ls: tier=…,target=…,plan=…,state=…")
+	usage := addUsageFlags(fs)
 	id, rest := splitFirstArg(rest)
 	if err := fs.Parse(rest); err != nil {
 		return err
@@ -138,6 +139,8 @@ func runTenants(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("created %s on plan %s: %v\n", id, *plan, res["placement"])
 		return nil
+	case "usage":
+		return tenantUsage(ctx, c, id, usage)
 	case "set-plan":
 		var res struct {
 			Move *struct{ ID, From, To string } `json:"move"`
@@ -153,7 +156,7 @@ func runTenants(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	return errors.New("usage: switchyard tenants ls|get <id>|create <id> --plan P|set-plan <id> --plan P")
+	return errors.New("usage: switchyard tenants ls|get <id>|create <id> --plan P|set-plan <id> --plan P|usage <id> [--from T --to T --step D]")
 }
 
 // runTargets: switchyard targets ls|register|cordon|drain.

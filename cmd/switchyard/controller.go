@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
 )
 
@@ -24,6 +25,7 @@ func runController(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", 10*time.Second, "leader lock session TTL")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy this long")
 	fs.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key or billing event id is remembered")
+	fs.DurationVar(&cfg.UsageRetention, "usage-retention", catalog.DefaultUsageRetention, "how far back usage is kept (the routers' -usage-retention)")
 	fs.Float64Var(&cfg.MoveRateRows, "move-rate", 0, "copy rate limit per move, rows/s (0: unlimited)")
 	fs.IntVar(&cfg.MoveChunkRows, "move-chunk", 0, "copy chunk per move, rows (0: the default, 250,000)")
 	hook := fs.String("provision-hook", "", "command that makes a new dedicated cluster when none is free: gets $SWITCHYARD_TENANT, prints the target as JSON")

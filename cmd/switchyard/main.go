@@ -28,7 +28,7 @@ var commands = map[string]command{
 	"move":       {"move a tenant to another target online (--dry-run: preflight only)", runMove},
 	"moves":      {"list, show, watch, abort, retry or resume moves", runMoves},
 	"controller": {"run a control API replica (leader-elected move scheduler)", runController},
-	"tenants":    {"ls, get, create, set-plan (through the control API)", runTenants},
+	"tenants":    {"ls, get, create, set-plan, usage (through the control API)", runTenants},
 	"targets":    {"ls, register, cordon, drain (a dry run unless --apply) (through the control API)", runTargets},
 	"rebalance":  {"plan (a dry run, the default) or --apply a rebalance of the shared pools", runRebalance},
 	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},

@@ -65,9 +65,15 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.StdTransport, "std-transport", os.Getenv("SWITCHYARD_ROUTER_STD_TRANSPORT") == "1", "use net/http's Transport towards backends (or $SWITCHYARD_ROUTER_STD_TRANSPORT=1)")
 	fs.BoolVar(&cfg.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on the admin listener")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	accessLog := addObserveFlags(fs, &cfg.Observe)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	closeLog, err := accessLog()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	secret := []byte(os.Getenv("SWITCHYARD_JWT_SECRET"))
 	if *jwtFile != "" {
 		b, err := os.ReadFile(*jwtFile)

@@ -37,6 +37,9 @@ type Request struct {
 	// OnHead, if not nil, gets the time from sending the request to its
 	// response head.
 	OnHead func(time.Duration)
+	// BytesOut is set by Forward: the response body's bytes written to the
+	// client (as sent: chunk framing included).
+	BytesOut int64
 }
 
 const maxUpstreamAttempts = 3
@@ -253,6 +256,8 @@ func (fc *Conn) relayResponse(c *upConn, req *Request, cw *bufio.Writer) (st int
 		fc.linger = true // the backend stopped reading the body: the rest is unread
 	}
 	writeResponseHead(cw, r, closeClient, true)
+	bodyStart := fc.written()
+	defer func() { req.BytesOut = fc.written() + int64(cw.Buffered()) - bodyStart }()
 
 	var copyErr error
 	switch {
@@ -527,9 +532,25 @@ var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1
 
 func (fc *Conn) writer() *bufio.Writer {
 	w := frontWriters.Get().(*bufio.Writer)
-	w.Reset(fc.io)
+	fc.out.w = fc.io
+	w.Reset(&fc.out) // counted: the response body's size (relayResponse)
 	return w
 }
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// written is how many bytes went to the client through writer so far.
+func (fc *Conn) written() int64 { return fc.out.n }
 
 func (fc *Conn) putWriter(w *bufio.Writer) {
 	w.Reset(nil)

@@ -64,6 +64,16 @@ func (h *RequestHead) Close() bool { return h.close }
 // Size is the head's length in bytes, final CRLF included.
 func (h *RequestHead) Size() int { return h.size }
 
+// Fields yields every field of the head, name and value as sent, in
+// order, until yield returns false.
+func (h *RequestHead) Fields(yield func(name, value string) bool) {
+	for _, f := range h.fields {
+		if !yield(f.name, f.value) {
+			return
+		}
+	}
+}
+
 // Has reports whether the head has a field named lower (lower case).
 func (h *RequestHead) Has(lower string) bool {
 	for _, f := range h.fields {

@@ -230,6 +230,7 @@ type Conn struct {
 	io   net.Conn // conn's reads and writes (raw system calls where possible: sysConn)
 	br   *bufio.Reader
 
+	out  countingWriter // what writer sends to the client, counted
 	clientIP   string // for X-Forwarded-For
 	remoteAddr string
 

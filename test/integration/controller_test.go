@@ -140,6 +140,8 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"GET", "/v1/tenants/acme/limits", nil, all},
 		{"PUT", "/v1/tenants/acme/limits", map[string]any{"concurrent_requests": 5}, []string{"billing", "operator"}},
 		{"DELETE", "/v1/tenants/acme/limits", nil, []string{"billing", "operator"}},
+		{"GET", "/v1/tenants/acme/usage", nil, all},
+		{"GET", "/v1/usage/export", nil, []string{"billing", "operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {

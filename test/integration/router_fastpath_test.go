@@ -726,6 +726,13 @@ func TestRouterFastPathRewritesRequest(t *testing.T) {
 		slow := c.readEcho("acme", "/x")
 		checkHeaders(t, slow)
 		for k, v := range slow.Headers {
+			if k == router.HeaderRequestID {
+				// A new id per request: the same shape on both, not the same value.
+				if got := fast.Headers[k]; len(got) != 1 || len(v) != 1 || len(got[0]) != 32 || len(v[0]) != 32 || got[0] == v[0] {
+					t.Errorf("%s: fast path sent %q, net/http path %q; want one fresh 32-digit id each", k, got, v)
+				}
+				continue
+			}
 			if got := fast.Headers[k]; !slices.Equal(got, v) {
 				t.Errorf("%s: fast path sent %q, net/http path %q", k, got, v)
 			}
