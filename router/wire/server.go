@@ -230,8 +230,8 @@ type Conn struct {
 	io   net.Conn // conn's reads and writes (raw system calls where possible: sysConn)
 	br   *bufio.Reader
 
-	out  countingWriter // what writer sends to the client, counted
-	clientIP   string // for X-Forwarded-For
+	out        countingWriter // what writer sends to the client, counted
+	clientIP   string         // for X-Forwarded-For
 	remoteAddr string
 
 	mu   sync.Mutex
