@@ -256,7 +256,7 @@ func (fc *Conn) relayResponse(c *upConn, req *Request, cw *bufio.Writer) (st int
 		fc.linger = true // the backend stopped reading the body: the rest is unread
 	}
 	writeResponseHead(cw, r, closeClient, true)
-	bodyStart := fc.written()
+	bodyStart := fc.written() + int64(cw.Buffered()) // the head is still in cw
 	defer func() { req.BytesOut = fc.written() + int64(cw.Buffered()) - bodyStart }()
 
 	var copyErr error
