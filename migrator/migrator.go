@@ -202,10 +202,13 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
 		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
 		SessionName: "switchyard-migrator-" + m.Tenant,
-		// Ride out a Consul leader election (the session survives it)
-		// instead of abandoning a switch half done; for at most half the
-		// lock's TTL, so never past the session's own life.
-		MonitorRetries: int(mg.cfg.LockTTL / 2 / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
+		// Ride out a Consul leader election (the session survives it: a
+		// new leader restarts every session's timer) instead of abandoning
+		// a switch half done. Retries for one TTL: Consul invalidates a
+		// session only 2×TTL after its last renewal (renewed every TTL/2),
+		// so no other migrator can hold the lock while this one still
+		// believes it does.
+		MonitorRetries: int(mg.cfg.LockTTL / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
 	})
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
