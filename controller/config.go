@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
 )
 
 // Role is what a bearer token may do.
@@ -69,7 +70,10 @@ type Config struct {
 	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
 	// and an app instance) and returns it; the controller registers it.
 	ProvisionCluster func(ctx context.Context, tenant string) (catalog.Target, error)
-	Logger           *slog.Logger
+	// MoveHooks stop the leader's moves at chosen points (tests; nil in
+	// production).
+	MoveHooks *migrator.Hooks
+	Logger    *slog.Logger
 }
 
 // SetDefaults fills in zero values.

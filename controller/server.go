@@ -62,7 +62,7 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
 		running: map[string]bool{}, ready: make(chan struct{})}
 	s.idem = newIdemStore(client, s.store.IdempotencyPrefix(), cfg.IdempotencyTTL, cfg.IdempotencyWait, log)
-	mg, err := migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL})
+	mg, err := migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL, Hooks: cfg.MoveHooks})
 	if err != nil {
 		return nil, err
 	}

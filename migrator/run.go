@@ -167,7 +167,10 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.step(ctx)
+		err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforePhase, r.m)
+		if err == nil {
+			err = r.step(ctx)
+		}
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}
