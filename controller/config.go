@@ -70,6 +70,8 @@ type Config struct {
 	// and an app instance) and returns it; the controller registers it.
 	ProvisionCluster func(ctx context.Context, tenant string) (catalog.Target, error)
 	Logger           *slog.Logger
+	// Domains configures tenants' custom domains (domains.go).
+	Domains DomainsConfig
 }
 
 // SetDefaults fills in zero values.
@@ -105,6 +107,7 @@ func (c *Config) SetDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Domains.SetDefaults()
 }
 
 // Validate reports every setting that cannot work.
@@ -129,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConcurrentMoves < 1 || c.LeaderTTL < 0 || c.Retention < 0 || c.MoveRateRows < 0 || c.IdempotencyTTL < 0 || c.IdempotencyWait < 0 {
 		errs = append(errs, errors.New("concurrency must be at least 1 and durations not negative"))
+	}
+	if err := c.Domains.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
