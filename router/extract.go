@@ -45,9 +45,17 @@ type Extractor struct {
 	cfg    ExtractConfig
 	suffix string // "." + base domain
 	now    func() time.Time
-	// domains is where custom domains are looked up (nil: none are).
-	domains SnapshotSource
+	// domains hands out the current custom domains (nil: none are looked up).
+	domains func() DomainIndex
 }
+
+// DomainIndex finds the tenant of a custom domain (normalised: lower
+// case, no port, no trailing dot): the catalog snapshot.
+type DomainIndex interface {
+	Domain(name string) (tenant string, st catalog.DomainLookup)
+}
+
+var _ DomainIndex = (*catalog.Snapshot)(nil)
 
 // NewExtractor returns an extractor for cfg.
 func NewExtractor(cfg ExtractConfig) *Extractor {
@@ -62,7 +70,7 @@ func NewExtractor(cfg ExtractConfig) *Extractor {
 // from the catalog snapshots src hands out.
 func newDomainExtractor(cfg ExtractConfig, src SnapshotSource) *Extractor {
 	e := NewExtractor(cfg)
-	e.domains = src
+	e.domains = func() DomainIndex { return src.Snapshot() }
 	return e
 }
 
@@ -190,7 +198,7 @@ func (e *Extractor) hostSource(host string) (string, hostKind) {
 	if e.suffix != "" && (strings.HasSuffix(name, e.suffix) || name == e.suffix[1:]) {
 		return "", hostNone // under the base domain: only <tenant>.<base> names a tenant
 	}
-	id, st := e.domains.Snapshot().Domain(name)
+	id, st := e.domains().Domain(name)
 	switch st {
 	case catalog.DomainRoutes:
 		return id, hostCustomDomain
