@@ -142,6 +142,11 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"DELETE", "/v1/tenants/acme/limits", nil, []string{"billing", "operator"}},
 		{"GET", "/v1/tenants/acme/usage", nil, all},
 		{"GET", "/v1/usage/export", nil, []string{"billing", "operator"}},
+		{"GET", "/v1/tenants/acme/domains", nil, all},
+		{"POST", "/v1/tenants/acme/domains", map[string]any{"domain": "matrix.acme.invalid"}, []string{"operator"}},
+		{"GET", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, all},
+		{"POST", "/v1/tenants/acme/domains/matrix.acme.invalid/verify", nil, []string{"operator"}},
+		{"DELETE", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, []string{"operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {
