@@ -275,3 +275,19 @@ func sameHostRedirects(domain string) func(*http.Request, []*http.Request) error
 		return nil
 	}
 }
+
+// releaseDomains removes every custom domain of a tenant that is gone, so
+// another tenant may claim them.
+func (s *Server) releaseDomains(ctx context.Context, tenant string) error {
+	ds, err := s.store.ListDomains(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if _, err := s.store.RemoveDomain(ctx, tenant, d.Name); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+			return err
+		}
+		s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "domain.remove", Tenant: tenant, Detail: d.Name + ": the tenant was removed"})
+	}
+	return nil
+}
