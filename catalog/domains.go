@@ -262,14 +262,27 @@ const (
 	DomainRoutes                         // verified: it routes to its tenant
 )
 
-// Domain looks a host name up in the custom domains: name must already be
-// normalised (lower case, no port, no trailing dot). It never blocks and
-// never allocates.
+// Domain looks a host name up in the custom domains, exactly but for case:
+// name is without port and trailing dot. Upper case is folded once, on the
+// stack. It never blocks and never allocates.
 func (s *Snapshot) Domain(name string) (tenant string, st DomainLookup) {
-	if s == nil {
+	if s == nil || len(name) > 253 {
 		return "", DomainUnknown
 	}
-	e, ok := s.domains[name]
+	var e domainEntry
+	var ok bool
+	if i := firstUpper(name); i < 0 {
+		e, ok = s.domains[name]
+	} else {
+		var buf [253]byte
+		n := copy(buf[:], name)
+		for ; i < n; i++ {
+			if c := buf[i]; 'A' <= c && c <= 'Z' {
+				buf[i] = c + 'a' - 'A'
+			}
+		}
+		e, ok = s.domains[string(buf[:n])] // no allocation: the compiler looks the bytes up in place
+	}
 	switch {
 	case !ok:
 		return "", DomainUnknown
@@ -314,4 +327,14 @@ func (w *Watcher) watchDomains(ctx context.Context, index uint64) (uint64, error
 	w.gotDomains.Store(true)
 	w.markReady()
 	return meta.LastIndex, nil
+}
+
+// firstUpper is the index of name's first ASCII upper-case letter, or -1.
+func firstUpper(name string) int {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; 'A' <= c && c <= 'Z' {
+			return i
+		}
+	}
+	return -1
 }

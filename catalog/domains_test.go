@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -99,7 +100,8 @@ func TestDecodeDomainsAndLookup(t *testing.T) {
 		{"other.io", "", DomainUnknown},
 		{"bad-tenant.io", "", DomainUnknown},
 		{"garbage.io", "", DomainUnknown},
-		{"APP.acme.com", "", DomainUnknown}, // callers normalise first
+		{"APP.acme.COM", "acme", DomainRoutes}, // case folded
+		{"New.Bolt.IO", "bolt", DomainUnverified},
 	}
 	for _, tc := range cases {
 		if tenant, st := s.Domain(tc.name); tenant != tc.tenant || st != tc.st {
@@ -152,18 +154,26 @@ func BenchmarkSnapshotDomainLookup(b *testing.B) {
 			}
 		}
 	})
-	b.Run("custom-domain", func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			id, st := s.Domain(names[i&mask])
-			if st != DomainRoutes {
-				b.Fatal("domain not found")
-			}
-			if _, ok := s.Lookup(id); !ok {
-				b.Fatal("tenant not found")
-			}
-		}
-		b.ReportMetric(perDomain, "heap-bytes/domain")
-	})
+	upper := make([]string, working)
+	for i, n := range names {
+		upper[i] = strings.ToUpper(n[:1]) + n[1:] // a client sending "App…": folded on the stack
+	}
+	b.Run("custom-domain", func(b *testing.B) { benchDomains(b, s, names, perDomain) })
+	b.Run("custom-domain-mixed-case", func(b *testing.B) { benchDomains(b, s, upper, perDomain) })
 	runtime.KeepAlive(s)
+}
+
+func benchDomains(b *testing.B, s *Snapshot, names []string, perDomain float64) {
+	mask := len(names) - 1
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		id, st := s.Domain(names[i&mask])
+		if st != DomainRoutes {
+			b.Fatal("domain not found")
+		}
+		if _, ok := s.Lookup(id); !ok {
+			b.Fatal("tenant not found")
+		}
+	}
+	b.ReportMetric(perDomain, "heap-bytes/domain")
 }

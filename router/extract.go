@@ -49,8 +49,8 @@ type Extractor struct {
 	domains func() DomainIndex
 }
 
-// DomainIndex finds the tenant of a custom domain (normalised: lower
-// case, no port, no trailing dot): the catalog snapshot.
+// DomainIndex finds the tenant of a custom domain, exactly but for case
+// (the name has no port and no trailing dot): the catalog snapshot.
 type DomainIndex interface {
 	Domain(name string) (tenant string, st catalog.DomainLookup)
 }
@@ -179,8 +179,8 @@ const (
 )
 
 // hostSource reads the tenant from Host: a subdomain of the base domain,
-// else a custom domain, looked up exactly after lower-casing once (no
-// allocation when the Host is lower case already, as clients send it).
+// else a custom domain, looked up exactly but for case (the snapshot folds
+// it once, without allocating).
 func (e *Extractor) hostSource(host string) (string, hostKind) {
 	if e.suffix != "" {
 		if id, ok := e.hostTenant(host); ok {
@@ -194,8 +194,7 @@ func (e *Extractor) hostSource(host string) (string, hostKind) {
 	if strings.IndexByte(name, '.') < 0 || name[len(name)-1] <= '9' || strings.IndexByte(name, ':') >= 0 {
 		return "", hostNone // no dot, an IPv4 address (numeric last label) or an IPv6 one
 	}
-	name = strings.ToLower(name)
-	if e.suffix != "" && (strings.HasSuffix(name, e.suffix) || name == e.suffix[1:]) {
+	if e.suffix != "" && (len(name) >= len(e.suffix) && strings.EqualFold(name[len(name)-len(e.suffix):], e.suffix) || strings.EqualFold(name, e.suffix[1:])) {
 		return "", hostNone // under the base domain: only <tenant>.<base> names a tenant
 	}
 	id, st := e.domains().Domain(name)
