@@ -266,7 +266,7 @@ func verifyTransport(resolve map[string]string) *http.Transport {
 // domain itself: a domain cannot have its token vouched for by another host.
 func sameHostRedirects(domain string) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 3 {
+		if len(via) > 3 {
 			return fmt.Errorf("%w: more than 3 redirects", errVerification)
 		}
 		if !strings.EqualFold(req.URL.Hostname(), domain) || req.URL.Scheme != "http" {
