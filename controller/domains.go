@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -41,6 +43,11 @@ type DomainsConfig struct {
 	VerifyTimeout time.Duration
 	// VerifyMaxBytes bounds the answer's body (4 KiB).
 	VerifyMaxBytes int64
+	// VerifyAllowPrivate lets the fetch reach loopback, private,
+	// link-local and other non-public addresses. Off, a domain whose DNS
+	// points there is not fetched (the controller is no proxy into its own
+	// network); VerifyResolve entries are always dialled.
+	VerifyAllowPrivate bool
 }
 
 // SetDefaults fills in zero values.
@@ -213,7 +220,7 @@ func (s *Server) fetchDomainToken(ctx context.Context, domain, token string) err
 	cfg := s.cfg.Domains
 	ctx, cancel := context.WithTimeout(ctx, cfg.VerifyTimeout)
 	defer cancel()
-	hc := &http.Client{Transport: verifyTransport(cfg.VerifyResolve), CheckRedirect: sameHostRedirects(domain)}
+	hc := &http.Client{Transport: verifyTransport(cfg.VerifyResolve, cfg.VerifyAllowPrivate), CheckRedirect: sameHostRedirects(domain)}
 	defer hc.CloseIdleConnections()
 	url := "http://" + domain + "/.well-known/switchyard/" + token
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -242,9 +249,14 @@ func (s *Server) fetchDomainToken(ctx context.Context, domain, token string) err
 }
 
 // verifyTransport dials a domain listed in resolve at its fixed address,
-// any other at its own; it uses no proxy and keeps no connections.
-func verifyTransport(resolve map[string]string) *http.Transport {
+// any other at its own, refusing non-public addresses unless
+// allowPrivate; it uses no proxy and keeps no connections.
+func verifyTransport(resolve map[string]string, allowPrivate bool) *http.Transport {
+	fixed := &net.Dialer{Timeout: 5 * time.Second}
 	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !allowPrivate {
+		d.Control = refuseNonPublic
+	}
 	return &http.Transport{
 		Proxy:             nil,
 		DisableKeepAlives: true,
@@ -252,7 +264,7 @@ func verifyTransport(resolve map[string]string) *http.Transport {
 			host, _, err := net.SplitHostPort(addr)
 			if err == nil {
 				if to, ok := resolve[strings.ToLower(host)]; ok {
-					addr = to
+					return fixed.DialContext(ctx, network, to)
 				}
 			}
 			return d.DialContext(ctx, network, addr)
@@ -288,6 +300,25 @@ func (s *Server) releaseDomains(ctx context.Context, tenant string) error {
 			return err
 		}
 		s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "domain.remove", Tenant: tenant, Detail: d.Name + ": the tenant was removed"})
+	}
+	return nil
+}
+
+// refuseNonPublic is a dialer's Control: it refuses to connect to an
+// address that is not a public unicast one (checked after DNS, on the
+// address actually dialled).
+func refuseNonPublic(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
+		return fmt.Errorf("%w: %s is not a public address (the controller's -verify-allow-private allows it)", errVerification, ip)
 	}
 	return nil
 }

@@ -52,6 +52,16 @@ func TestFetchDomainToken(t *testing.T) {
 	s := &Server{cfg: Config{Domains: DomainsConfig{VerifyResolve: map[string]string{domain: strings.TrimPrefix(srv.URL, "http://")},
 		VerifyTimeout: 500 * time.Millisecond}}}
 	s.cfg.Domains.SetDefaults()
+	// Not in VerifyResolve: localhost is looked up and, being loopback,
+	// refused unless private addresses are allowed.
+	if err := s.fetchDomainToken(context.Background(), "localhost", "x"); !errors.Is(err, errVerification) || !strings.Contains(err.Error(), "not a public address") {
+		t.Fatalf("fetch from localhost: %v, want a refusal of a non-public address", err)
+	}
+	open := &Server{cfg: s.cfg}
+	open.cfg.Domains.VerifyAllowPrivate = true
+	if err := open.fetchDomainToken(context.Background(), "localhost", "x"); err == nil || strings.Contains(err.Error(), "not a public address") {
+		t.Fatalf("fetch from localhost with private addresses allowed: %v, want it dialled (and fail otherwise)", err)
+	}
 	cases := []struct {
 		token string
 		ok    bool
