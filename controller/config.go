@@ -65,13 +65,13 @@ type Config struct {
 	MoveRateRows float64
 	// MoveChunkRows is each move's copy chunk (0: the migrator's default).
 	MoveChunkRows int
+	// Domains configures tenants' custom domains (domains.go).
+	Domains DomainsConfig
 	// ProvisionCluster, when no registered dedicated cluster is free, makes
 	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
 	// and an app instance) and returns it; the controller registers it.
 	ProvisionCluster func(ctx context.Context, tenant string) (catalog.Target, error)
 	Logger           *slog.Logger
-	// Domains configures tenants' custom domains (domains.go).
-	Domains DomainsConfig
 }
 
 // SetDefaults fills in zero values.
