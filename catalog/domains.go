@@ -52,6 +52,17 @@ var (
 	ErrDomainUnderBase = errors.New("domain falls under the base domain")
 )
 
+// underBaseError is a *FieldError that is also ErrDomainUnderBase.
+type underBaseError struct{ fe *FieldError }
+
+func (e *underBaseError) Error() string { return e.fe.Error() }
+
+// Unwrap makes it a *FieldError (and so ErrInvalid).
+func (e *underBaseError) Unwrap() error { return e.fe }
+
+// Is makes it ErrDomainUnderBase.
+func (e *underBaseError) Is(target error) bool { return target == ErrDomainUnderBase }
+
 // DomainField is the field name domain errors are reported under.
 const DomainField = "domain"
 
@@ -111,8 +122,9 @@ func (s *Store) AddDomain(ctx context.Context, tenant, name, base string) (d Dom
 	if err != nil {
 		return Domain{}, false, err
 	}
-	if UnderDomain(name, strings.ToLower(strings.TrimSuffix(base, "."))) {
-		return Domain{}, false, fmt.Errorf("%w: %w", &FieldError{Field: DomainField, Problem: "falls under the base domain " + base}, ErrDomainUnderBase)
+	if base = strings.ToLower(strings.TrimSuffix(base, ".")); UnderDomain(name, base) {
+		return Domain{}, false, &underBaseError{&FieldError{Field: DomainField,
+			Problem: fmt.Sprintf("%s falls under the base domain %s, whose names are the tenants' own subdomains", name, base)}}
 	}
 	if _, err := s.GetTenant(ctx, tenant); err != nil {
 		return Domain{}, false, err

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -176,4 +177,28 @@ func benchDomains(b *testing.B, s *Snapshot, names []string, perDomain float64) 
 		}
 	}
 	b.ReportMetric(perDomain, "heap-bytes/domain")
+}
+
+// A name under the base domain is refused before anything is read or
+// written (the store has no Consul client here: it must not be touched),
+// as a field error that is also ErrDomainUnderBase; a base given with
+// another case or a trailing dot is the same base.
+func TestAddDomainRefusesBaseDomain(t *testing.T) {
+	cases := []struct{ name, base string }{
+		{"shop.saas.test", "saas.test"},
+		{"saas.test", "saas.test"},
+		{"A.B.SAAS.test.", "saas.test"},
+		{"shop.saas.test", "SAAS.Test."},
+		{"not a domain", "saas.test"},
+	}
+	for _, tc := range cases {
+		_, created, err := (&Store{}).AddDomain(context.Background(), "acme", tc.name, tc.base)
+		var fe *FieldError
+		if created || !errors.As(err, &fe) || fe.Field != DomainField || !errors.Is(err, ErrInvalid) {
+			t.Errorf("AddDomain(%q) under %q: created=%v err=%v, want a domain field error", tc.name, tc.base, created, err)
+		}
+		if under := errors.Is(err, ErrDomainUnderBase); under != (tc.name != "not a domain") {
+			t.Errorf("AddDomain(%q) under %q: ErrDomainUnderBase=%v (%v)", tc.name, tc.base, under, err)
+		}
+	}
 }
