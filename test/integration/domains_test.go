@@ -178,6 +178,19 @@ func TestCustomDomainLifecycle(t *testing.T) {
 	if echo.Service != "app-shared" || echo.Headers.Get("X-Tenant-Id") != "acme" || echo.Host != "APP.Acme.EXAMPLE:8080" {
 		t.Fatalf("through the domain: served by %s for tenant %q with Host %q", echo.Service, echo.Headers.Get("X-Tenant-Id"), echo.Host)
 	}
+	// A chunked body is not the fast path's: net/http reads the domain the same way.
+	req, _ := http.NewRequest("POST", rt.url+"/orders", io.NopCloser(strings.NewReader(`{"item":"x"}`)))
+	req.Host, req.TransferEncoding = "App.Acme.Example", []string{"chunked"}
+	resp, err := shortClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunked echoReply
+	_ = json.NewDecoder(resp.Body).Decode(&chunked)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || chunked.Headers.Get("X-Tenant-Id") != "acme" {
+		t.Fatalf("chunked POST through the domain: %d, tenant %q", resp.StatusCode, chunked.Headers.Get("X-Tenant-Id"))
+	}
 	if status, code, _ := hostGet(t, rt.url, "app.acme.example", "/t/bolt/orders"); status != 400 || code != "tenant_conflict" {
 		t.Fatalf("acme's domain with bolt's path: %d %s, want 400 tenant_conflict", status, code)
 	}
