@@ -64,8 +64,8 @@ type Op struct {
 	Out          Output
 	Call, Return time.Time
 	// Via is which router served it and Detail what went wrong, for
-	// reports.
-	Via, Detail string
+	// reports; ServedBy is the backend's X-Served-By (its target).
+	Via, Detail, ServedBy string
 }
 
 // Key is the order the operation is about.
@@ -80,7 +80,7 @@ func (o Op) Key() int64 {
 func (o Op) Write() bool { return o.In.Kind != Read }
 
 func (o Op) String() string {
-	out := "unknown"
+	var out string
 	switch {
 	case o.Out.Unknown:
 		out = "unknown (" + o.Detail + ")"

@@ -63,7 +63,7 @@ func (w *Workload) client(ctx context.Context, n int) {
 	for i := 0; ctx.Err() == nil; i++ {
 		base := fmt.Sprintf("%s/t/%s/orders", w.Routers[(n+i)%len(w.Routers)], w.Tenant)
 		in := w.next(rng, mine, n, i)
-		op := w.do(base, in)
+		op := Send(w.hc, base, in)
 		op.Client = n
 		w.Rec.Record(op)
 		switch {
@@ -122,8 +122,10 @@ type wireOrder struct {
 // for all but a create.
 var expected = map[Kind]int{Create: http.StatusCreated, Read: http.StatusOK, Update: http.StatusOK, Delete: http.StatusNoContent}
 
-// do sends one operation and records the answer.
-func (w *Workload) do(base string, in Input) Op {
+// Send sends one operation to the orders API at base (a tenant's
+// ".../orders" URL) and returns it with its answer; Client is left to the
+// caller. Every test client of the orders API goes through it.
+func Send(hc *http.Client, base string, in Input) Op {
 	method, url, body := "POST", base, any(nil)
 	switch in.Kind {
 	case Create:
@@ -147,7 +149,10 @@ func (w *Workload) do(base string, in Input) Op {
 		op.Return, op.Out.Unknown, op.Detail = time.Now(), true, err.Error()
 		return op
 	}
-	resp, err := w.hc.Do(req)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		op.Return, op.Out.Unknown, op.Detail = time.Now(), true, err.Error()
 		return op
@@ -175,7 +180,8 @@ func errorCode(data []byte) string {
 
 // decode fills in the output from the answer.
 func decode(op Op, resp *http.Response, data []byte) Op {
-	op.Via += " " + resp.Header.Get("X-Served-By")
+	op.ServedBy = resp.Header.Get("X-Served-By")
+	op.Via += " " + op.ServedBy
 	switch {
 	case resp.StatusCode == expected[op.In.Kind]:
 		op.Out.Found = true
@@ -204,7 +210,7 @@ func decode(op Op, resp *http.Response, data []byte) Op {
 // records it and returns it: the probes a scenario aims at one router.
 // Start must have been called.
 func (w *Workload) Do(router string, client int, in Input) Op {
-	op := w.do(fmt.Sprintf("%s/t/%s/orders", router, w.Tenant), in)
+	op := Send(w.hc, fmt.Sprintf("%s/t/%s/orders", router, w.Tenant), in)
 	op.Client = client
 	w.Rec.Record(op)
 	return op

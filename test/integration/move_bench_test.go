@@ -133,7 +133,7 @@ func BenchmarkSwitchPause(b *testing.B) {
 // about 1,000 writes/s (random create/update/delete, alternating between
 // the two routers).
 func switchPause(b *testing.B, rows, moves int) {
-	s := newMoveStackTB(b)
+	s := newMoveStack(b)
 	seedStart := time.Now()
 	s.seedTenantBulk("pauser", rows)
 	b.Logf("seeded %d rows in %s", rows, time.Since(seedStart).Round(time.Millisecond))

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/hashicorp/consul/api"
 	"github.com/jmoiron/sqlx"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/switchyard/switchyard/examples/orders"
 	"github.com/switchyard/switchyard/migrator"
 	"github.com/switchyard/switchyard/test/harness"
+	"github.com/switchyard/switchyard/test/history"
 )
 
 // moveStack is the whole product on real servers: Consul, three PostgreSQL
@@ -36,9 +39,7 @@ type moveStack struct {
 	hc                             *http.Client
 }
 
-func newMoveStack(t *testing.T) *moveStack { return newMoveStackTB(t) }
-
-func newMoveStackTB(t testing.TB) *moveStack {
+func newMoveStack(t testing.TB) *moveStack {
 	t.Helper()
 	c := harness.ConsulT(t)
 	s := &moveStack{stack: &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}}
@@ -193,6 +194,9 @@ type writerStorm struct {
 	touchedOn map[int64]string
 	failures  atomic.Int64
 	requests  atomic.Int64
+	// rec is every operation as the clients saw it, for the
+	// linearizability check.
+	rec history.Recorder
 	// log has one entry per acknowledged write: when it started, how long
 	// it took and which target served it.
 	log      []stormWrite
@@ -250,62 +254,54 @@ func (w *writerStorm) run(n int, pace time.Duration) {
 		default:
 		}
 		base := w.s.routers[(n+i)%len(w.s.routers)].url + "/t/" + w.tenant + "/orders"
-		op := rng.IntN(10)
-		start := time.Now()
-		record := func(by string) {
-			w.log = append(w.log, stormWrite{start: start, took: time.Since(start), servedBy: by})
-		}
-		switch {
-		case op < 5 || len(mine) == 0:
-			item := fmt.Sprintf("w%d-%d", n, i)
-			o, status, by := w.s.do("POST", base, map[string]any{"item": item, "quantity": rng.IntN(100) + 1, "price_cents": rng.IntN(10000)})
-			w.requests.Add(1)
-			if status != 201 {
-				w.fail(fmt.Sprintf("POST: %d %s", status, by))
-				continue
-			}
-			w.mu.Lock()
-			w.model[o.ID] = o
-			w.servedBy[by]++
-			w.touchedOn[o.ID] = by
-			record(by)
-			w.mu.Unlock()
-			mine = append(mine, o.ID)
-		case op < 8:
-			id := mine[rng.IntN(len(mine))]
-			q := rng.IntN(1000) + 1
-			o, status, by := w.s.do("PUT", fmt.Sprintf("%s/%d", base, id), map[string]any{"item": fmt.Sprintf("upd-%d", i), "quantity": q, "price_cents": 1})
-			w.requests.Add(1)
-			if status != 200 {
-				w.fail(fmt.Sprintf("PUT %d: %d %s", id, status, by))
-				continue
-			}
-			w.mu.Lock()
-			w.model[id] = o
-			w.servedBy[by]++
-			w.touchedOn[id] = by
-			record(by)
-			w.mu.Unlock()
-		default:
-			k := rng.IntN(len(mine))
-			id := mine[k]
-			_, status, by := w.s.do("DELETE", fmt.Sprintf("%s/%d", base, id), nil)
-			w.requests.Add(1)
-			if status != 204 {
-				w.fail(fmt.Sprintf("DELETE %d: %d %s", id, status, by))
-				continue
-			}
-			mine = append(mine[:k], mine[k+1:]...)
-			w.mu.Lock()
-			delete(w.model, id)
-			w.deleted[id] = true
-			w.servedBy[by]++
-			w.touchedOn[id] = by
-			record(by)
-			w.mu.Unlock()
-		}
+		mine = w.one(n, i, rng, mine, base)
 		w.pace(pace, &next)
 	}
+}
+
+// one sends writer n's i-th operation (half creates, then updates, reads
+// of its own orders through whichever router is next, and deletes),
+// records it in the history and, acknowledged, in the model. It returns
+// the writer's orders.
+func (w *writerStorm) one(n, i int, rng *rand.Rand, mine []int64, base string) []int64 {
+	in := history.Input{Kind: history.Create, Item: fmt.Sprintf("w%d-%d", n, i), Quantity: rng.IntN(100) + 1}
+	k := 0
+	if op := rng.IntN(10); op >= 5 && len(mine) > 0 {
+		k = rng.IntN(len(mine))
+		in = history.Input{Kind: history.Update, ID: mine[k], Item: fmt.Sprintf("upd-%d", i), Quantity: rng.IntN(1000) + 1}
+		if op == 8 {
+			in.Kind = history.Read
+		} else if op == 9 {
+			in.Kind = history.Delete
+		}
+	}
+	op := history.Send(w.s.hc, base, in)
+	op.Client = n
+	w.rec.Record(op)
+	w.requests.Add(1)
+	if op.Out.Unknown || !op.Out.Found {
+		w.fail(fmt.Sprintf("%s %d: %s (%s)", in.Kind, in.ID, op.Detail, op.ServedBy))
+		return mine
+	}
+	o, by := order{ID: op.Out.ID, Item: op.Out.Value.Item, Quantity: op.Out.Value.Quantity, Version: op.Out.Value.Version}, op.ServedBy
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.servedBy[by]++
+	switch in.Kind {
+	case history.Create:
+		w.model[o.ID], w.touchedOn[o.ID] = o, by
+		mine = append(mine, o.ID)
+	case history.Update:
+		w.model[in.ID], w.touchedOn[in.ID] = o, by
+	case history.Delete:
+		delete(w.model, in.ID)
+		w.deleted[in.ID], w.touchedOn[in.ID] = true, by
+		mine = append(mine[:k], mine[k+1:]...)
+	case history.Read:
+		return mine // not a write: not in the write log
+	}
+	w.log = append(w.log, stormWrite{start: op.Call, took: op.Return.Sub(op.Call), servedBy: by})
+	return mine
 }
 
 // pace waits after a request: pace, or for a storm paced to a rate until
@@ -467,6 +463,34 @@ func (w *writerStorm) checkModel(t *testing.T, dsn string) {
 		if _, ok := have[id]; ok {
 			t.Errorf("order %d was deleted (acknowledged) but is on the target", id)
 		}
+	}
+	final := history.Final{}
+	for id, o := range have {
+		final[id] = &history.Value{Item: o.Item, Quantity: o.Quantity, Version: o.Version}
+	}
+	res := history.Check(w.rec.Ops(), final, time.Minute, os.TempDir())
+	t.Logf("history of %s: %d operations on %d orders, %s", w.tenant, res.Ops, res.Orders, res.Linearizable)
+	reportHistory(t, res)
+}
+
+// reportHistory fails t for each acknowledged write lost and each order
+// whose history is not linearizable (the first five, with porcupine's
+// drawing of the history).
+func reportHistory(t testing.TB, res history.Result) {
+	t.Helper()
+	for _, l := range res.Lost {
+		t.Errorf("lost: %s", l)
+	}
+	for i, v := range res.Violations {
+		if i < 5 {
+			t.Errorf("%s", v)
+		}
+	}
+	if res.Visualization != "" {
+		t.Errorf("porcupine's view of the history: %s", res.Visualization)
+	}
+	if res.Linearizable != porcupine.Ok && len(res.Violations) == 0 {
+		t.Errorf("linearizability check: %s", res.Linearizable)
 	}
 }
 

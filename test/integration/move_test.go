@@ -100,7 +100,7 @@ func stormMove(t *testing.T, s *moveStack, from, to string, toTier catalog.Tier)
 	if f := neighbours.failures.Load(); f != 0 {
 		t.Fatalf("neighbour tenant: %d failed requests: %v", f, neighbours.failLog)
 	}
-	t.Logf("%s → %s: %d requests, 0 failed (%.0f writes/s by 16 unpaced clients); served by %v; move took %s (copy %s, catch-up %s), switch pause %s %v; apply %.0f changes/s, capture %.0f/s",
+	t.Logf("%s → %s: %d requests, 0 failed (%.0f requests/s by 16 unpaced clients, 1 in 10 a read); served by %v; move took %s (copy %s, catch-up %s), switch pause %s %v; apply %.0f changes/s, capture %.0f/s",
 		from, to, storm.requests.Load(), float64(storm.requests.Load())/stormEnd.Sub(stormStart).Seconds(), storm.servedBy,
 		moveEnd.Sub(moveStart).Round(time.Millisecond), m.Took[migrator.PhaseCopy].Round(time.Millisecond),
 		m.Took[migrator.PhaseCatchUp].Round(time.Millisecond), m.Pause, m.PauseSteps, m.ApplyPerS, m.CapturePerS)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
 	"github.com/hashicorp/consul/api"
 	"github.com/jmoiron/sqlx"
 
@@ -406,20 +405,7 @@ func (s *scaleStack) verdict(w *history.Workload, tenant string, fault time.Time
 	for _, f := range st.Failures {
 		s.t.Logf("failed: %s", f)
 	}
-	for _, l := range res.Lost {
-		s.t.Errorf("lost: %s", l)
-	}
-	for i, v := range res.Violations {
-		if i < 5 {
-			s.t.Errorf("%s", v)
-		}
-	}
-	if res.Visualization != "" {
-		s.t.Errorf("porcupine's view of the history: %s", res.Visualization)
-	}
-	if res.Linearizable != porcupine.Ok && len(res.Violations) == 0 {
-		s.t.Errorf("linearizability check: %s", res.Linearizable)
-	}
+	reportHistory(s.t, res)
 	if st.Failed > allowFailed {
 		s.t.Errorf("%d requests failed, %d allowed", st.Failed, allowFailed)
 	}
