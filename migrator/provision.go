@@ -65,7 +65,10 @@ func (r *run) provision(ctx context.Context) error {
 		}
 		ddl.WriteString(line)
 	}
-	psql := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--quiet", "--dbname", r.dstDSN)
+	// One transaction: a run that dies (or loses its lock) half way must
+	// not leave tables without their keys for the next run to find.
+	psql := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--quiet",
+		"--single-transaction", "--dbname", r.dstDSN)
 	psql.Stdin = strings.NewReader(ddl.String())
 	var perr bytes.Buffer
 	psql.Stderr = &perr
