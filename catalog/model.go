@@ -182,7 +182,7 @@ func (t *Target) DSNFor(tenantID string) (string, error) {
 	}
 	u, err := url.Parse(t.DSN)
 	if err != nil {
-		return "", fmt.Errorf("target %s: %w: dsn: %v", t.ID, ErrInvalid, err)
+		return "", fmt.Errorf("target %s: %w: dsn: %w", t.ID, ErrInvalid, err)
 	}
 	u.Path = "/" + DatabaseName(tenantID)
 	return u.String(), nil

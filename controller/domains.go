@@ -225,11 +225,11 @@ func (s *Server) fetchDomainToken(ctx context.Context, domain, token string) err
 	url := "http://" + domain + "/.well-known/switchyard/" + token
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errVerification, err)
+		return fmt.Errorf("%w: %w", errVerification, err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: %v", errVerification, url, err)
+		return fmt.Errorf("%w: GET %s: %w", errVerification, url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -237,7 +237,7 @@ func (s *Server) fetchDomainToken(ctx context.Context, domain, token string) err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, cfg.VerifyMaxBytes+1))
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: reading the body: %v", errVerification, url, err)
+		return fmt.Errorf("%w: GET %s: reading the body: %w", errVerification, url, err)
 	}
 	if int64(len(body)) > cfg.VerifyMaxBytes {
 		return fmt.Errorf("%w: GET %s: body over %d bytes", errVerification, url, cfg.VerifyMaxBytes)

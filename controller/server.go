@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard/switchyard/catalog"
@@ -86,7 +87,7 @@ func newMetrics() *metrics {
 		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_controller_leader", Help: "1 if this replica holds the leader lock."}),
 		moves:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchyard_controller_moves", Help: "Moves by phase and status, as the leader last saw them."}, []string{"phase", "status"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, migrator.SwitchStepSeconds, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.requests, m.latency, m.leader, m.moves, migrator.SwitchStepSeconds, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -124,10 +124,10 @@ func (s *Server) choose(ctx context.Context, t catalog.Tenant, tier catalog.Tier
 	s.log.Info("no free dedicated cluster: provisioning one", "tenant", t.ID)
 	nt, perr := s.cfg.ProvisionCluster(ctx, t.ID)
 	if perr != nil {
-		return d, fmt.Errorf("%w; provisioning a new cluster failed: %v", err, perr)
+		return d, fmt.Errorf("%w; provisioning a new cluster failed: %w", err, perr)
 	}
 	if perr := s.store.CreateTarget(ctx, nt); perr != nil && !errors.Is(perr, catalog.ErrExists) {
-		return d, fmt.Errorf("%w; registering the new cluster %s: %v", err, nt.ID, perr)
+		return d, fmt.Errorf("%w; registering the new cluster %s: %w", err, nt.ID, perr)
 	}
 	s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "target.provision", Target: nt.ID, Tenant: t.ID, Detail: "new dedicated cluster"})
 	return placement.Decision{Target: nt.ID, Reason: fmt.Sprintf("%s → %s: a dedicated cluster provisioned for it", t.ID, nt.ID)}, nil

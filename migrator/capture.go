@@ -330,36 +330,3 @@ func dropGuardSchemaOnce(ctx context.Context, db *sqlx.DB) error {
 	}
 	return tx.Commit()
 }
-
-// leftovers lists what the move left in a database for the tenant: guard
-// triggers, fences, pending changes. Empty means clean.
-func leftovers(ctx context.Context, db *sqlx.DB, tenant string) ([]string, error) {
-	var out []string
-	var triggers []string
-	if err := db.SelectContext(ctx, &triggers, `SELECT tgname FROM pg_trigger WHERE tgname LIKE $1`, triggerBase(tenant)+"%"); err != nil {
-		return nil, err
-	}
-	for _, t := range triggers {
-		out = append(out, "trigger "+t)
-	}
-	var exists bool
-	if err := db.GetContext(ctx, &exists, `SELECT to_regclass('switchyard.changes') IS NOT NULL`); err != nil {
-		return nil, err
-	}
-	if exists {
-		var n int
-		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM switchyard.changes WHERE tenant_id = $1`, tenant); err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			out = append(out, fmt.Sprintf("%d captured changes", n))
-		}
-		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM switchyard.fences WHERE tenant_id = $1`, tenant); err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			out = append(out, "fence")
-		}
-	}
-	return out, nil
-}

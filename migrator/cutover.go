@@ -142,7 +142,7 @@ func (r *run) rollback(ctx context.Context, sr *stepRunner, err error) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if rerr := sr.undo(rctx); rerr != nil {
-		return errors.Join(err, fmt.Errorf("%w: %v", errRollbackFailed, rerr)) // keep FreezeEpoch: the next run finishes the rollback
+		return errors.Join(err, fmt.Errorf("%w: %w", errRollbackFailed, rerr)) // keep FreezeEpoch: the next run finishes the rollback
 	}
 	r.m.FreezeEpoch = 0
 	return err
@@ -231,7 +231,7 @@ func (r *run) flip(ctx, outer context.Context) error {
 		t, gerr := r.readFlip(outer)
 		switch {
 		case gerr != nil:
-			return fmt.Errorf("%w: flip %w (%v), catalog unreadable: %v", errRollbackFailed, errOutcomeUnknown, err, gerr)
+			return fmt.Errorf("%w: flip %w (%w), catalog unreadable: %w", errRollbackFailed, errOutcomeUnknown, err, gerr)
 		case t.Target == m.To && t.State == catalog.StateActive && t.Epoch > epoch:
 			flipped, err = t, nil
 		}

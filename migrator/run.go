@@ -314,7 +314,7 @@ func (r *run) switchPhase(ctx context.Context) error {
 	if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
 		// %v, not %w: exhausted attempts pause the move even when the
 		// last one met an outage (rideable would retry it forever).
-		return fmt.Errorf("switch failed %d times, last: %v", r.m.Attempts, err)
+		return fmt.Errorf("switch failed %d times, last: %v", r.m.Attempts, err) //nolint:errorlint // see above
 	}
 	r.m.Phase = PhaseCatchUp
 	return nil
@@ -687,7 +687,7 @@ func (r *run) checkDDL(ctx context.Context) error {
 		return derr
 	}
 	if err := sameShape(tables, dt); err != nil {
-		return fmt.Errorf("%w on the target: %v", ErrDDL, err)
+		return fmt.Errorf("%w on the target: %w", ErrDDL, err)
 	}
 	return nil
 }

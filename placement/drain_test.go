@@ -66,9 +66,7 @@ func TestPlanDrain(t *testing.T) {
 			}
 			var u *UnplacedError
 			if errors.As(err, &u) {
-				var ids []string
 				for _, id := range c.unplaced {
-					ids = append(ids, id)
 					if u.Tenants[id] == "" || !strings.Contains(err.Error(), id+" (") {
 						t.Errorf("unplaced %s not named with a reason: %v", id, err)
 					}

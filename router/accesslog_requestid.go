@@ -38,9 +38,6 @@ type requestID struct {
 	in string
 }
 
-// set reports whether the request has an id to send.
-func (id requestID) set() bool { return id.n != 0 || id.in != "" }
-
 // appendTo appends the id's text to b.
 func (id requestID) appendTo(b []byte, g *requestIDs) []byte {
 	if id.in != "" {

@@ -87,9 +87,9 @@ func answerFor(err error) *routeError {
 		return errAmbiguousFraming
 	case errors.Is(err, wire.ErrObsFold):
 		return errObsFold
-	case errors.As(err, &cbe) && cbe.Kind == wire.ErrBodyMalformed:
+	case errors.As(err, &cbe) && errors.Is(cbe.Kind, wire.ErrBodyMalformed):
 		return errBadBody
-	case errors.As(err, &cbe) && cbe.Kind == wire.ErrBodyStalled:
+	case errors.As(err, &cbe) && errors.Is(cbe.Kind, wire.ErrBodyStalled):
 		return errBodyTimeout
 	case errors.As(err, &tooLarge) || errors.Is(err, wire.ErrBodyTooLarge):
 		return errBodyTooLarge

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the router's Prometheus series. No tenant id is ever a label
@@ -71,6 +72,6 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	r.MustRegister(m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries, m.tenantTrips,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -251,7 +251,12 @@ func (d *devStack) startRouter(ctx context.Context, listen, admin string) error 
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	d.onStop(func() { cancel(); _ = <-done })
+	d.onStop(func() {
+		cancel()
+		if err := <-done; err != nil {
+			d.log.Warn("router stopped with an error", "err", err)
+		}
+	})
 	select {
 	case <-r.Watcher().Ready():
 	case err := <-done:
@@ -279,7 +284,12 @@ func (d *devStack) startController(ctx context.Context) error {
 	cctx, ccancel := context.WithCancel(context.Background())
 	cdone := make(chan error, 1)
 	go func() { cdone <- ctl.Run(cctx) }()
-	d.onStop(func() { ccancel(); _ = <-cdone })
+	d.onStop(func() {
+		ccancel()
+		if err := <-cdone; err != nil {
+			d.log.Warn("controller stopped with an error", "err", err)
+		}
+	})
 	if _, err := ctl.Addr(ctx); err != nil {
 		return err
 	}

@@ -285,7 +285,7 @@ func (c *Consul) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devstack: consul %s not ready at %s: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: consul %s not ready at %s: %w (last error: %w)%s",
 				c.name, c.HTTPAddr(), ctx.Err(), lastErr, withTail(c.tail))
 		case <-proc.done:
 		case <-time.After(100 * time.Millisecond):

@@ -125,7 +125,7 @@ func (cc *ConsulCluster) waitFormed(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devstack: consul cluster of %d not formed: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: consul cluster of %d not formed: %w (last error: %w)%s",
 				n, ctx.Err(), lastErr, cc.tails())
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -426,7 +426,7 @@ func (p *Postgres) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devstack: postgres on %s not ready: %w (last error: %v)%s",
+			return fmt.Errorf("devstack: postgres on %s not ready: %w (last error: %w)%s",
 				p.Addr(), ctx.Err(), lastErr, withTail(p.tail))
 		case <-proc.done:
 		case <-time.After(50 * time.Millisecond):

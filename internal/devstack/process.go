@@ -64,8 +64,7 @@ func (s procSpec) run(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = <-done
-		return fmt.Errorf("%s: %w", s.name, ctx.Err())
+		return fmt.Errorf("%s: %w (then killed: %w)", s.name, ctx.Err(), <-done)
 	}
 }
 

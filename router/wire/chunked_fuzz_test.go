@@ -154,7 +154,7 @@ func readTrailerLikeNetHTTP(br *bufio.Reader) error {
 		return errors.New("suspiciously long trailer after chunked body")
 	}
 	if _, err := textproto.NewReader(br).ReadMIMEHeader(); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return errors.New("unexpected EOF reading trailer")
 		}
 		return err

@@ -68,7 +68,7 @@ func (e *ClientBodyError) Unwrap() []error { return []error{e.Kind, e.Err} }
 // BodyReadError classifies an error reading a request body from the
 // client (nil and io.EOF pass through) as a *ClientBodyError.
 func BodyReadError(err error) error {
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
 	var cbe *ClientBodyError

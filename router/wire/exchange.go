@@ -477,7 +477,7 @@ func relayN(dst *bufio.Writer, src *bufio.Reader, n int64, wait func() error) er
 				_, err = src.Peek(1)
 			}
 			if err != nil {
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					if n < 0 {
 						return nil
 					}

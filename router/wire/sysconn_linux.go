@@ -3,6 +3,7 @@
 package wire
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -96,7 +97,7 @@ func (c *sysConn) Write(p []byte) (int, error) {
 // opError wraps err as net.Conn methods do, so callers' checks (timeouts,
 // closed connections) see the same errors.
 func (c *sysConn) opError(op string, err error) error {
-	if _, ok := err.(*net.OpError); ok {
+	if oe := (*net.OpError)(nil); errors.As(err, &oe) {
 		return err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}

@@ -662,11 +662,12 @@ func (b *reqBody) waitContinue() error {
 	trace := httptrace.ContextClientTrace(b.req.Context())
 	if c.t.headerTimeout > 0 {
 		_ = c.conn.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
-		defer c.conn.SetReadDeadline(time.Time{})
+		defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }()
 	}
 	for {
 		c.limit = c.t.maxHeaderBytes
-		resp, err := http.ReadResponse(c.br, b.req)
+		// A final answer's body is the caller's (b.resp) to close; a 1xx has none.
+		resp, err := http.ReadResponse(c.br, b.req) //nolint:bodyclose // handed on as b.resp
 		c.limit = noLimit
 		if err != nil {
 			return mapReadErr(err)
