@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/placement"
 )
 
 // Check is one preflight finding.
@@ -32,6 +33,19 @@ type PreflightReport struct {
 	// Rows and Bytes estimate the tenant's data on the source.
 	Rows  int64 `json:"rows"`
 	Bytes int64 `json:"bytes"`
+
+	// refusal is the residency check's *placement.ResidencyError, if it failed.
+	refusal error
+}
+
+// Err is the error of a failed preflight: it wraps ErrPreflight, and also
+// placement.ErrResidency (with the *placement.ResidencyError) when the
+// destination is outside the tenant's residency.
+func (p *PreflightReport) Err() error {
+	if p.refusal != nil {
+		return fmt.Errorf("%w: %w (%s)", ErrPreflight, p.refusal, p.Summary())
+	}
+	return fmt.Errorf("%w: %s", ErrPreflight, p.Summary())
 }
 
 // Summary lists the failing checks.
@@ -133,6 +147,15 @@ func (mg *Migrator) checkPlacement(ctx context.Context, rep *PreflightReport, re
 		return t, from, to, false, nil
 	}
 	rep.add("destination open", !to.Cordoned || inMove, fmt.Sprintf("target %s cordoned=%v", to.ID, to.Cordoned), "uncordon it or choose another")
+	if err := placement.CheckResidency(&t, &to); err != nil {
+		// Checked in the move's own preflight too: the residency may have
+		// changed since the move was created.
+		var re *placement.ResidencyError
+		errors.As(err, &re)
+		rep.add("residency", false, re.Reason(), fmt.Sprintf("choose a target whose %s label is one of %s", catalog.RegionLabel, catalog.FormatRegions(t.Residency)))
+		rep.refusal = err
+		return t, from, to, false, nil
+	}
 	if !inMove {
 		if err := mg.checkRoom(ctx, rep, t, to); err != nil {
 			return t, from, to, false, err
