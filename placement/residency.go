@@ -22,13 +22,16 @@ type ResidencyError struct {
 
 // Error names the constraint and the target: "residency: tenant acme may
 // live only in [eu]; target pool-us is in us".
-func (e *ResidencyError) Error() string {
+func (e *ResidencyError) Error() string { return ErrResidency.Error() + ": " + e.Reason() }
+
+// Reason is the refusal without the constraint's name: "tenant acme may
+// live only in [eu]; target pool-us is in us".
+func (e *ResidencyError) Reason() string {
 	where := "is in " + e.Region
 	if e.Region == "" {
 		where = "has no " + catalog.RegionLabel + " label (an unknown region is not allowed)"
 	}
-	return fmt.Sprintf("%s: tenant %s may live only in %s; target %s %s",
-		ErrResidency, e.Tenant, catalog.FormatRegions(e.Regions), e.Target, where)
+	return fmt.Sprintf("tenant %s may live only in %s; target %s %s", e.Tenant, catalog.FormatRegions(e.Regions), e.Target, where)
 }
 
 // Unwrap makes errors.Is(err, ErrResidency) hold.
