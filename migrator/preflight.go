@@ -42,17 +42,26 @@ type PreflightReport struct {
 // placement.ErrResidency (with the *placement.ResidencyError) when the
 // destination is outside the tenant's residency.
 func (p *PreflightReport) Err() error {
-	if p.refusal != nil {
-		return fmt.Errorf("%w: %w (%s)", ErrPreflight, p.refusal, p.Summary())
+	if p.refusal == nil {
+		return fmt.Errorf("%w: %s", ErrPreflight, p.Summary())
 	}
-	return fmt.Errorf("%w: %s", ErrPreflight, p.Summary())
+	if others := p.summary(residencyCheck); others != "" {
+		return fmt.Errorf("%w: %w; %s", ErrPreflight, p.refusal, others)
+	}
+	return fmt.Errorf("%w: %w", ErrPreflight, p.refusal)
 }
 
+// residencyCheck names the residency check in the report.
+const residencyCheck = "residency"
+
 // Summary lists the failing checks.
-func (p *PreflightReport) Summary() string {
+func (p *PreflightReport) Summary() string { return p.summary("") }
+
+// summary lists the failing checks but the one named skip.
+func (p *PreflightReport) summary(skip string) string {
 	var out []string
 	for _, c := range p.Checks {
-		if !c.OK {
+		if !c.OK && c.Name != skip {
 			s := c.Name + ": " + c.Detail
 			if c.Fix != "" {
 				s += " (fix: " + c.Fix + ")"
@@ -152,7 +161,7 @@ func (mg *Migrator) checkPlacement(ctx context.Context, rep *PreflightReport, re
 		// changed since the move was created.
 		var re *placement.ResidencyError
 		errors.As(err, &re)
-		rep.add("residency", false, re.Reason(), fmt.Sprintf("choose a target whose %s label is one of %s", catalog.RegionLabel, catalog.FormatRegions(t.Residency)))
+		rep.add(residencyCheck, false, re.Reason(), fmt.Sprintf("choose a target whose %s label is one of %s", catalog.RegionLabel, catalog.FormatRegions(t.Residency)))
 		rep.refusal = err
 		return t, from, to, false, nil
 	}
