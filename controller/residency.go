@@ -50,6 +50,22 @@ func RecordResidencyRefusal(ctx context.Context, client *api.Client, prefix, who
 	return writeAudit(ctx, client, catalog.NewKeys(prefix), &e)
 }
 
+// auditMoveRefusal audits a move the leader ran that its own preflight
+// refused for residency (the tenant's residency changed after the move was
+// created, by a write that bypassed the API's check): the move is paused.
+func (s *Server) auditMoveRefusal(ctx context.Context, id string, err error) {
+	if !errors.Is(err, placement.ErrResidency) {
+		return
+	}
+	tenant := ""
+	if m, gerr := s.migrator.Get(ctx, id); gerr == nil {
+		tenant = m.Tenant
+	}
+	e := residencyEntry("controller:"+s.cfg.ID, tenant, "run move "+id, err)
+	e.Move = id
+	s.audit(ctx, e)
+}
+
 // auditDrainRefusals audits each tenant a drain could not place because of
 // residency.
 func (s *Server) auditDrainRefusals(ctx context.Context, who, what string, err error) {

@@ -142,6 +142,7 @@ func TestResidencyEveryPath(t *testing.T) {
 	s.manualMoveRefused()
 	s.residencyUpdate()
 	s.auditNamesEveryRefusal()
+	s.leaderRechecks()
 	s.allowedMove()
 }
 
@@ -289,27 +290,79 @@ func (s *residencyStack) auditNamesEveryRefusal() {
 	}
 }
 
-// allowedMove labels pool-3 eu (the operator's new eu pool) and moves acme
-// there with the CLI while a writer runs: an ordinary online move.
-func (s *residencyStack) allowedMove() {
-	t := s.t
-	// The CLI runs the move itself: stop the controller, whose leader
-	// would otherwise compete for the move's lock.
+// stopController stops the controller and waits until it has gone.
+func (s *residencyStack) stopController() {
 	s.stop()
-	waitFor(t, 30*time.Second, "controller stopped", func() bool {
+	waitFor(s.t, 30*time.Second, "controller stopped", func() bool {
 		resp, err := shortClient.Get(s.base + "/livez")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err != nil
 	})
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // its leader's runners stop after the listener
+}
+
+// leaderRechecks: a move created while allowed (acme → pool-3, now
+// labelled eu), then acme's residency changed by a write that bypasses the
+// API's check; the leader's run of the move re-checks in its preflight,
+// pauses it, audits the refusal, and nothing changes. The move is then
+// aborted and the residency put back.
+func (s *residencyStack) leaderRechecks() {
+	t := s.t
+	s.stopController()
 	if _, err := s.store.UpdateTarget(s.ctx, "pool-3", func(tg *catalog.Target) error {
 		tg.Labels = map[string]string{catalog.RegionLabel: "eu"}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
+	m, _, err := s.migrator(nil).Create(s.ctx, migrator.Request{Tenant: "acme", To: "pool-3", Reason: "residency test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setResidency := func(r ...string) {
+		if _, err := s.store.UpdateTenant(s.ctx, "acme", func(tn *catalog.Tenant) error { tn.Residency = r; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setResidency("us")
+	_, s.base, s.stop = s.startController(nil)
+	var paused *migrator.Move
+	waitFor(t, 30*time.Second, "the leader pauses the move", func() bool {
+		paused, _ = s.migrator(nil).Get(s.ctx, m.ID)
+		return paused != nil && paused.Status == migrator.StatusPaused
+	})
+	if want := "residency: tenant acme may live only in [us]; target pool-3 is in eu"; paused.Phase != migrator.PhasePreflight || !strings.Contains(paused.Error, want) {
+		t.Fatalf("paused move: phase %s, error %q; want preflight saying %q", paused.Phase, paused.Error, want)
+	}
+	waitFor(t, 10*time.Second, "the leader's refusal audited", func() bool {
+		_, audit := call(t, "GET", s.base+"/v1/audit?tenant=acme", tokViewer, nil, nil)
+		for _, e := range audit["entries"].([]any) {
+			en := e.(map[string]any)
+			if en["action"] == controller.ActionResidencyRefused && en["move"] == m.ID && strings.HasPrefix(en["actor"].(string), "controller:") {
+				return true
+			}
+		}
+		return false
+	})
+	if st, body := call(t, "POST", s.base+"/v1/moves/"+m.ID+"/abort", tokOperator, nil, nil); st != 202 {
+		t.Fatalf("abort: %d %v", st, body)
+	}
+	waitFor(t, 30*time.Second, "move aborted", func() bool {
+		got, _ := s.migrator(nil).Get(s.ctx, m.ID)
+		return got != nil && got.Phase == migrator.PhaseAborted
+	})
+	setResidency("eu", "eu2")
+	s.before.moves++ // the aborted move's record
+	s.unchanged("a move whose residency changed under it")
+	s.stopController() // the CLI runs the next move itself; a leader would compete for its lock
+}
+
+// allowedMove moves acme to pool-3 (the operator's new pool, labelled eu by
+// leaderRechecks) with the CLI while writers run: an ordinary online move.
+func (s *residencyStack) allowedMove() {
+	t := s.t
 	storm := s.startStorm("acme", 2, 3*time.Millisecond)
 	cmd := exec.Command(switchyardBinary(t), "move", "acme", "--to", "pool-3", "--consul", s.consul.HTTPAddr(), "--chunk", "50", "--retention", "10ms")
 	cmd.Env = os.Environ()
