@@ -159,6 +159,12 @@ func (s *residencyStack) createPaths() {
 	if err := ded.Get(&n, `SELECT count(*) FROM pg_database WHERE datname = $1`, catalog.DatabaseName("euro")); err != nil || n != 0 {
 		t.Fatalf("refused create made a database: %d %v", n, err)
 	}
+	// Allowed: a resident tenant goes to its region, though pool-2 and
+	// pool-3 are emptier.
+	st, body = call(t, "POST", s.base+"/v1/tenants", tokBilling, map[string]any{"id": "eve", "plan": "free", "residency": []string{"eu"}}, nil)
+	if tn, _ := body["tenant"].(map[string]any); st != 201 || tn["target"] != "pool-1" || !reflect.DeepEqual(tn["residency"], []any{"eu"}) {
+		t.Fatalf("create eve resident in eu: %d %v", st, body)
+	}
 	for _, bad := range [][]string{{"EU"}, {"eu", "eu"}, {""}} {
 		st, body := call(t, "POST", s.base+"/v1/tenants", tokBilling, map[string]any{"id": "bad", "plan": "free", "residency": bad}, nil)
 		if st != 400 || body["error"] != "invalid" || !strings.Contains(body["message"].(string), "residency") {
@@ -196,7 +202,7 @@ func (s *residencyStack) drainAndRebalance() {
 	}
 	plan := body["plan"].(map[string]any)
 	skipped, _ := plan["skipped"].(map[string]any)
-	if want := "residency: tenant acme may live only in [eu]; target pool-2 is in us"; skipped["acme"] != want || skipped["acme2"] == nil {
+	if want := "residency: tenant acme may live only in [eu]; target pool-2 is in us"; skipped["acme"] != want || skipped["acme2"] == nil || skipped["eve"] == nil {
 		t.Fatalf("rebalance skipped %v, want acme: %q", skipped, want)
 	}
 	for _, m := range plan["moves"].([]any) {
