@@ -42,9 +42,12 @@ var gzipWriters = sync.Pool{New: func() any {
 
 // encodeBucket serialises tenants (sorted by id) with a version header.
 // Line format: id TAB plan TAB tier TAB target TAB state TAB epoch TAB labels
-// [TAB limits] where labels are URL-query encoded and limits, only present
+// [TAB limits [TAB residency]] where labels are URL-query encoded and limits, only present
 // for a tenant with a limits override, is encodeOverride's form. Ids, plans, tiers, targets and states
-// are validated identifiers and never contain tabs or newlines.
+// are validated identifiers and never contain tabs or newlines. Residency,
+// only present for a tenant with a residency constraint (limits is then
+// present too, empty when there is no override), is its regions joined by
+// commas; regions are validated ids.
 func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 	ids := make([]string, 0, len(tenants))
 	for id := range tenants {
@@ -74,11 +77,18 @@ func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 			}
 			raw.WriteString(v.Encode())
 		}
-		if t.Limits != nil {
+		if t.Limits != nil || len(t.Residency) > 0 {
 			// Only tenants with an override have the eighth field, so a
 			// catalog without overrides reads as before to older readers.
 			raw.WriteByte('\t')
-			raw.WriteString(encodeOverride(t.Limits))
+			if t.Limits != nil {
+				raw.WriteString(encodeOverride(t.Limits))
+			}
+		}
+		if len(t.Residency) > 0 {
+			// Likewise the ninth, residency: only resident tenants have it.
+			raw.WriteByte('\t')
+			raw.WriteString(strings.Join(t.Residency, ","))
 		}
 		raw.WriteByte('\n')
 	}
@@ -96,9 +106,9 @@ func encodeBucket(version uint64, tenants map[string]*Tenant) ([]byte, error) {
 }
 
 // decodeBucketRaw gunzips a bucket and calls line for every tenant line with
-// its fields split (the eighth, limits, "" when absent). It returns the
-// bucket version.
-func decodeBucketRaw(data []byte, line func(fields [8]string) error) (uint64, error) {
+// its fields split (the eighth, limits, and the ninth, residency, "" when
+// absent). It returns the bucket version.
+func decodeBucketRaw(data []byte, line func(fields [9]string) error) (uint64, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return 0, fmt.Errorf("bucket: %w", err)
@@ -122,7 +132,7 @@ func decodeBucketRaw(data []byte, line func(fields [8]string) error) (uint64, er
 		return 0, fmt.Errorf("bucket: bad version: %w", err)
 	}
 	for sc.Scan() {
-		var f [8]string
+		var f [9]string
 		text := sc.Text()
 		for i := 0; i < 6; i++ {
 			j := strings.IndexByte(text, '\t')
@@ -131,7 +141,8 @@ func decodeBucketRaw(data []byte, line func(fields [8]string) error) (uint64, er
 			}
 			f[i], text = text[:j], text[j+1:]
 		}
-		f[6], f[7], _ = strings.Cut(text, "\t")
+		f[6], text, _ = strings.Cut(text, "\t")
+		f[7], f[8], _ = strings.Cut(text, "\t")
 		if err := line(f); err != nil {
 			return 0, err
 		}
@@ -142,7 +153,7 @@ func decodeBucketRaw(data []byte, line func(fields [8]string) error) (uint64, er
 // decodeBucket returns the full tenant records of a bucket.
 func decodeBucket(data []byte) (uint64, map[string]*Tenant, error) {
 	tenants := make(map[string]*Tenant)
-	version, err := decodeBucketRaw(data, func(f [8]string) error {
+	version, err := decodeBucketRaw(data, func(f [9]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
 			return fmt.Errorf("bucket: tenant %s: bad epoch: %w", f[0], err)
@@ -154,6 +165,9 @@ func decodeBucket(data []byte) (uint64, map[string]*Tenant, error) {
 				return fmt.Errorf("bucket: tenant %s: %w", f[0], err)
 			}
 			t.Limits = &o
+		}
+		if f[8] != "" {
+			t.Residency = strings.Split(f[8], ",")
 		}
 		if f[6] != "" {
 			v, err := url.ParseQuery(f[6])

@@ -1,8 +1,10 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -113,5 +115,104 @@ func TestBucketOfIsFNV1a(t *testing.T) {
 		if BucketOf(id, 4096) != int(h.Sum32()%4096) {
 			t.Fatalf("hash mismatch for %s", id)
 		}
+	}
+}
+
+func TestBucketRoundTripResidency(t *testing.T) {
+	conc := int64(5)
+	cases := []struct {
+		name string
+		in   Tenant
+	}{
+		{"residency only", Tenant{ID: "acme", Plan: "pro", Tier: TierShared, Target: "pool-eu", State: StateActive, Epoch: 3, Residency: []string{"eu"}}},
+		{"several regions and labels", Tenant{ID: "bolt", Plan: "pro", Tier: TierShared, Target: "pool-eu", State: StateActive, Epoch: 1,
+			Labels: map[string]string{"region": "eu"}, Residency: []string{"eu", "eu2", "ch-1"}}},
+		{"residency and limits", Tenant{ID: "cask", Plan: "pro", Tier: TierShared, Target: "pool-eu", State: StateActive, Epoch: 1,
+			Limits: &LimitsOverride{ConcurrentRequests: &conc}, Residency: []string{"eu2"}}},
+		{"limits only", Tenant{ID: "dune", Plan: "pro", Tier: TierShared, Target: "pool-eu", State: StateActive, Epoch: 1, Limits: &LimitsOverride{ConcurrentRequests: &conc}}},
+		{"neither", Tenant{ID: "echo", Plan: "pro", Tier: TierShared, Target: "pool-eu", State: StateActive, Epoch: 1}},
+	}
+	in := map[string]*Tenant{}
+	for i := range cases {
+		in[cases[i].in.ID] = &cases[i].in
+	}
+	data, err := encodeBucket(9, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, err := decodeBucket(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := newNameTable()
+	view, err := decodeBucketView(data, names)
+	if err != nil {
+		t.Fatalf("router view: %v", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := out[tc.in.ID]; got == nil || !reflect.DeepEqual(*got, tc.in) {
+				t.Fatalf("decoded %+v, want %+v", got, tc.in)
+			}
+			if view.find(tc.in.ID, fnv32(tc.in.ID)) == nil {
+				t.Fatalf("router view lacks %s", tc.in.ID)
+			}
+		})
+	}
+}
+
+func TestTenantValidateResidency(t *testing.T) {
+	cases := []struct {
+		name      string
+		residency []string
+		wantErr   string // substring; "" = valid
+	}{
+		{"none", nil, ""},
+		{"one", []string{"eu"}, ""},
+		{"several", []string{"eu", "eu-2", "us1"}, ""},
+		{"uppercase", []string{"EU"}, `region "EU" must be a lowercase id`},
+		{"empty", []string{""}, `region "" must be a lowercase id`},
+		{"comma", []string{"eu,us"}, `region "eu,us" must be a lowercase id`},
+		{"duplicate", []string{"eu", "us", "eu"}, `region "eu" is listed twice`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := Tenant{ID: "acme", Plan: "pro", Tier: TierShared, Target: "pool-1", State: StateActive, Residency: tc.residency}
+			err := tn.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want ErrInvalid naming %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestResidentIn(t *testing.T) {
+	cases := []struct {
+		residency []string
+		region    string
+		want      bool
+	}{
+		{nil, "us", true},
+		{nil, "", true},
+		{[]string{"eu"}, "eu", true},
+		{[]string{"eu", "eu2"}, "eu2", true},
+		{[]string{"eu"}, "us", false},
+		{[]string{"eu"}, "", false}, // a target without a region takes no resident tenant
+	}
+	for _, tc := range cases {
+		tn := Tenant{Residency: tc.residency}
+		if got := tn.ResidentIn(tc.region); got != tc.want {
+			t.Errorf("%v ResidentIn(%q) = %v, want %v", tc.residency, tc.region, got, tc.want)
+		}
+	}
+	tg := Target{Labels: map[string]string{"region": "eu"}}
+	if tg.Region() != "eu" || (&Target{}).Region() != "" {
+		t.Errorf("Region() = %q / %q", tg.Region(), (&Target{}).Region())
 	}
 }

@@ -179,7 +179,7 @@ func decodeBucketView(data []byte, names *nameTable) (*bucketView, error) {
 	var entries []slot
 	var ids strings.Builder
 	last, lastCode := "", uint16(0)
-	version, err := decodeBucketRaw(data, func(f [8]string) error {
+	version, err := decodeBucketRaw(data, func(f [9]string) error {
 		epoch, err := strconv.ParseUint(f[5], 10, 64)
 		if err != nil {
 			return fmt.Errorf("bucket: tenant %s: bad epoch: %w", f[0], err)

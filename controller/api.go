@@ -44,6 +44,9 @@ func failErr(c *gin.Context, err error) {
 		fail(c, http.StatusConflict, "not_paused", err.Error())
 	case errors.Is(err, migrator.ErrTooLateToAbort):
 		fail(c, http.StatusConflict, "too_late", err.Error())
+	case errors.Is(err, placement.ErrResidency):
+		// Before preflight and no-target: a residency refusal says so.
+		fail(c, http.StatusUnprocessableEntity, "residency", err.Error())
 	case errors.Is(err, migrator.ErrPreflight):
 		fail(c, http.StatusUnprocessableEntity, "preflight_failed", err.Error())
 	case errors.Is(err, placement.ErrNoTarget):

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/catalog"
 )
 
 // auditEntry is one line of the audit log: who, what, when, why, and the
@@ -31,15 +33,21 @@ type auditEntry struct {
 // audit appends an entry under <prefix>/audit/ (keys sort by time). An
 // audit write failure is logged, never fails the request that caused it.
 func (s *Server) audit(ctx context.Context, e auditEntry) {
-	e.At = time.Now().UTC()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	key := s.store.Keys().Audit(e.At.Format("20060102T150405.000000000") + "-" + hex.EncodeToString(b))
-	data, _ := json.Marshal(e)
-	if _, err := s.client.KV().Put(&api.KVPair{Key: key, Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if err := writeAudit(ctx, s.client, s.store.Keys(), &e); err != nil {
 		s.log.Warn("audit write failed", "err", err, "action", e.Action)
 	}
 	s.log.Info("audit", "actor", e.Actor, "action", e.Action, "tenant", e.Tenant, "target", e.Target, "move", e.Move, "detail", e.Detail)
+}
+
+// writeAudit stamps and stores one entry.
+func writeAudit(ctx context.Context, client *api.Client, keys catalog.Keys, e *auditEntry) error {
+	e.At = time.Now().UTC()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	key := keys.Audit(e.At.Format("20060102T150405.000000000") + "-" + hex.EncodeToString(b))
+	data, _ := json.Marshal(e)
+	_, err := client.KV().Put(&api.KVPair{Key: key, Value: data}, (&api.WriteOptions{}).WithContext(ctx))
+	return err
 }
 
 func (s *Server) listAudit(c *gin.Context) {

@@ -181,6 +181,7 @@ func (s *Server) runMove(ctx context.Context, id string) {
 	case err == nil, errors.Is(err, migrator.ErrLocked), ctx.Err() != nil:
 	default:
 		s.log.Warn("move stopped", "move", id, "err", err)
+		s.auditMoveRefusal(context.WithoutCancel(ctx), id, err)
 	}
 	if m, gerr := s.migrator.Get(context.WithoutCancel(ctx), id); gerr == nil && (m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseAborted) {
 		action := "move.switched"

@@ -181,6 +181,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/tenants", billing, s.idempotent(), s.createTenant)
 	v1.GET("/tenants/:id", read, s.getTenant)
 	v1.PUT("/tenants/:id/plan", billing, s.setPlan)
+	v1.PUT("/tenants/:id/residency", billing, s.setResidency)
 	v1.DELETE("/tenants/:id", operator, s.offboardTenant)
 	v1.GET("/targets", read, s.listTargets)
 	v1.POST("/targets", operator, s.idempotent(), s.registerTarget)

@@ -109,10 +109,19 @@ func (s *Server) drainTarget(c *gin.Context) {
 		return
 	}
 	plan, err := placement.PlanDrain(id, targets, tenants, placement.Config{})
+	s.auditDrainRefusals(ctx, actor(c), planWhat("drain of "+id, req.dryRun()), err)
 	s.answerPlan(c, plan, err, req.dryRun(), "drain of "+id, func() error {
 		_, err := s.store.UpdateTarget(ctx, id, func(t *catalog.Target) error { t.Cordoned = true; return nil })
 		return err
 	})
+}
+
+// planWhat names a planning request in audit entries.
+func planWhat(what string, dryRun bool) string {
+	if dryRun {
+		return what + " (dry run)"
+	}
+	return what
 }
 
 // answerPlan answers a planning request: the plan alone for a dry run (200),
@@ -162,6 +171,7 @@ func (s *Server) rebalance(c *gin.Context) {
 	}
 	cfg := placement.RebalanceConfig{MaxMoves: req.MaxMoves, Spread: req.Spread, Metric: placement.MetricTenants}
 	plan, err := placement.PlanRebalance(targets, tenants, cfg)
+	s.auditSkipped(ctx, actor(c), planWhat("rebalance", req.dryRun()), plan.Skipped)
 	s.answerPlan(c, plan, err, req.dryRun(), "rebalance", nil)
 }
 
@@ -187,6 +197,7 @@ func (s *Server) startMoves(c *gin.Context, plan placement.Plan, why string) ([]
 				Options: s.moveOptions()})
 			if err != nil {
 				errs[i] = fmt.Errorf("move %s → %s: %w", pm.Tenant, pm.To, err)
+				s.auditResidency(ctx, who, pm.Tenant, why+": move to "+pm.To, err)
 				return
 			}
 			s.audit(ctx, auditEntry{Actor: who, Action: "move.start", Tenant: pm.Tenant, Move: m.ID, Detail: why + ": " + pm.Reason})

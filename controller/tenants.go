@@ -21,6 +21,8 @@ type createTenantRequest struct {
 	ID     string            `json:"id"`
 	Plan   string            `json:"plan"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Residency lists the regions the tenant may live in (empty: any).
+	Residency []string `json:"residency,omitempty"`
 }
 
 type tenantResponse struct {
@@ -130,6 +132,11 @@ func (s *Server) choose(ctx context.Context, t catalog.Tenant, tier catalog.Tier
 		return d, fmt.Errorf("%w; registering the new cluster %s: %w", err, nt.ID, perr)
 	}
 	s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "target.provision", Target: nt.ID, Tenant: t.ID, Detail: "new dedicated cluster"})
+	if rerr := placement.CheckResidency(&t, &nt); rerr != nil {
+		// The provisioner knows no residency: a cluster outside the
+		// tenant's regions stays registered, free, and is refused.
+		return d, fmt.Errorf("%w; the cluster provisioned for it, %s, is outside its regions: %w", err, nt.ID, rerr)
+	}
 	return placement.Decision{Target: nt.ID, Reason: fmt.Sprintf("%s → %s: a dedicated cluster provisioned for it", t.ID, nt.ID)}, nil
 }
 
@@ -153,7 +160,7 @@ func (s *Server) createTenant(c *gin.Context) {
 		failErr(c, err)
 		return
 	}
-	candidate := catalog.Tenant{ID: req.ID, Plan: req.Plan, Tier: tier, Target: "pending", State: catalog.StateActive, Labels: req.Labels}
+	candidate := catalog.Tenant{ID: req.ID, Plan: req.Plan, Tier: tier, Target: "pending", State: catalog.StateActive, Labels: req.Labels, Residency: req.Residency}
 	if err := candidate.Validate(); err != nil {
 		failErr(c, err)
 		return
@@ -169,6 +176,7 @@ func (s *Server) createTenant(c *gin.Context) {
 	}
 	decision, err := s.choose(ctx, candidate, tier, targets)
 	if err != nil {
+		s.auditResidency(ctx, actor(c), req.ID, "create on plan "+req.Plan, err)
 		failErr(c, err)
 		return
 	}
@@ -339,17 +347,20 @@ func (s *Server) changePlan(ctx context.Context, id, plan, who, reason string) (
 		if err != nil {
 			return tenantResponse{}, 0, err
 		}
+		what := fmt.Sprintf("plan %s → %s", cur.Plan, plan)
 		decision, err := s.choose(ctx, cur, tier, targets)
 		if err != nil {
+			s.auditResidency(ctx, who, id, what, err)
 			return tenantResponse{}, 0, err
 		}
 		why = decision.Reason
 		if reason == "" {
-			reason = fmt.Sprintf("plan %s → %s", cur.Plan, plan)
+			reason = what
 		}
 		m, _, err := s.migrator.Create(ctx, migrator.Request{Tenant: id, To: decision.Target, Reason: reason + " (by " + who + ")",
 			Options: s.moveOptions()})
 		if err != nil {
+			s.auditResidency(ctx, who, id, what, err)
 			return tenantResponse{}, 0, err
 		}
 		move = m

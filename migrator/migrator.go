@@ -71,7 +71,7 @@ func (mg *Migrator) Create(ctx context.Context, req Request) (*Move, *PreflightR
 		return nil, report, err
 	}
 	if !report.OK {
-		return nil, report, fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
+		return nil, report, report.Err()
 	}
 	t, err := mg.catalog.GetTenant(ctx, req.Tenant)
 	if err != nil {

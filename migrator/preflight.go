@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/placement"
 )
 
 // Check is one preflight finding.
@@ -32,13 +33,35 @@ type PreflightReport struct {
 	// Rows and Bytes estimate the tenant's data on the source.
 	Rows  int64 `json:"rows"`
 	Bytes int64 `json:"bytes"`
+
+	// refusal is the residency check's *placement.ResidencyError, if it failed.
+	refusal error
 }
 
+// Err is the error of a failed preflight: it wraps ErrPreflight, and also
+// placement.ErrResidency (with the *placement.ResidencyError) when the
+// destination is outside the tenant's residency.
+func (p *PreflightReport) Err() error {
+	if p.refusal == nil {
+		return fmt.Errorf("%w: %s", ErrPreflight, p.Summary())
+	}
+	if others := p.summary(residencyCheck); others != "" {
+		return fmt.Errorf("%w: %w; %s", ErrPreflight, p.refusal, others)
+	}
+	return fmt.Errorf("%w: %w", ErrPreflight, p.refusal)
+}
+
+// residencyCheck names the residency check in the report.
+const residencyCheck = "residency"
+
 // Summary lists the failing checks.
-func (p *PreflightReport) Summary() string {
+func (p *PreflightReport) Summary() string { return p.summary("") }
+
+// summary lists the failing checks but the one named skip.
+func (p *PreflightReport) summary(skip string) string {
 	var out []string
 	for _, c := range p.Checks {
-		if !c.OK {
+		if !c.OK && c.Name != skip {
 			s := c.Name + ": " + c.Detail
 			if c.Fix != "" {
 				s += " (fix: " + c.Fix + ")"
@@ -133,6 +156,15 @@ func (mg *Migrator) checkPlacement(ctx context.Context, rep *PreflightReport, re
 		return t, from, to, false, nil
 	}
 	rep.add("destination open", !to.Cordoned || inMove, fmt.Sprintf("target %s cordoned=%v", to.ID, to.Cordoned), "uncordon it or choose another")
+	if err := placement.CheckResidency(&t, &to); err != nil {
+		// Checked in the move's own preflight too: the residency may have
+		// changed since the move was created.
+		var re *placement.ResidencyError
+		errors.As(err, &re)
+		rep.add(residencyCheck, false, re.Reason(), fmt.Sprintf("choose a target whose %s label is one of %s", catalog.RegionLabel, catalog.FormatRegions(t.Residency)))
+		rep.refusal = err
+		return t, from, to, false, nil
+	}
 	if !inMove {
 		if err := mg.checkRoom(ctx, rep, t, to); err != nil {
 			return t, from, to, false, err

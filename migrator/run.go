@@ -231,7 +231,7 @@ func (r *run) preflightPhase(ctx context.Context) error {
 		return err
 	}
 	if !report.OK {
-		return fmt.Errorf("%w: %s", ErrPreflight, report.Summary())
+		return report.Err()
 	}
 	r.m.Phase = PhaseProvision
 	return nil

@@ -22,7 +22,8 @@ type Decision struct {
 }
 
 // Choose picks the target of the given tier that should take the tenant:
-// among targets of that tier that are not cordoned, satisfy the tenant's
+// among targets of that tier that are not cordoned, are in one of the
+// tenant's residency regions (see CheckResidency), satisfy the tenant's
 // constrained labels (see Config.ConstraintKeys) and fit its load within
 // capacity less headroom (see Fits; a dedicated-cluster target holds at most
 // one tenant), the one least loaded after placement, by the largest of its
@@ -35,7 +36,9 @@ type Decision struct {
 // added to the candidate, never counted twice.
 //
 // When no target fits, the error wraps ErrNoTarget and lists why each
-// candidate was rejected; the Decision still carries Rejected.
+// candidate was rejected; the Decision still carries Rejected. When
+// residency alone excludes every other target of the tier, the error also
+// wraps ErrResidency.
 func Choose(t TenantLoad, tier catalog.Tier, targets []TargetLoad, cfg Config) (Decision, error) {
 	if err := cfg.Validate(); err != nil {
 		return Decision{}, err
@@ -122,7 +125,7 @@ func (c *chooser) pick(t *TenantLoad, tier catalog.Tier, targets []TargetLoad) (
 // admits reports whether the target can take the tenant; it is reject
 // without the words.
 func (c *chooser) admits(t *TenantLoad, tg *TargetLoad) bool {
-	if tg.Target.ID == t.Tenant.Target || tg.Target.Cordoned {
+	if tg.Target.ID == t.Tenant.Target || tg.Target.Cordoned || !t.Tenant.ResidentIn(tg.Target.Region()) {
 		return false
 	}
 	if len(t.Tenant.Labels) > 0 && !labelsOK(t.Tenant.Labels, tg.Target.Labels, c.keys) {
@@ -138,6 +141,9 @@ func (c *chooser) admits(t *TenantLoad, tg *TargetLoad) bool {
 func (c *chooser) reject(t *TenantLoad, tg *TargetLoad) string {
 	if tg.Target.ID == t.Tenant.Target {
 		return "is the tenant's current target"
+	}
+	if err := CheckResidency(&t.Tenant, &tg.Target); err != nil {
+		return err.Error()
 	}
 	if tg.Target.Cordoned {
 		return ErrCordoned.Error() + ": takes no new tenants"
@@ -202,6 +208,10 @@ func (c *chooser) reason(t *TenantLoad, tier catalog.Tier, targets []TargetLoad,
 func (c *chooser) noTarget(t *TenantLoad, tier catalog.Tier, targets []TargetLoad, rejected map[string]string, sameTier int) error {
 	if sameTier == 0 {
 		return fmt.Errorf("%w: tenant %s: no %s targets among %d target(s)", ErrNoTarget, t.Tenant.ID, tier, len(targets))
+	}
+	if residencyBinds(&t.Tenant, tier, targets) {
+		return fmt.Errorf("%w: %w: tenant %s may live only in %s and no other %s target is there: %s",
+			ErrNoTarget, ErrResidency, t.Tenant.ID, catalog.FormatRegions(t.Tenant.Residency), tier, joinReasons(rejected))
 	}
 	return fmt.Errorf("%w: tenant %s (%s, %s rps) fits none of %d %s target(s): %s",
 		ErrNoTarget, t.Tenant.ID, formatBytes(t.Bytes), formatRPS(t.RPS), sameTier, tier, joinReasons(rejected))

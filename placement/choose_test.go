@@ -141,6 +141,12 @@ func randomTenant(r *rand.Rand) TenantLoad {
 	if r.IntN(2) == 0 {
 		t.Tenant.Labels = kv("region", []string{"eu", "us", "ap"}[r.IntN(3)])
 	}
+	if r.IntN(3) == 0 { // resident in one or two regions
+		t.Tenant.Residency = []string{[]string{"eu", "us", "ap"}[r.IntN(3)]}
+		if r.IntN(2) == 0 {
+			t.Tenant.Residency = append(t.Tenant.Residency, "eu2")
+		}
+	}
 	return t
 }
 

@@ -9,7 +9,8 @@
 // an operator, and apply it with the catalog's check-and-set writes.
 //
 // The files follow the concerns: load.go (the inputs and capacity checks),
-// policy.go (plan → tier, label constraints, cordons), choose.go (placing one
+// policy.go (plan → tier, label constraints, cordons), residency.go (a
+// tenant's regions against a target's region), choose.go (placing one
 // tenant), rebalance.go (evening out the shared pools) and drain.go (emptying
 // a target).
 package placement
@@ -41,4 +42,9 @@ var (
 	ErrCapacity = errors.New("over capacity")
 	// ErrTier rejects a target of another tier than the one asked for.
 	ErrTier = errors.New("wrong tier")
+	// ErrResidency rejects a target outside the tenant's residency regions
+	// (see ResidencyError). Choose's ErrNoTarget also wraps it when residency
+	// alone excludes every other target of the tier, and so does a drain's
+	// UnplacedError when it does so for some tenant.
+	ErrResidency = errors.New("residency")
 )

@@ -18,6 +18,10 @@ type UnplacedError struct {
 	// Tenants maps each unplaced tenant to why no target takes it (each
 	// candidate and its rejection).
 	Tenants map[string]string
+	// Residency lists, sorted, the unplaced tenants that residency alone
+	// keeps from every other target of the tier; when there are any the
+	// error also wraps ErrResidency.
+	Residency []string
 }
 
 // Error names every unplaced tenant, sorted, with its reasons.
@@ -38,8 +42,14 @@ func (e *UnplacedError) Error() string {
 	return b.String()
 }
 
-// Unwrap makes errors.Is(err, ErrNoTarget) hold.
-func (e *UnplacedError) Unwrap() error { return ErrNoTarget }
+// Unwrap makes errors.Is(err, ErrNoTarget) hold, and errors.Is(err,
+// ErrResidency) when residency keeps some tenant from every target.
+func (e *UnplacedError) Unwrap() []error {
+	if len(e.Residency) > 0 {
+		return []error{ErrNoTarget, ErrResidency}
+	}
+	return []error{ErrNoTarget}
+}
 
 // PlanDrain plans moving every tenant off target (the tenants whose
 // Tenant.Target is target) to other targets of the same tier, each chosen as
@@ -83,7 +93,8 @@ func PlanDrain(target string, targets []TargetLoad, tenants []TenantLoad, cfg Co
 	plan.Converged = len(d.unplaced) == 0
 	plan.Note = d.note(len(on), len(plan.Moves), targets[src].Target.Cordoned)
 	if len(d.unplaced) > 0 {
-		return plan, &UnplacedError{Target: target, Tenants: d.unplaced}
+		sort.Strings(d.resident)
+		return plan, &UnplacedError{Target: target, Tenants: d.unplaced, Residency: d.resident}
 	}
 	return plan, nil
 }
@@ -127,6 +138,7 @@ type drain struct {
 	sim      []TargetLoad
 	c        chooser
 	unplaced map[string]string // tenant → why it fits nowhere
+	resident []string          // unplaced tenants residency alone keeps from every target
 	dests    map[string]bool
 	moved    int64
 }
@@ -154,6 +166,9 @@ func (d *drain) place(t *TenantLoad) (Move, bool) {
 			why = fmt.Sprintf("no other %s target", d.tier)
 		}
 		d.unplaced[t.Tenant.ID] = why
+		if residencyBinds(&t.Tenant, d.tier, d.sim) {
+			d.resident = append(d.resident, t.Tenant.ID)
+		}
 		return Move{}, false
 	}
 	reason := d.c.reason(t, d.tier, d.sim, best, second, fit, sameTier-fit-1) // the drained target is not counted as rejected

@@ -56,6 +56,7 @@ type fleetSpec struct {
 	pools, tenants int
 	regions        []string // pool and tenant region labels; nil: none
 	labelShare     float64  // share of tenants carrying their pool's region
+	residencyShare float64  // share of tenants resident in their pool's region (and maybe another)
 	cordonShare    float64
 	tenantCap      bool // set Capacity.Tenants and RPS too
 	maxTenantShare float64
@@ -111,6 +112,12 @@ func genFleet(r *rand.Rand, s fleetSpec) ([]TargetLoad, []TenantLoad) {
 		if s.regions != nil && r.Float64() < s.labelShare {
 			tl.Tenant.Labels = map[string]string{"region": targets[p].Labels["region"]}
 		}
+		if s.regions != nil && s.residencyShare > 0 && r.Float64() < s.residencyShare {
+			tl.Tenant.Residency = []string{targets[p].Labels["region"]}
+			if other := s.regions[r.IntN(len(s.regions))]; other != tl.Tenant.Residency[0] && r.IntN(2) == 0 {
+				tl.Tenant.Residency = append(tl.Tenant.Residency, other)
+			}
+		}
 		tenants = append(tenants, tl)
 	}
 	for i := range 4 {
@@ -129,7 +136,8 @@ func shuffled(r *rand.Rand, targets []TargetLoad, tenants []TenantLoad) ([]Targe
 }
 
 // checkRebalance verifies a plan against the rules: moves apply in order
-// between shared pools, never to a cordoned pool or one missing the tenant's
+// between shared pools, never to a cordoned pool, one outside the tenant's
+// residency or one missing the tenant's
 // constrained labels, never past capacity less headroom, each tenant at most
 // once, at most MaxMoves; After matches the applied state; a converged plan
 // leaves every pool in the band and re-plans empty.

@@ -88,14 +88,19 @@ func (c Config) constraintKeys() []string {
 }
 
 // Eligible reports whether the target may take the tenant, capacity aside:
-// the target must not be cordoned (ErrCordoned), and for every constraint key
-// the tenant has a label for, the target must have the same label value
-// (ErrConstraint). The error names every unmet constraint.
+// the target must not be cordoned (ErrCordoned), must be in one of the
+// tenant's residency regions (a *ResidencyError, ErrResidency), and for
+// every constraint key the tenant has a label for, the target must have the
+// same label value (ErrConstraint). The error names every unmet constraint.
 func Eligible(tenant catalog.Tenant, target catalog.Target, cfg Config) error {
-	return eligible(tenant.Labels, target, cfg.constraintKeys())
+	return eligible(&tenant, target, cfg.constraintKeys())
 }
 
-func eligible(labels map[string]string, target catalog.Target, keys []string) error {
+func eligible(tenant *catalog.Tenant, target catalog.Target, keys []string) error {
+	if err := CheckResidency(tenant, &target); err != nil {
+		return err
+	}
+	labels := tenant.Labels
 	if target.Cordoned {
 		return fmt.Errorf("%w: takes no new tenants", ErrCordoned)
 	}

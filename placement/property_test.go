@@ -15,6 +15,9 @@ func randomSpec(r *rand.Rand) fleetSpec {
 	if r.IntN(3) > 0 {
 		s.regions = []string{"eu", "us", "ap"}[:1+r.IntN(3)]
 		s.labelShare = r.Float64() * 0.6
+		if r.IntN(2) == 0 {
+			s.residencyShare = r.Float64() * 0.5
+		}
 	}
 	if r.IntN(3) == 0 {
 		s.cordonShare = 0.2

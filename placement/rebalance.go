@@ -101,6 +101,11 @@ type Plan struct {
 	// Note summarises the plan: the band, the moves, and when not converged
 	// why not.
 	Note string `json:"note"`
+	// Skipped names tenants a constraint keeps where they are although the
+	// plan did not reach its goal, each with the refusal (for
+	// PlanRebalance: resident tenants on over-full pools kept from pools
+	// outside their regions, at most 20; the Note gives the total).
+	Skipped map[string]string `json:"skipped,omitempty"`
 }
 
 // PlanRebalance proposes moves between shared pools (targets of tier shared;
@@ -116,7 +121,8 @@ type Plan struct {
 // ErrInvalidInput.
 //
 // Moves never break constraints: the receiving pool must not be cordoned,
-// must carry the tenant's constrained labels, must stay within capacity less
+// must be in one of the tenant's residency regions (CheckResidency), must
+// carry the tenant's constrained labels, must stay within capacity less
 // headroom for tenant count, bytes and RPS, and must stay within the band;
 // a giving pool stays within the band too unless it is cordoned (cordoned
 // pools give but never take, and are only held to the upper bound). Each
@@ -165,7 +171,11 @@ func PlanRebalance(targets []TargetLoad, tenants []TenantLoad, cfg RebalanceConf
 	plan.Moves = rb.moves
 	plan.After = rb.utilisations()
 	plan.Converged = len(rb.viol) == 0
-	plan.Note = rb.note()
+	held, total := rb.residencyHeld()
+	if len(held) > 0 {
+		plan.Skipped = held
+	}
+	plan.Note = rb.note() + residencyNote(held, total)
 	return plan, nil
 }
 
@@ -296,9 +306,11 @@ type rebalancer struct {
 	mean   float64
 	raw    bool // no capacity figures: balancing raw load
 	nsig   int
-	compat []bool  // compat[sig*len(pools)+pool]: pool carries the signature's labels
+	compat []bool  // compat[sig*len(pools)+pool]: pool carries the signature's labels and is in its regions
 	groups []group // groups[pool*nsig+sig]
 	sigs   [][]string
+	// sigRegions[sig] is the signature's residency (nil: any region)
+	sigRegions [][]string
 
 	ignored, unmovable int
 
@@ -447,6 +459,7 @@ func (rb *rebalancer) placeTenants() (where, sigOf []int32, err error) {
 	}
 	sigIndex := map[string]int32{"": 0}
 	rb.sigs = [][]string{nil}
+	rb.sigRegions = [][]string{nil}
 	n := len(rb.tenants)
 	where = make([]int32, n)
 	sigOf = make([]int32, n)
@@ -474,7 +487,7 @@ func (rb *rebalancer) placeTenants() (where, sigOf []int32, err error) {
 			rb.unmovable++
 			continue
 		}
-		if len(t.Tenant.Labels) > 0 {
+		if len(t.Tenant.Labels) > 0 || len(t.Tenant.Residency) > 0 {
 			sigOf[i], buf = rb.signature(t, buf, sigIndex)
 		}
 	}
@@ -482,8 +495,8 @@ func (rb *rebalancer) placeTenants() (where, sigOf []int32, err error) {
 }
 
 // signature returns the id of t's constraint signature (its values of the
-// constraint keys), interning a new one; buf is scratch space, returned
-// for reuse.
+// constraint keys and its residency regions), interning a new one; buf is
+// scratch space, returned for reuse.
 func (rb *rebalancer) signature(t *TenantLoad, buf []byte, sigIndex map[string]int32) (int32, []byte) {
 	buf = buf[:0]
 	for _, k := range rb.keys {
@@ -493,6 +506,11 @@ func (rb *rebalancer) signature(t *TenantLoad, buf []byte, sigIndex map[string]i
 			buf = binary.AppendUvarint(buf, uint64(len(v)))
 			buf = append(buf, v...)
 		}
+	}
+	for _, r := range t.Tenant.Residency {
+		buf = append(buf, 0) // no label key is empty: marks a region
+		buf = binary.AppendUvarint(buf, uint64(len(r)))
+		buf = append(buf, r...)
 	}
 	if len(buf) == 0 {
 		return 0, buf
@@ -508,6 +526,7 @@ func (rb *rebalancer) signature(t *TenantLoad, buf []byte, sigIndex map[string]i
 			}
 		}
 		rb.sigs = append(rb.sigs, kv)
+		rb.sigRegions = append(rb.sigRegions, t.Tenant.Residency)
 	}
 	return s, buf
 }
@@ -525,6 +544,9 @@ func (rb *rebalancer) computeCompat() {
 					ok = false
 					break
 				}
+			}
+			if regions := rb.sigRegions[s]; ok && len(regions) > 0 {
+				ok = (&catalog.Tenant{Residency: regions}).ResidentIn(rb.pools[p].labels[catalog.RegionLabel])
 			}
 			rb.compat[s*P+p] = ok
 		}

@@ -91,6 +91,8 @@ type cliTenant struct {
 	State  string            `json:"state"`
 	Epoch  uint64            `json:"epoch"`
 	Labels map[string]string `json:"labels"`
+	// Residency is the regions the tenant may live in (none: any).
+	Residency []string `json:"residency,omitempty"`
 }
 
 // runTenants: switchyard tenants ls|get|create|set-plan.
@@ -100,6 +102,7 @@ func runTenants(ctx context.Context, args []string) error {
 	c := addAPIFlags(fs)
 	plan := fs.String("plan", "", "plan (create, set-plan)")
 	filter := fs.String("filter", "", "ls: tier=…,target=…,plan=…,state=…")
+	residency := fs.String("residency", "", "create, set-residency: regions the tenant may live in, comma-separated (eu,eu2); set-residency without it clears")
 	usage := addUsageFlags(fs)
 	id, rest := splitFirstArg(rest)
 	if err := fs.Parse(rest); err != nil {
@@ -134,13 +137,24 @@ func runTenants(ctx context.Context, args []string) error {
 		return nil
 	case "create":
 		var res map[string]any
-		if _, err := c.do(ctx, "POST", "/v1/tenants", map[string]any{"id": id, "plan": *plan}, &res); err != nil {
+		body := map[string]any{"id": id, "plan": *plan}
+		if regions := parseRegions(*residency); len(regions) > 0 {
+			body["residency"] = regions
+		}
+		if _, err := c.do(ctx, "POST", "/v1/tenants", body, &res); err != nil {
 			return err
 		}
 		fmt.Printf("created %s on plan %s: %v\n", id, *plan, res["placement"])
 		return nil
 	case "usage":
 		return tenantUsage(ctx, c, id, usage)
+	case "set-residency":
+		var t cliTenant
+		if _, err := c.do(ctx, "PUT", "/v1/tenants/"+id+"/residency", map[string]any{"residency": parseRegions(*residency)}, &t); err != nil {
+			return err
+		}
+		fmt.Printf("%s may live in %v (on %s)\n", id, regionsText(t.Residency), t.Target)
+		return nil
 	case "set-plan":
 		var res struct {
 			Move *struct{ ID, From, To string } `json:"move"`
@@ -156,7 +170,26 @@ func runTenants(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	return errors.New("usage: switchyard tenants ls|get <id>|create <id> --plan P|set-plan <id> --plan P|usage <id> [--from T --to T --step D]")
+	return errors.New("usage: switchyard tenants ls|get <id>|create <id> --plan P [--residency eu,eu2]|set-plan <id> --plan P|set-residency <id> [--residency eu,eu2]|usage <id> [--from T --to T --step D]")
+}
+
+// parseRegions splits a --residency value ("eu, eu2") into regions; the
+// controller validates them.
+func parseRegions(s string) []string {
+	regions := []string{}
+	for _, r := range strings.Split(s, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			regions = append(regions, r)
+		}
+	}
+	return regions
+}
+
+func regionsText(regions []string) string {
+	if len(regions) == 0 {
+		return "any region"
+	}
+	return strings.Join(regions, ", ")
 }
 
 // runTargets: switchyard targets ls|register|cordon|drain.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 )
 
@@ -77,6 +78,24 @@ func TestPlanVerbsSendDryRunExplicitly(t *testing.T) {
 		s := <-got
 		if s.path != tc.wantPath || s.body["dry_run"] != tc.wantDry {
 			t.Errorf("%v: sent %s %v, want %s with dry_run %v", tc.args, s.path, s.body, tc.wantPath, tc.wantDry)
+		}
+	}
+}
+
+func TestParseRegions(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{"", []string{}},
+		{"eu", []string{"eu"}},
+		{"eu,eu2", []string{"eu", "eu2"}},
+		{" eu , eu2 ,", []string{"eu", "eu2"}},
+		{"EU", []string{"EU"}}, // the controller refuses it, saying why
+	}
+	for _, tc := range cases {
+		if got := parseRegions(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parseRegions(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/migrator"
 )
 
@@ -73,6 +75,7 @@ func runMove(ctx context.Context, args []string) error {
 		}
 		printReport(rep, *mf.output)
 		if !rep.OK {
+			mf.auditRefusal(ctx, tenant, "move --to "+*to+" --dry-run", rep.Err())
 			return errors.New("preflight failed: nothing was changed")
 		}
 		return nil
@@ -82,10 +85,27 @@ func runMove(ctx context.Context, args []string) error {
 		if rep != nil {
 			printReport(rep, *mf.output)
 		}
+		mf.auditRefusal(ctx, tenant, "move --to "+*to, err)
 		return err
 	}
 	fmt.Printf("move %s: %s %s → %s\n", m.ID, m.Tenant, m.From, m.To)
 	return runWithProgress(ctx, mg, m.ID)
+}
+
+// auditRefusal writes a residency refusal of a manual move to the audit
+// log (as the controller does for its own), by the local user.
+func (f migratorFlags) auditRefusal(ctx context.Context, tenant, what string, err error) {
+	client, cerr := consulClient(*f.consul)
+	if cerr == nil {
+		who := "cli"
+		if u, uerr := user.Current(); uerr == nil {
+			who += ":" + u.Username
+		}
+		cerr = controller.RecordResidencyRefusal(ctx, client, *f.prefix, who, tenant, what, err)
+	}
+	if cerr != nil {
+		fmt.Fprintf(os.Stderr, "warning: the refusal could not be written to the audit log: %v\n", cerr)
+	}
 }
 
 // runWithProgress runs a move and draws a live progress line.

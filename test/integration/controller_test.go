@@ -124,6 +124,7 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"POST", "/v1/tenants", map[string]any{"id": "matrix-new", "plan": "free"}, []string{"billing", "operator"}},
 		{"GET", "/v1/tenants/acme", nil, all},
 		{"PUT", "/v1/tenants/acme/plan", map[string]any{"plan": "starter"}, []string{"billing", "operator"}},
+		{"PUT", "/v1/tenants/acme/residency", map[string]any{"residency": []string{}}, []string{"billing", "operator"}},
 		{"DELETE", "/v1/tenants/nobody", nil, []string{"operator"}},
 		{"GET", "/v1/targets", nil, all},
 		{"POST", "/v1/targets", map[string]any{"id": "pool-9", "tier": "shared", "service": "app-shared", "dsn": "postgres://x@127.0.0.1:1/p"}, []string{"operator"}},
