@@ -97,6 +97,8 @@ type Tenant struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Limits overrides the plan's limits for this tenant (nil: the plan's).
 	Limits *LimitsOverride `json:"limits,omitempty"`
+	// Residency lists the regions the tenant's data may live in (empty: any).
+	Residency []string `json:"residency,omitempty"`
 }
 
 // Validate checks every field and says which one is wrong.
