@@ -46,7 +46,7 @@ func (r *run) provision(ctx context.Context) error {
 		return err
 	}
 	if len(have) > 0 {
-		return sameShape(r.tables, have)
+		return SameShape(r.tables, have)
 	}
 	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", r.srcDSN}
 	for _, t := range r.tables {
