@@ -66,3 +66,22 @@ func Delete(ctx context.Context, s Store, id string) error {
 	}
 	return nil
 }
+
+// Describe reads a backup's manifest without verifying it (Restore does);
+// a missing backup is ErrNotFound.
+func Describe(ctx context.Context, s Store, id string) (*Manifest, error) {
+	p, err := prefix(id)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := s.Get(ctx, p+manifestName)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read manifest of %s: %w", id, err)
+	}
+	return decodeManifest(data)
+}

@@ -30,7 +30,11 @@ func runController(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MoveChunkRows, "move-chunk", 0, "copy chunk per move, rows (0: the default, 250,000)")
 	hook := fs.String("provision-hook", "", "command that makes a new dedicated cluster when none is free: gets $SWITCHYARD_TENANT, prints the target as JSON")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	bf := addBackupFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := bf.apply(ctx, &cfg); err != nil {
 		return err
 	}
 	toks, err := controller.ParseTokens(*tokens)

@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/migrator"
 	"github.com/switchyard/switchyard/test/harness"
 )
@@ -30,6 +33,7 @@ type backupStack struct {
 	targets map[string]catalog.Target
 	s3      *harness.S3
 	pgDedi  *harness.Postgres
+	consul  *harness.Consul
 }
 
 func newBackupStack(t *testing.T) *backupStack {
@@ -37,7 +41,7 @@ func newBackupStack(t *testing.T) *backupStack {
 	ctx := testContext(t)
 	c := harness.ConsulT(t)
 	pgs := harness.PostgresN(t, 3)
-	s := &backupStack{t: t, ctx: ctx, catalog: catalog.NewStore(c.Client(), ""), pgDedi: pgs[1]}
+	s := &backupStack{t: t, ctx: ctx, catalog: catalog.NewStore(c.Client(), ""), pgDedi: pgs[1], consul: c}
 	if err := pgs[0].CreateDatabase(ctx, "pool"); err != nil {
 		t.Fatal(err)
 	}
@@ -457,4 +461,97 @@ func TestBackupSchemaMismatchRefused(t *testing.T) {
 		t.Fatalf("want a schema refusal naming order_events.kind, got %v", err)
 	}
 	s.assertAbsent(t, "shape-copy")
+}
+
+// TestBackupThroughControllerAPI backs up, lists, shows, restores and
+// deletes through the control API (jobs polled to the end), refuses bad
+// input with the field named and changes nothing, and audits each step.
+func TestBackupThroughControllerAPI(t *testing.T) {
+	s := newBackupStack(t)
+	eu, err := backup.NewDirStore(t.TempDir(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.seed("api", "cl-1", 300)
+	cfg := controllerConfig()
+	cfg.Logger = testLogger(t)
+	cfg.BackupStores = map[string]backup.Store{"eu-dir": eu}
+	srv, err := controller.New(cfg, s.consul.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(srv.Handler())
+	defer api.Close()
+	if st, _ := call(t, "POST", api.URL+"/v1/tenants/api/backups", tokViewer, nil, nil); st != 403 {
+		t.Fatalf("viewer may not back up: %d", st)
+	}
+	if st, body := call(t, "POST", api.URL+"/v1/tenants/api/backups", tokOperator, map[string]string{"store": "nope"}, nil); st != 400 {
+		t.Fatalf("unknown store: %d %v", st, body)
+	}
+	st, job := call(t, "POST", api.URL+"/v1/tenants/api/backups", tokOperator, nil, nil)
+	if st != 202 {
+		t.Fatalf("backup: %d %v", st, job)
+	}
+	job = waitJob(t, api.URL, job["id"].(string))
+	id := job["backup"].(string)
+	if p := job["progress"].(map[string]any); p["rows_done"] != p["rows_total"] || p["rows_total"].(float64) != 900 {
+		t.Fatalf("backup progress %v, want 900 of 900", p)
+	}
+	if st, body := call(t, "GET", api.URL+"/v1/tenants/api/backups", tokViewer, nil, nil); st != 200 || len(body["backups"].([]any)) != 1 {
+		t.Fatalf("list: %d %v", st, body)
+	}
+	if st, body := call(t, "GET", api.URL+"/v1/backups/"+id, tokViewer, nil, nil); st != 200 || body["store"] != "eu-dir" {
+		t.Fatalf("get: %d %v", st, body)
+	}
+	for _, bad := range []struct {
+		body  map[string]string
+		field string
+	}{
+		{map[string]string{"from": id}, "as"},
+		{map[string]string{"from": id, "as": "Not_Valid"}, "as"},
+		{map[string]string{"from": "other.20260101T000000Z.abcdef", "as": "x"}, "from"},
+	} {
+		st, body := call(t, "POST", api.URL+"/v1/tenants/api/restore", tokOperator, bad.body, nil)
+		if st != 400 || body["field"] != bad.field {
+			t.Fatalf("restore %v: %d %v, want 400 naming %s", bad.body, st, body, bad.field)
+		}
+	}
+	st, job = call(t, "POST", api.URL+"/v1/tenants/api/restore", tokOperator, map[string]string{"from": id, "as": "api-clone", "target": "pool-1"}, nil)
+	if st != 202 {
+		t.Fatalf("restore: %d %v", st, job)
+	}
+	waitJob(t, api.URL, job["id"].(string))
+	if err := sameRows(rowsOf(t, s.db("pool-1", "api-clone"), "api-clone", ""), rowsOf(t, s.db("cl-1", "api"), "api", "")); err != nil {
+		t.Fatal(err)
+	}
+	if st, body := call(t, "DELETE", api.URL+"/v1/backups/"+id, tokOperator, nil, nil); st != 200 {
+		t.Fatalf("delete: %d %v", st, body)
+	}
+	if st, _ := call(t, "GET", api.URL+"/v1/backups/"+id, tokViewer, nil, nil); st != 404 {
+		t.Fatalf("deleted backup: %d", st)
+	}
+	_, audit := call(t, "GET", api.URL+"/v1/audit", tokViewer, nil, nil)
+	seen := map[string]bool{}
+	for _, e := range audit["entries"].([]any) {
+		seen[e.(map[string]any)["action"].(string)] = true
+	}
+	for _, a := range []string{"backup", "restore", "backup.delete"} {
+		if !seen[a] {
+			t.Errorf("audit has no %s entry: %v", a, seen)
+		}
+	}
+}
+
+// waitJob polls a backup job until it ends; it must succeed.
+func waitJob(t *testing.T, base, id string) map[string]any {
+	t.Helper()
+	var job map[string]any
+	waitFor(t, time.Minute, "job "+id, func() bool {
+		_, job = call(t, "GET", base+"/v1/backup-jobs/"+id, tokViewer, nil, nil)
+		return job["state"] != "running"
+	})
+	if job["state"] != "done" {
+		t.Fatalf("job %s: %v", id, job)
+	}
+	return job
 }
