@@ -137,15 +137,8 @@ func (s *Server) storeFor(c *gin.Context, t *catalog.Tenant, name string) (strin
 		}
 		return name, st, true
 	}
-	names := make([]string, 0, len(s.cfg.BackupStores))
-	for n := range s.cfg.BackupStores {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if t.ResidentIn(s.cfg.BackupStores[n].Region()) {
-			return n, s.cfg.BackupStores[n], true
-		}
+	if n, st, ok := s.residentStore(t); ok {
+		return n, st, true
 	}
 	err := fmt.Errorf("%w: tenant %s may live only in %v; no backup store is in one of those regions", backup.ErrResidency, t.ID, t.Residency)
 	s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "backup.refused", Tenant: t.ID, Detail: err.Error()})

@@ -555,3 +555,64 @@ func waitJob(t *testing.T, base, id string) map[string]any {
 	}
 	return job
 }
+
+// TestBackupScheduledWithRetention: the leader backs a plan's tenants up
+// on the policy's schedule and deletes backups past the plan's keep,
+// auditing both.
+func TestBackupScheduledWithRetention(t *testing.T) {
+	s := newBackupStack(t)
+	store, err := backup.NewDirStore(t.TempDir(), "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.seed("sched", "cl-1", 100) // plan enterprise
+	s.seed("unscheduled", "pool-1", 10)
+	if _, err := s.catalog.UpdatePolicy(s.ctx, func(p *catalog.PlanPolicy) error {
+		p.Backups = map[string]catalog.BackupPlan{"enterprise": {Every: "1s", Keep: "2s"}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.catalog.UpdatePolicy(s.ctx, func(p *catalog.PlanPolicy) error {
+		p.Backups = map[string]catalog.BackupPlan{"enterprise": {Every: "1h", Keep: "1s"}}
+		return nil
+	}); !errors.Is(err, catalog.ErrInvalid) {
+		t.Fatalf("keep shorter than every: want ErrInvalid, got %v", err)
+	}
+	cfg := controllerConfig()
+	cfg.Logger, cfg.HousekeepingEvery = testLogger(t), 200*time.Millisecond
+	cfg.BackupStores = map[string]backup.Store{"eu-dir": store}
+	srv, err := controller.New(cfg, s.consul.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	api := httptest.NewServer(srv.Handler())
+	defer api.Close()
+	actions := map[string]int{}
+	waitFor(t, 40*time.Second, "three scheduled backups and an expiry", func() bool {
+		_, audit := call(t, "GET", api.URL+"/v1/audit", tokViewer, nil, nil)
+		actions = map[string]int{}
+		for _, e := range audit["entries"].([]any) {
+			if e := e.(map[string]any); e["actor"] == "scheduler" {
+				actions[e["action"].(string)+" "+e["tenant"].(string)]++
+			}
+		}
+		return actions["backup sched"] >= 3 && actions["backup.expire sched"] >= 1
+	})
+	if actions["backup unscheduled"] != 0 {
+		t.Fatalf("a tenant whose plan has no schedule was backed up: %v", actions)
+	}
+	list, err := backup.List(s.ctx, store, "sched")
+	if err != nil || len(list) == 0 {
+		t.Fatalf("list: %d, %v", len(list), err)
+	}
+	for _, m := range list[1:] {
+		if age := time.Since(m.CreatedAt); age > 2*time.Second+3*time.Second {
+			t.Errorf("backup %s is %s old, past keep 2s (plus slack)", m.ID, age)
+		}
+	}
+}
