@@ -41,6 +41,8 @@ type Request struct {
 	Key *Key
 	// KeyColumn is the tenant key column ("": migrator.DefaultKeyColumn).
 	KeyColumn string
+	// PGBinDir holds pg_dump ("": migrator.DefaultPGBinDir).
+	PGBinDir string
 	// Progress, if set, is called as rows are read.
 	Progress func(Progress)
 	Logger   *slog.Logger
@@ -96,7 +98,15 @@ func Backup(ctx context.Context, req Request) (*Manifest, error) {
 		b.cleanup(ctx)
 		return nil, err
 	}
-	if err := b.meta(ctx, &req.Tenant, tables); err != nil {
+	if req.PGBinDir == "" {
+		req.PGBinDir = migrator.DefaultPGBinDir
+	}
+	ddl, err := migrator.SchemaDDL(ctx, req.PGBinDir, dsn, tables)
+	if err != nil {
+		b.cleanup(ctx)
+		return nil, err
+	}
+	if err := b.meta(ctx, &req.Tenant, tables, ddl); err != nil {
 		b.cleanup(ctx)
 		return nil, err
 	}
@@ -244,18 +254,25 @@ func (b *writer) table(ctx context.Context, conn *pgconn.PgConn, i int, t migrat
 	return TableEntry{Table: t, Rows: hasher.rows, Hash: hasher.Sum(), Object: obj.Name}, nil
 }
 
-// meta stores the catalog record and the schema.
-func (b *writer) meta(ctx context.Context, t *catalog.Tenant, tables []migrator.Table) error {
+// meta stores the catalog record, the schema and its DDL.
+func (b *writer) meta(ctx context.Context, t *catalog.Tenant, tables []migrator.Table, ddl string) error {
 	for _, o := range []struct {
 		name string
 		v    any
-	}{{"tenant.json.gz", t}, {"schema.json.gz", tables}} {
-		data, err := json.MarshalIndent(o.v, "", "  ")
+	}{{"tenant.json.gz", t}, {"schema.json.gz", tables}, {"schema.sql.gz", ddl}} {
+		data := []byte(ddl)
+		if o.name != "schema.sql.gz" {
+			var err error
+			if data, err = json.MarshalIndent(o.v, "", "  "); err != nil {
+				return err
+			}
+		}
+		e, err := b.put(ctx, o.name, func(w io.Writer) error { _, err := w.Write(data); return err })
 		if err != nil {
 			return err
 		}
-		if _, err := b.put(ctx, o.name, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
-			return err
+		if o.name == "schema.sql.gz" {
+			b.m.DDLObject = e.Name
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@
 //	<tenant>/<id>/manifest.json        the manifest (plain JSON, sealed by a checksum or MAC)
 //	<tenant>/<id>/tenant.json.gz       the catalog record
 //	<tenant>/<id>/schema.json.gz       the tables as migrator.DiscoverTables describes them
+//	<tenant>/<id>/schema.sql.gz        their DDL (pg_dump --schema-only)
 //	<tenant>/<id>/tables/<n>.copy.gz   table n's rows, COPY text format, in key order
 //
 // Sealed objects end in ".enc" as well.
@@ -72,7 +73,10 @@ type Manifest struct {
 	// Sequences are the last values of the sequences feeding the tables
 	// (a restore raises the destination's to at least these).
 	Sequences map[string]int64 `json:"sequences,omitempty"`
-	Objects   []ObjectEntry    `json:"objects"`
+	// DDLObject holds the tables' DDL (pg_dump --schema-only): a restore
+	// into a database without the tables creates them with it.
+	DDLObject string        `json:"ddl_object,omitempty"`
+	Objects   []ObjectEntry `json:"objects"`
 	// Seal is SHA-256 (unencrypted) or HMAC-SHA-256 under the key
 	// (encrypted) of the manifest with Seal empty.
 	Seal string `json:"seal"`

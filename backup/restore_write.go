@@ -93,8 +93,8 @@ func (r *restorer) transaction(ctx context.Context, dsn string, create bool) (er
 		}
 	}()
 	if create {
-		if err := exec(ctx, conn, createTablesSQL(r.tables())); err != nil {
-			return fmt.Errorf("create tables: %w", err)
+		if err := r.createTables(ctx, conn); err != nil {
+			return err
 		}
 	}
 	for _, t := range r.m.Tables {
@@ -120,6 +120,37 @@ func (r *restorer) transaction(ctx context.Context, dsn string, create bool) (er
 	}
 	committed = true
 	return nil
+}
+
+// createTables gives a destination without the tables the backup's DDL
+// (or, for a backup without one, tables made from its schema) inside the
+// restore's transaction.
+func (r *restorer) createTables(ctx context.Context, conn *pgconn.PgConn) error {
+	sql := createTablesSQL(r.tables())
+	if r.m.DDLObject != "" {
+		var ddl strings.Builder
+		if err := r.decode(r.m.DDLObject, &ddl); err != nil {
+			return err
+		}
+		sql = withoutMetaCommands(ddl.String())
+	}
+	if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+		return fmt.Errorf("create tables on %s: %w", r.req.Target.ID, err)
+	}
+	// pg_dump's script empties search_path for its session.
+	return exec(ctx, conn, "RESET search_path")
+}
+
+// withoutMetaCommands drops psql's backslash lines (pg_dump writes
+// \restrict and \unrestrict) from a script.
+func withoutMetaCommands(script string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(script, "\n") {
+		if !strings.HasPrefix(line, "\\") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 // createTablesSQL creates tables as the backup describes them (columns,

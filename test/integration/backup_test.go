@@ -194,6 +194,19 @@ func rowsOf(t *testing.T, db *sqlx.DB, tenant, visibleIn string) []string {
 	return out
 }
 
+// takesWrites checks that a restored tenant takes new writes: ids from
+// its sequence come after the restored ones.
+func takesWrites(t *testing.T, db *sqlx.DB, tenant string) {
+	t.Helper()
+	var newID, maxID int64
+	if err := db.Get(&maxID, `SELECT max(id) FROM orders WHERE tenant_id = $1`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Get(&newID, `INSERT INTO orders (tenant_id, item, quantity, price_cents) VALUES ($1, 'after', 1, 1) RETURNING id`, tenant); err != nil || newID <= maxID {
+		t.Fatalf("insert into restored %s: id %d (restored max %d), %v", tenant, newID, maxID, err)
+	}
+}
+
 func sameRows(a, b []string) error {
 	if len(a) != len(b) {
 		return fmt.Errorf("%d rows, want %d", len(a), len(b))
@@ -267,6 +280,7 @@ func TestBackupEachTierRestoreEachOther(t *testing.T) {
 			if res.Rows != m.Rows() {
 				t.Fatalf("restore result rows %d, want %d", res.Rows, m.Rows())
 			}
+			takesWrites(t, s.db(dst.target, as), as)
 		}
 	}
 	list, err := backup.List(s.ctx, store, "")
@@ -403,12 +417,13 @@ func TestBackupEncrypted(t *testing.T) {
 		s.assertAbsent(t, "secret-copy")
 	}
 	if _, err := backup.Restore(s.ctx, backup.RestoreRequest{BackupID: m.ID, Store: store, Key: key, As: "secret-copy",
-		Target: s.targets["pool-1"], Catalog: s.catalog, TempDir: t.TempDir()}); err != nil {
+		Target: s.targets["db-1"], Catalog: s.catalog, TempDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sameRows(rowsOf(t, s.db("pool-1", "secret-copy"), "secret-copy", ""), rowsOf(t, s.db("cl-1", "secret"), "secret", "")); err != nil {
+	if err := sameRows(rowsOf(t, s.db("db-1", "secret-copy"), "secret-copy", ""), rowsOf(t, s.db("cl-1", "secret"), "secret", "")); err != nil {
 		t.Fatal(err)
 	}
+	takesWrites(t, s.db("db-1", "secret-copy"), "secret-copy")
 }
 
 func newKey(t *testing.T) *backup.Key {
@@ -524,6 +539,7 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 	if err := sameRows(rowsOf(t, s.db("pool-1", "api-clone"), "api-clone", ""), rowsOf(t, s.db("cl-1", "api"), "api", "")); err != nil {
 		t.Fatal(err)
 	}
+	takesWrites(t, s.db("pool-1", "api-clone"), "api-clone")
 	if st, body := call(t, "DELETE", api.URL+"/v1/backups/"+id, tokOperator, nil, nil); st != 200 {
 		t.Fatalf("delete: %d %v", st, body)
 	}
