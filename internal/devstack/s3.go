@@ -139,7 +139,7 @@ func (s *S3) buildArgs(dataDir, configFile string) error {
 	s.args = []string{"server",
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir=" + dataDir,
 		"-master.port=" + p(1), "-master.port.grpc=" + p(2), "-master.telemetry=false",
-		"-master.volumeSizeLimitMB=64", "-volume.max=16",
+		"-master.volumeSizeLimitMB=64", "-volume.max=200",
 		"-volume.port=" + p(3), "-volume.port.grpc=" + p(4),
 		"-filer.port=" + p(5), "-filer.port.grpc=" + p(6),
 		"-filer.localSocket=" + filepath.Join(filepath.Dir(configFile), "filer.sock"),
