@@ -289,6 +289,16 @@ func TestBackupEachTierRestoreEachOther(t *testing.T) {
 	}
 }
 
+// TestBackupRefusals: residency, corruption and a schema mismatch are
+// refused with a clear error, changing nothing (one stack, in this order:
+// the last alters the cluster's schema).
+func TestBackupRefusals(t *testing.T) {
+	s := newBackupStack(t)
+	t.Run("residency", func(t *testing.T) { testBackupResidency(t, s) })
+	t.Run("corruption", func(t *testing.T) { testBackupCorruptionRefused(t, s) })
+	t.Run("schema", func(t *testing.T) { testBackupSchemaMismatchRefused(t, s) })
+}
+
 // flipByte flips one byte in the middle of an object.
 func flipByte(t *testing.T, ctx context.Context, st backup.Store, name string) (restore func()) {
 	t.Helper()
@@ -313,12 +323,11 @@ func flipByte(t *testing.T, ctx context.Context, st backup.Store, name string) (
 	}
 }
 
-// TestBackupCorruptionRefused flips one byte in each object of a backup in
+// testBackupCorruptionRefused flips one byte in each object of a backup in
 // turn (manifest included): every restore is refused before anything is
 // written — no catalog record, no database, no rows. The intact backup
 // then restores.
-func TestBackupCorruptionRefused(t *testing.T) {
-	s := newBackupStack(t)
+func testBackupCorruptionRefused(t *testing.T, s *backupStack) {
 	store := s.s3Store("corrupt", "eu")
 	tn := s.seed("acme", "pool-1", 500)
 	m, err := backup.Backup(s.ctx, backup.Request{Tenant: tn, Target: s.targets["pool-1"], Store: store})
@@ -436,10 +445,9 @@ func newKey(t *testing.T) *backup.Key {
 	return k
 }
 
-// TestBackupResidency refuses a backup of a tenant resident in "eu" to a
+// testBackupResidency refuses a backup of a tenant resident in "eu" to a
 // store in "us", naming both, writing nothing; to an "eu" store it works.
-func TestBackupResidency(t *testing.T) {
-	s := newBackupStack(t)
+func testBackupResidency(t *testing.T, s *backupStack) {
 	us, eu := s.s3Store("us-backups", "us"), s.s3Store("eu-backups", "eu")
 	tn := s.seed("euro", "pool-1", 50)
 	// The catalog codec persists Residency once the residency helper's
@@ -457,10 +465,9 @@ func TestBackupResidency(t *testing.T) {
 	}
 }
 
-// TestBackupSchemaMismatchRefused restores into a target whose table has
+// testBackupSchemaMismatchRefused restores into a target whose table has
 // a column of another type: refused naming the table and the column.
-func TestBackupSchemaMismatchRefused(t *testing.T) {
-	s := newBackupStack(t)
+func testBackupSchemaMismatchRefused(t *testing.T, s *backupStack) {
 	store := s.s3Store("schema", "eu")
 	tn := s.seed("shape", "pool-1", 50)
 	m, err := backup.Backup(s.ctx, backup.Request{Tenant: tn, Target: s.targets["pool-1"], Store: store})
