@@ -40,6 +40,8 @@ func failErr(c *gin.Context, err error) {
 		fail(c, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, migrator.ErrStaleDatabase):
 		fail(c, http.StatusConflict, "stale_database", err.Error())
+	case errors.Is(err, migrator.ErrNotPaused):
+		fail(c, http.StatusConflict, "not_paused", err.Error())
 	case errors.Is(err, migrator.ErrTooLateToAbort):
 		fail(c, http.StatusConflict, "too_late", err.Error())
 	case errors.Is(err, migrator.ErrPreflight):
