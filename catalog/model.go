@@ -196,6 +196,9 @@ type PlanPolicy struct {
 	Tiers map[string]Tier `json:"tiers"`
 	// Limits are per plan; a plan without an entry has no limits.
 	Limits map[string]Limits `json:"limits,omitempty"`
+	// Backups are per plan; a plan without an entry is not backed up on a
+	// schedule.
+	Backups map[string]BackupPlan `json:"backups,omitempty"`
 }
 
 // DefaultPlanPolicy is free/starter → shared, pro → dedicated-db,
@@ -229,6 +232,7 @@ func (p *PlanPolicy) Validate() error {
 		}
 	}
 	errs = append(errs, p.limitProblems()...)
+	errs = append(errs, p.backupProblems()...)
 	return joinInvalid(errs)
 }
 

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/migrator"
 )
@@ -76,6 +77,12 @@ type Config struct {
 	// production).
 	MoveHooks *migrator.Hooks
 	Logger    *slog.Logger
+	// BackupStores are where backups go, by name; each carries its region
+	// label, checked against a tenant's residency (none: no backups).
+	BackupStores map[string]backup.Store
+	// BackupKey seals new backups and opens sealed ones (nil: backups are
+	// not encrypted).
+	BackupKey *backup.Key
 }
 
 // SetDefaults fills in zero values.

@@ -101,6 +101,9 @@ func (s *Server) housekeep(ctx context.Context) {
 		if err := s.removeOffboarded(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("removing offboarded tenants", "err", err)
 		}
+		if err := s.scheduledBackups(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduled backups", "err", err)
+		}
 		if time.Since(swept) >= s.idem.sweepEvery() {
 			n, err := s.idem.Sweep(ctx)
 			switch {

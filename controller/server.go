@@ -38,6 +38,7 @@ type Server struct {
 	leader   atomic.Bool
 	metrics  *metrics
 	idem     *idemStore
+	jobs     *backupJobs
 
 	mu      sync.Mutex
 	running map[string]bool // moves this replica is running
@@ -61,7 +62,7 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	}
 	log := cfg.Logger.With("component", "controller", "replica", cfg.ID)
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
-		running: map[string]bool{}, ready: make(chan struct{})}
+		running: map[string]bool{}, ready: make(chan struct{}), jobs: newBackupJobs()}
 	s.idem = newIdemStore(client, s.store.IdempotencyPrefix(), cfg.IdempotencyTTL, cfg.IdempotencyWait, log)
 	mg, err := migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL, Hooks: cfg.MoveHooks})
 	if err != nil {
@@ -198,6 +199,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/webhooks/billing", s.billingWebhook)
 	s.limitsRoutes(v1, read, billing, operator)
 	s.domainsRoutes(v1, read, operator)
+	s.backupRoutes(v1, read, operator)
 	return e
 }
 

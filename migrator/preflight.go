@@ -269,7 +269,7 @@ func checkDestination(ctx context.Context, rep *PreflightReport, tenant string, 
 		rep.add("destination schema", true, "tenant tables will be created from the source's schema", "")
 		return true, nil
 	}
-	if err := sameShape(tables, dtables); err != nil {
+	if err := SameShape(tables, dtables); err != nil {
 		rep.add("destination schema", false, err.Error(), "make the destination's tenant tables match the source's")
 	} else {
 		rep.add("destination schema", true, "tenant tables match", "")
@@ -303,6 +303,9 @@ func retainedBy(ctx context.Context, db *sqlx.DB, tenant string) string {
 	_ = db.GetContext(ctx, &move, `SELECT move_id FROM switchyard.fences WHERE tenant_id = $1`, tenant)
 	return move
 }
+
+// RedactDSN hides a DSN's password, for logs and errors.
+func RedactDSN(dsn string) string { return redact(dsn) }
 
 // redact hides a DSN's password.
 func redact(dsn string) string {

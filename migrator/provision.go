@@ -46,17 +46,39 @@ func (r *run) provision(ctx context.Context) error {
 		return err
 	}
 	if len(have) > 0 {
-		return sameShape(r.tables, have)
+		return SameShape(r.tables, have)
 	}
-	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", r.srcDSN}
-	for _, t := range r.tables {
+	ddl, err := SchemaDDL(ctx, r.mg.cfg.PGBinDir, r.srcDSN, r.tables)
+	if err != nil {
+		return err
+	}
+	// One transaction: a run that dies (or loses its lock) half way must
+	// not leave tables without their keys for the next run to find.
+	psql := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--quiet",
+		"--single-transaction", "--dbname", r.dstDSN)
+	psql.Stdin = strings.NewReader(ddl)
+	var perr bytes.Buffer
+	psql.Stderr = &perr
+	if err := psql.Run(); err != nil {
+		return fmt.Errorf("apply schema to %s: %w: %s", redact(r.dstDSN), err, perr.String())
+	}
+	r.m.Tables = nil
+	return nil
+}
+
+// SchemaDDL is the DDL of tables in the database at dsn (pg_dump
+// --schema-only of them, run from pgBinDir, without Switchyard's own
+// triggers): what a destination without the tables needs to get them.
+func SchemaDDL(ctx context.Context, pgBinDir, dsn string, tables []Table) (string, error) {
+	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", dsn}
+	for _, t := range tables {
 		args = append(args, "--table", t.Schema+"."+t.Name)
 	}
 	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "pg_dump"), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(pgBinDir, "pg_dump"), args...)
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pg_dump schema: %w: %s", err, errOut.String())
+		return "", fmt.Errorf("pg_dump schema: %w: %s", err, errOut.String())
 	}
 	var ddl strings.Builder
 	for _, line := range strings.SplitAfter(out.String(), "\n") {
@@ -65,18 +87,7 @@ func (r *run) provision(ctx context.Context) error {
 		}
 		ddl.WriteString(line)
 	}
-	// One transaction: a run that dies (or loses its lock) half way must
-	// not leave tables without their keys for the next run to find.
-	psql := exec.CommandContext(ctx, filepath.Join(r.mg.cfg.PGBinDir, "psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--quiet",
-		"--single-transaction", "--dbname", r.dstDSN)
-	psql.Stdin = strings.NewReader(ddl.String())
-	var perr bytes.Buffer
-	psql.Stderr = &perr
-	if err := psql.Run(); err != nil {
-		return fmt.Errorf("apply schema to %s: %w: %s", redact(r.dstDSN), err, perr.String())
-	}
-	r.m.Tables = nil
-	return nil
+	return ddl.String(), nil
 }
 
 // ErrStaleDatabase: a new tenant's database name is taken by a database

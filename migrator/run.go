@@ -686,7 +686,7 @@ func (r *run) checkDDL(ctx context.Context) error {
 	if derr != nil {
 		return derr
 	}
-	if err := sameShape(tables, dt); err != nil {
+	if err := SameShape(tables, dt); err != nil {
 		return fmt.Errorf("%w on the target: %w", ErrDDL, err)
 	}
 	return nil

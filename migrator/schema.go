@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -207,8 +208,16 @@ func schemaStamp(ctx context.Context, db *sqlx.DB, keyColumn string) (string, er
 	return stamp, nil
 }
 
-// sameShape reports the first difference between source and target tables.
-func sameShape(src, dst []Table) error {
+// ErrShapeMismatch marks a destination whose tenant tables differ from the
+// source's (a table missing, a column or key different).
+var ErrShapeMismatch = errors.New("tenant tables differ")
+
+// SameShape reports the first difference between the tables src describes
+// and the tables dst has, naming the table and the column: a missing
+// table, the first column (by position) whose name or type differs, a
+// column only one side has, or different primary keys. The error wraps
+// ErrShapeMismatch.
+func SameShape(src, dst []Table) error {
 	have := map[string]Table{}
 	for _, t := range dst {
 		have[t.Key()] = t
@@ -216,14 +225,32 @@ func sameShape(src, dst []Table) error {
 	for _, s := range src {
 		d, ok := have[s.Key()]
 		if !ok {
-			return fmt.Errorf("table %s is missing on the target", s.Key())
+			return fmt.Errorf("%w: table %s is missing on the target", ErrShapeMismatch, s.Key())
 		}
-		if fmt.Sprint(s.Columns) != fmt.Sprint(d.Columns) {
-			return fmt.Errorf("table %s: columns differ (source %v, target %v)", s.Key(), s.Columns, d.Columns)
+		if err := sameColumns(s, d); err != nil {
+			return err
 		}
 		if fmt.Sprint(s.PK) != fmt.Sprint(d.PK) {
-			return fmt.Errorf("table %s: primary keys differ (source %v, target %v)", s.Key(), s.PK, d.PK)
+			return fmt.Errorf("%w: table %s: primary keys differ (source %v, target %v)", ErrShapeMismatch, s.Key(), s.PK, d.PK)
 		}
+	}
+	return nil
+}
+
+// sameColumns names the first column of s that d does not have alike.
+func sameColumns(s, d Table) error {
+	for i, c := range s.Columns {
+		if i >= len(d.Columns) {
+			return fmt.Errorf("%w: table %s: column %s (%s) is missing on the target", ErrShapeMismatch, s.Key(), c.Name, c.Type)
+		}
+		if dc := d.Columns[i]; dc != c {
+			return fmt.Errorf("%w: table %s: column %d is %s %s on the source, %s %s on the target",
+				ErrShapeMismatch, s.Key(), i+1, c.Name, c.Type, dc.Name, dc.Type)
+		}
+	}
+	if len(d.Columns) > len(s.Columns) {
+		c := d.Columns[len(s.Columns)]
+		return fmt.Errorf("%w: table %s: column %s (%s) exists only on the target", ErrShapeMismatch, s.Key(), c.Name, c.Type)
 	}
 	return nil
 }

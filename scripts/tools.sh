@@ -3,6 +3,8 @@
 # module proxy and Debian's packages. Idempotent: a second run is a no-op.
 #   - bin/consul, built from the Go module proxy (about 6 minutes, then cached)
 #   - PostgreSQL 15 server binaries (Debian "postgresql")
+#   - bin/weed (SeaweedFS, S3 server for the backup tests), from the Go module
+#     proxy at a pinned version (several minutes, then cached)
 #   - with the argument "lint": bin/staticcheck and bin/golangci-lint, built
 #     from the Go module proxy at pinned versions (several minutes, then cached)
 set -euo pipefail
@@ -44,6 +46,23 @@ if [[ "$have" != *"Consul ${CONSUL_VERSION}"* ]]; then
   mv "$work/consul/consul.bin" bin/consul
 fi
 v=$(bin/consul version); echo "${v%%$'\n'*}"
+
+# bin/weed: SeaweedFS, a real S3-compatible object store for the backup tests,
+# built from the Go module proxy at a pinned pseudo-version (once, then cached).
+WEED_VERSION="${WEED_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
+if [ ! -x bin/weed ] || [ "$(cat bin/.weed.version 2>/dev/null)" != "$WEED_VERSION" ]; then
+  echo "tools: building SeaweedFS ${WEED_VERSION} from the Go module proxy (takes several minutes, once)"
+  wdir=$(GOFLAGS=-mod=mod go mod download -json "github.com/seaweedfs/seaweedfs@${WEED_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$wdir" ] || { echo "tools: could not download seaweedfs source" >&2; exit 1; }
+  wwork=$(mktemp -d)
+  cp -r "$wdir" "$wwork/seaweedfs"
+  chmod -R u+w "$wwork/seaweedfs"
+  (cd "$wwork/seaweedfs" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o weed.bin ./weed)
+  mv "$wwork/seaweedfs/weed.bin" bin/weed
+  chmod -R u+w "$wwork" 2>/dev/null; rm -rf "$wwork"
+  echo "$WEED_VERSION" > bin/.weed.version
+fi
+echo "weed $(cat bin/.weed.version)"
 
 # Linters (make lint), each rebuilt only when its pinned version changes.
 [ "${1:-}" = lint ] || exit 0

@@ -34,6 +34,7 @@ func runController(ctx context.Context, args []string) error {
 	verifyResolve := fs.String("verify-resolve", "", "domain=host:port,…: fetch a custom domain's verification token from this address instead of the domain's DNS one")
 	fs.DurationVar(&cfg.Domains.VerifyTimeout, "verify-timeout", 5*time.Second, "bound on a custom domain's verification fetch")
 	fs.BoolVar(&cfg.Domains.VerifyAllowPrivate, "verify-allow-private", false, "let the verification fetch reach loopback and private addresses")
+	bf := addBackupFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,6 +43,9 @@ func runController(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Domains.VerifyResolve = resolve
+	if err := bf.apply(ctx, &cfg); err != nil {
+		return err
+	}
 	toks, err := controller.ParseTokens(*tokens)
 	if err != nil {
 		return err

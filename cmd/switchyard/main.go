@@ -34,6 +34,9 @@ var commands = map[string]command{
 	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},
 	"limits":     {"plans, plan <plan>, get|set|clear <tenant>: per-plan and per-tenant limits (through the control API)", runLimits},
 	"domains":    {"add|ls|verify|rm <tenant> [<domain>]: tenants' custom domains (through the control API)", runDomains},
+	"backup":     {"<tenant> [--store s]: back the tenant up, with a progress bar (through the control API)", runBackup},
+	"backups":    {"ls <tenant>, rm <backup>: list or delete backups (through the control API)", runBackups},
+	"restore":    {"<tenant> --from <backup> --as <id> [--target t]: restore as a new tenant on any tier (through the control API)", runRestore},
 }
 
 func usage() {
