@@ -131,3 +131,10 @@ func (k Keys) ByteLoad(target string) string { return k.ByteLoads() + target }
 // Usage is the prefix of the routers' published usage (usage.go):
 // <Usage><YYYYMMDDHH>/<MM>/<router id>.<incarnation>.
 func (k Keys) Usage() string { return k.prefix + "/usage/" }
+
+// Certificates is the prefix of the TLS certificates every router serves
+// (certs.go): <prefix>/tls/certs/<name>.
+func (k Keys) Certificates() string { return k.prefix + "/tls/certs/" }
+
+// Certificate is the key of one named TLS certificate and its key.
+func (k Keys) Certificate(name string) string { return k.Certificates() + name }

@@ -195,6 +195,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/usage/export", billing, s.exportUsage)
 	v1.POST("/webhooks/billing", s.billingWebhook)
 	s.limitsRoutes(v1, read, billing, operator)
+	s.certificateRoutes(v1, operator)
 	return e
 }
 
