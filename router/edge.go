@@ -191,8 +191,8 @@ func hsts(next http.Handler, maxAge time.Duration, subdomains bool) http.Handler
 // newRedirectServer is the plaintext listener when RedirectHTTPS is on:
 // every request gets 308 to the same URL over https (on the TLS
 // listener's port when it is not 443); nothing is proxied in plaintext.
-func newRedirectServer(cfg Config, log *slog.Logger) *http.Server {
-	_, port, _ := net.SplitHostPort(cfg.TLS.Listen)
+func newRedirectServer(cfg Config, tlsAddr net.Addr, log *slog.Logger) *http.Server {
+	_, port, _ := net.SplitHostPort(tlsAddr.String())
 	return &http.Server{
 		Handler:           redirectHandler(port),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -212,7 +212,7 @@ func redirectHandler(port string) http.Handler {
 			writeError(w, http.StatusBadRequest, "bad_host", "the request names no valid Host to redirect to", "", 0)
 			return
 		}
-		if port != "" && port != "443" && port != "0" {
+		if port != "" && port != "443" {
 			host = net.JoinHostPort(host, port)
 		}
 		w.Header().Set("Location", "https://"+host+r.URL.RequestURI())

@@ -189,7 +189,7 @@ func (r *Router) Run(ctx context.Context) error {
 
 	var front frontServer = newFrontServer(r.proxy, r.cfg, r.log)
 	if r.cfg.TLS.RedirectHTTPS {
-		front = newRedirectServer(r.cfg, r.log)
+		front = newRedirectServer(r.cfg, tl.Addr(), r.log)
 	}
 	adminSrv := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 3)
