@@ -142,6 +142,7 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"DELETE", "/v1/tenants/acme/limits", nil, []string{"billing", "operator"}},
 		{"GET", "/v1/tenants/acme/usage", nil, all},
 		{"GET", "/v1/usage/export", nil, []string{"billing", "operator"}},
+		{"PUT", "/v1/certificates/matrix", map[string]any{"cert_pem": "not pem", "key_pem": "not pem"}, []string{"operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {
