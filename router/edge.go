@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // The router at the edge: the TLS listener (certificates by SNI from
@@ -264,4 +266,16 @@ func newH2Transports(cfg Config) (h2c, h2 *http.Transport) {
 		}
 	}
 	return mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }), mk(func(p *http.Protocols) { p.SetHTTP2(true) })
+}
+
+// closeUnread ends what carries a request whose body the router will not
+// read (it answers 413): an HTTP/1 connection closes after the answer,
+// net/http's drain of the body giving up soon; on HTTP/2 only the stream
+// ends (net/http resets it), never the connection other streams share.
+func closeUnread(rec *statusRecorder, r *http.Request) {
+	if r.ProtoMajor >= 2 {
+		return
+	}
+	rec.Header().Set("Connection", "close")
+	_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
 }

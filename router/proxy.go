@@ -105,8 +105,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > p.cfg.MaxBodyBytes {
 		// Not worth reading: the connection closes after the answer, and
 		// net/http's drain of the unread body gives up soon.
-		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
+		closeUnread(rec, r)
 		errBodyTooLarge.write(rec, "")
 		return
 	}
