@@ -245,15 +245,15 @@ var echoDesc = grpc.ServiceDesc{
 	},
 }
 
-// startGRPCBackend serves the echo service over h2c and registers it in
-// Consul as service (with a TCP check).
-func startGRPCBackend(t testing.TB, consul *api.Client, service string) string {
+// startGRPCBackend serves the echo service over h2c (or over TLS, given
+// grpc.Creds) and registers it in Consul as service (with a TCP check).
+func startGRPCBackend(t testing.TB, consul *api.Client, service string, opts ...grpc.ServerOption) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv := grpc.NewServer(append(opts, grpc.ForceServerCodec(rawCodec{}))...)
 	srv.RegisterService(&echoDesc, nil)
 	go func() { _ = srv.Serve(ln) }()
 	addr := ln.Addr().String()

@@ -40,17 +40,27 @@ func newGRPCStack(t *testing.T) (*edgeStack, *edgeRouter) {
 	for _, tg := range []catalog.Target{
 		{ID: "grpc-1", Tier: catalog.TierShared, Service: "app-grpc", DSN: "postgres://postgres@127.0.0.1:1/g", BackendProtocol: catalog.BackendH2C},
 		{ID: "grpc-down", Tier: catalog.TierShared, Service: "app-grpc-none", DSN: "postgres://postgres@127.0.0.1:1/g", BackendProtocol: catalog.BackendH2C},
+		{ID: "grpc-tls", Tier: catalog.TierShared, Service: "app-grpc-tls", DSN: "postgres://postgres@127.0.0.1:1/g", BackendProtocol: catalog.BackendH2},
 	} {
 		if err := es.store.CreateTarget(ctx, tg); err != nil {
 			t.Fatal(err)
 		}
 	}
 	startGRPCBackend(t, es.consul.Client(), "app-grpc")
+	// The h2 (TLS) backend's certificate names its address, from the test CA
+	// the router trusts for backends.
+	certPEM, keyPEM, _ := es.ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1")
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGRPCBackend(t, es.consul.Client(), "app-grpc-tls", grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}})))
 	es.tenant("grpcco", "free", catalog.TierShared, "grpc-1")
+	es.tenant("grpcsec", "free", catalog.TierShared, "grpc-tls")
 	es.tenant("grpclim", "starter", catalog.TierShared, "grpc-1")
 	es.tenant("grpcdown", "free", catalog.TierShared, "grpc-down")
 	setPlanLimits(t, es.store, "starter", catalog.Limits{RequestsPerSecond: 0.01, Burst: 1})
-	return es, es.edgeRouter(nil)
+	return es, es.edgeRouter(func(c *router.Config) { c.TLS.BackendRootCAs = es.ca.pool })
 }
 
 // grpcConn dials the router: over TLS (SNI and :authority authority) or
@@ -92,17 +102,22 @@ func TestRouterGRPCThroughToBackend(t *testing.T) {
 		{"TLS by subdomain", true, "grpcco.saas.test", nil},
 		{"TLS by token", true, "saas.test", metadata.Pairs("authorization", "Bearer "+tok)},
 		{"h2c by subdomain", false, "grpcco.saas.test", nil},
+		{"to an h2 (TLS) backend", true, "grpcsec.saas.test", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			ctx = metadata.NewOutgoingContext(ctx, c.md)
 			cc := grpcConn(t, es, e, c.overTLS, c.authority)
-			if got, err := unary(ctx, cc, "hi"); err != nil || got != "grpcco:hi" {
+			tenant := "grpcco"
+			if strings.HasPrefix(c.authority, "grpcsec.") {
+				tenant = "grpcsec"
+			}
+			if got, err := unary(ctx, cc, "hi"); err != nil || got != tenant+":hi" {
 				t.Fatalf("unary: %q %v", got, err)
 			}
 			checkServerStream(ctx, t, cc)
-			checkBidi(ctx, t, cc)
+			checkBidi(ctx, t, cc, tenant)
 		})
 	}
 	// A plaintext HTTP/1.1 request for a tenant whose backends speak h2c
@@ -146,7 +161,7 @@ func checkServerStream(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 	}
 }
 
-func checkBidi(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
+func checkBidi(ctx context.Context, t *testing.T, cc *grpc.ClientConn, tenant string) {
 	t.Helper()
 	st, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/"+echoService+"/Chat")
 	if err != nil {
@@ -158,7 +173,7 @@ func checkBidi(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 			t.Fatal(err)
 		}
 		var r []byte
-		if err := st.RecvMsg(&r); err != nil || string(r) != "grpcco:m"+strconv.Itoa(i) {
+		if err := st.RecvMsg(&r); err != nil || string(r) != tenant+":m"+strconv.Itoa(i) {
 			t.Fatalf("bidi %d: %q %v", i, r, err)
 		}
 	}
