@@ -344,3 +344,73 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A frozen tenant's HTTP/2 requests are held like HTTP/1.1 ones (the same
+// code): streams on one TLS connection and on an h2c one wait for the
+// cutover, then reach the new target; another tenant's stream on the same
+// connection is not held.
+func TestRouterH2HoldsDuringCutover(t *testing.T) {
+	es := newEdgeStack(t)
+	startBackend(t, es.consul.Client(), "app-cl-1", nil)
+	es.tenant("mover", "free", catalog.TierShared, "pool-1")
+	e := es.edgeRouter(func(c *router.Config) { c.HoldMax = 5 * time.Second })
+	h2 := e.tlsClient(es.ca, true)
+	h2c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Protocols: h2cOnly()}}
+	ctx := testContext(t)
+	if _, err := es.store.UpdateTenant(ctx, "mover", func(t *catalog.Tenant) error { t.State = catalog.StateFrozen; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "router sees freeze", func() bool {
+		rt, _ := e.Watcher().Snapshot().Lookup("mover")
+		return rt.State == catalog.StateFrozen
+	})
+	type result struct {
+		status  int
+		proto   int
+		service string
+		held    time.Duration
+	}
+	results := make(chan result, 6)
+	for i := 0; i < 6; i++ {
+		hc, url := h2, "https://saas.test/t/mover/orders"
+		if i%2 == 1 {
+			hc, url = h2c, e.url+"/t/mover/orders"
+		}
+		go func() {
+			start := time.Now()
+			resp, err := hc.Get(url)
+			if err != nil {
+				results <- result{status: -1}
+				return
+			}
+			resp.Body.Close()
+			results <- result{resp.StatusCode, resp.ProtoMajor, resp.Header.Get("X-Served-By"), time.Since(start)}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // the streams are open and held
+	start := time.Now()
+	resp, err := h2.Get("https://saas.test/t/acme/") // the same connection as the held streams
+	if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 || time.Since(start) > time.Second {
+		t.Fatalf("bystander over h2: %v %v after %s", resp, err, time.Since(start))
+	}
+	resp.Body.Close()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := es.store.UpdateTenant(ctx, "mover", func(t *catalog.Tenant) error {
+		t.State, t.Tier, t.Target = catalog.StateActive, catalog.TierDedicatedCluster, "cl-1"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		r := <-results
+		if r.status != 200 || r.proto != 2 || r.service != "app-cl-1" || r.held < 250*time.Millisecond {
+			t.Fatalf("held request: %+v (want 200 over HTTP/2 from app-cl-1 after the flip)", r)
+		}
+	}
+}
+
+func h2cOnly() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
