@@ -72,6 +72,11 @@ bench-api:
 
 bench-proxy:
 	scripts/bench-proxy.sh
+	scripts/bench-tls.sh
+
+# TLS + HTTP/1.1, TLS + HTTP/2 and full handshakes against nginx (bench-tls.sh).
+bench-tls:
+	scripts/bench-tls.sh
 
 clean:
 	rm -rf $(BIN)/switchyard

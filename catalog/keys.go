@@ -139,3 +139,10 @@ func (k Keys) Domains() string { return k.prefix + "/domains/" }
 // Domain is the key of one custom domain (normalised: lower case, no
 // trailing dot): the claim a check-and-set makes unique.
 func (k Keys) Domain(name string) string { return k.Domains() + name }
+
+// Certificates is the prefix of the TLS certificates every router serves
+// (certs.go): <prefix>/tls/certs/<name>.
+func (k Keys) Certificates() string { return k.prefix + "/tls/certs/" }
+
+// Certificate is the key of one named TLS certificate and its key.
+func (k Keys) Certificate(name string) string { return k.Certificates() + name }

@@ -149,6 +149,22 @@ type Target struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	// Cordoned targets take no new tenants.
 	Cordoned bool `json:"cordoned,omitempty"`
+	// BackendProtocol is what the app backends speak: "" or "http1"
+	// (HTTP/1.1), "h2c" (HTTP/2 in cleartext, e.g. gRPC), "h2" (HTTP/2
+	// over TLS).
+	BackendProtocol string `json:"backend_protocol,omitempty"`
+}
+
+// Backend protocols (Target.BackendProtocol).
+const (
+	BackendHTTP1 = "http1"
+	BackendH2C   = "h2c"
+	BackendH2    = "h2"
+)
+
+// HTTP2Backend reports whether the target's backends speak HTTP/2.
+func (t *Target) HTTP2Backend() bool {
+	return t.BackendProtocol == BackendH2C || t.BackendProtocol == BackendH2
 }
 
 // Validate checks every field and says which one is wrong.
@@ -170,6 +186,11 @@ func (t *Target) Validate() error {
 		errs = append(errs, "capacity figures must not be negative")
 	}
 	errs = append(errs, validateLabels(t.Labels)...)
+	switch t.BackendProtocol {
+	case "", BackendHTTP1, BackendH2C, BackendH2:
+	default:
+		errs = append(errs, fmt.Sprintf("backend_protocol %q must be http1, h2c or h2", t.BackendProtocol))
+	}
 	return joinInvalid(errs)
 }
 

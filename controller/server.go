@@ -200,6 +200,7 @@ func (s *Server) routes() *gin.Engine {
 	s.limitsRoutes(v1, read, billing, operator)
 	s.domainsRoutes(v1, read, operator)
 	s.backupRoutes(v1, read, operator)
+	s.certificateRoutes(v1, operator)
 	return e
 }
 

@@ -114,3 +114,46 @@ var errHeadTimeout = &routeError{http.StatusRequestTimeout, "request_timeout", "
 func closesConnection(e *routeError) bool {
 	return e == errBadBody || e == errBodyTimeout || e == errBodyTooLarge
 }
+
+// gRPC status codes the router answers with (google.golang.org/grpc/codes).
+const (
+	grpcInvalidArgument   = 3
+	grpcDeadlineExceeded  = 4
+	grpcNotFound          = 5
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
+	grpcInternal          = 13
+)
+
+// grpcByStatus is the gRPC status of each answer the router gives itself
+// (answerFor and the rest of the routeErrors), by its HTTP status: a gRPC
+// client gets a status it can act on, in a trailers-only response, rather
+// than an HTTP error page. Unknown tenant → NOT_FOUND; a tenant's limits
+// and the router's size limits → RESOURCE_EXHAUSTED; hold expired, no
+// healthy instance, breaker open, lease lapsed, backend failed →
+// UNAVAILABLE (a client may retry); the backend or a body too slow →
+// DEADLINE_EXCEEDED.
+var grpcByStatus = map[int]uint32{
+	http.StatusBadRequest:                  grpcInvalidArgument,
+	http.StatusUnauthorized:                grpcUnauthenticated,
+	http.StatusForbidden:                   grpcPermissionDenied,
+	http.StatusNotFound:                    grpcNotFound,
+	http.StatusRequestTimeout:              grpcDeadlineExceeded,
+	http.StatusRequestEntityTooLarge:       grpcResourceExhausted,
+	http.StatusMisdirectedRequest:          grpcPermissionDenied,
+	http.StatusTooManyRequests:             grpcResourceExhausted,
+	http.StatusRequestHeaderFieldsTooLarge: grpcResourceExhausted,
+	http.StatusBadGateway:                  grpcUnavailable,
+	http.StatusServiceUnavailable:          grpcUnavailable,
+	http.StatusGatewayTimeout:              grpcDeadlineExceeded,
+}
+
+// grpcStatusFor is the gRPC status of the router's answer e.
+func grpcStatusFor(e *routeError) uint32 {
+	if c, ok := grpcByStatus[e.status]; ok {
+		return c
+	}
+	return grpcInternal
+}

@@ -70,6 +70,10 @@ type Config struct {
 	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
 	// listener (off: profiles reveal internals and cost CPU).
 	AdminPprof bool
+
+	// TLS: the TLS listener, HTTP/2 and the plaintext listener's redirect
+	// (edge.go).
+	TLS EdgeConfig
 }
 
 // ExtractConfig says how a request names its tenant.
@@ -152,6 +156,7 @@ func (c *Config) SetDefaults() {
 		c.Breaker.HalfOpenRequests = 1
 	}
 	c.Observe.setDefaults()
+	c.TLS.setDefaults()
 	c.Extract.BaseDomain = strings.ToLower(strings.Trim(c.Extract.BaseDomain, "."))
 }
 
@@ -183,6 +188,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max body bytes must not be negative"))
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"crypto/tls"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -123,5 +125,31 @@ func BenchmarkExtractHost(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckSNIWithCustomDomains: over TLS, an SNI and a Host that name
+// different tenants, each by subdomain or by custom domain, are refused;
+// names of the same tenant, and names that name nobody, pass.
+func TestCheckSNIWithCustomDomains(t *testing.T) {
+	p := &Proxy{extract: domainExtractor()}
+	for _, c := range []struct {
+		sni, host string
+		refused   bool
+	}{
+		{"app.acme.com", "app.acme.com", false},
+		{"app.acme.com", "acme.example.test", false},     // one tenant, two names
+		{"acme.example.test", "APP.ACME.COM:443", false}, // and the other way round
+		{"app.acme.com", "shop.bolt.io", true},
+		{"app.acme.com", "bolt.example.test", true},
+		{"bolt.example.test", "app.acme.com", true},
+		{"pending.acme.io", "shop.bolt.io", true},     // an unverified name still names its tenant
+		{"nobody.example.org", "shop.bolt.io", false}, // the SNI names nobody: Host decides
+		{"app.acme.com", "127.0.0.1:8443", false},
+	} {
+		r := &http.Request{Host: c.host, TLS: &tls.ConnectionState{ServerName: c.sni}}
+		if got := p.checkSNI(r) != nil; got != c.refused {
+			t.Errorf("SNI %s, Host %s: refused %v, want %v", c.sni, c.host, got, c.refused)
+		}
 	}
 }

@@ -32,6 +32,8 @@ func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *wire.Server {
 		Handler:           fastPath{p},
 		Fallback:          p,
 		NetHTTPOnly:       cfg.NetHTTPOnly,
+		H2C:               !cfg.TLS.DisableH2C,
+		HTTP2:             cfg.TLS.HTTP2.http2Config(),
 		Log:               log,
 	})
 }
@@ -114,7 +116,11 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	done := &fc.done
 	path, _, _ := strings.Cut(h.Target(), "?")
 	p.obs.begin(done, h.Method(), path)
+	handedOff := false
 	defer func() {
+		if handedOff {
+			return // net/http serves (and counts) it
+		}
 		fc.requestCounter(tier, target, statusText(status)).Inc()
 		done.status = status
 		p.completed(done)
@@ -151,6 +157,13 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 		return answer(rerr, tenant)
 	}
 	defer entry.Leave()
+	if t.HTTP2Backend() {
+		// Its backends speak HTTP/2: net/http's engine forwards it (and
+		// the rest of the connection), from its head on.
+		handedOff = true
+		c.HandOff()
+		return false
+	}
 	tier, target = string(route.Tier), route.Target
 	if e := p.admit(route, entry, h.ContentLength()); e != nil {
 		return answer(e, tenant)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/ratelimit"
-	"github.com/switchyard/switchyard/router/wire"
 )
 
 // Per-tenant limits (README "Per-tenant limits"): each engine makes one
@@ -125,8 +124,7 @@ func (p *Proxy) admitHTTP(w http.ResponseWriter, rec *statusRecorder, r *http.Re
 	e := p.admit(route, entry, r.ContentLength)
 	if e == errTenantBodyTooLarge {
 		// As for the router's own limit: not worth reading.
-		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
+		closeUnread(rec, r)
 	}
 	if e != nil {
 		return e

@@ -39,12 +39,15 @@ type Proxy struct {
 
 	// fastTransport is the backend client of the fast path (forward.go).
 	fastTransport *wire.Transport
+	// h2c, h2: the clients of HTTP/2 backends (edge.go).
+	h2c, h2 *http.Transport
 }
 
 // reqState travels from ServeHTTP to the ReverseProxy hooks in the context.
 type reqState struct {
 	route       catalog.Route
 	service     string
+	backend     string // the target's backend protocol (catalog.BackendH2C...)
 	stripPrefix string
 	start       time.Time
 	done        *completion // the request's record for metering and the access log
@@ -66,9 +69,10 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 	} else {
 		p.fastTransport = wire.NewTransport(cfg.DialTimeout, cfg.UpstreamHeaderTimeout)
 	}
+	p.h2c, p.h2 = newH2Transports(cfg)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries},
+		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries, h2c: p.h2c, h2: p.h2},
 		BufferPool:     bufferPool{},
 		FlushInterval:  -1, // relay as it arrives, as the fast path does
 		ModifyResponse: p.modifyResponse,
@@ -82,7 +86,7 @@ var _ http.Handler = (*Proxy)(nil)
 
 // ServeHTTP implements the request path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, grpc: isGRPC(r)}
 	done := &rec.done
 	p.obs.begin(done, r.Method, r.URL.Path)
 	tier, target := "", ""
@@ -94,15 +98,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errHeadersTooLarge.write(rec, "")
 		return
 	}
+	if e := p.checkSNI(r); e != nil {
+		e.write(rec, "")
+		return
+	}
 	if r.ContentLength > p.cfg.MaxBodyBytes {
 		// Not worth reading: the connection closes after the answer, and
 		// net/http's drain of the unread body gives up soon.
-		rec.Header().Set("Connection", "close")
-		_ = http.NewResponseController(rec).SetReadDeadline(time.Now().Add(wire.LingerTimeout))
+		closeUnread(rec, r)
 		errBodyTooLarge.write(rec, "")
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.Body != nil && r.Body != http.NoBody && !rec.grpc {
+		// (A gRPC stream's body is a stream of messages that may last
+		// and idle as long as the call: HTTP/2 flow control bounds it.)
 		// From here the body has its deadlines, also for net/http's own
 		// read of what the router leaves unread.
 		rec.body = p.newBodyReader(w, rec, r.Body)
@@ -131,7 +140,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
-	rec.st = reqState{route: route, service: t.Service, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
+	rec.st = reqState{route: route, service: t.Service, backend: t.BackendProtocol, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
 	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
@@ -143,8 +152,14 @@ type routeError struct {
 	retryAfter int
 }
 
-// write answers with e's JSON body.
+// write answers with e's JSON body, or to a gRPC request with its gRPC
+// status (grpcStatusFor).
 func (e *routeError) write(w http.ResponseWriter, tenant string) {
+	if rec, ok := w.(*statusRecorder); ok && rec.grpc {
+		rec.status = e.status // metrics and the access log: the router's answer
+		writeGRPCStatus(rec, grpcStatusFor(e), e.msg)
+		return
+	}
 	writeError(w, e.status, e.code, e.msg, tenant, e.retryAfter)
 }
 
@@ -250,6 +265,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(reqStateKey{}).(*reqState)
 	out := pr.Out
 	out.URL.Scheme = "http"
+	if st.backend == catalog.BackendH2 {
+		out.URL.Scheme = "https"
+	}
 	out.URL.Host = st.service
 	if st.stripPrefix != "" {
 		out.URL.Path = ensureSlash(strings.TrimPrefix(out.URL.Path, st.stripPrefix))
@@ -391,6 +409,7 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	http10 bool // the client speaks HTTP/1.0: no interim (1xx) responses
+	grpc   bool // a gRPC request: the router's own answers are gRPC statuses
 	st     reqState
 	// For metering and the access log: the request's record, its body
 	// (nil if none) and the response body bytes written.

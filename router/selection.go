@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/router/wire"
 )
 
@@ -17,6 +18,8 @@ type selectingTransport struct {
 	upstreams *Upstreams
 	next      http.RoundTripper
 	retries   prometheus.Counter
+	// h2c and h2 reach targets whose backends speak HTTP/2 (edge.go).
+	h2c, h2 http.RoundTripper
 }
 
 var _ http.RoundTripper = (*selectingTransport)(nil)
@@ -61,7 +64,16 @@ func (t *selectingTransport) try(req *http.Request, addr string, st *reqState) (
 	if st != nil && st.done != nil {
 		st.done.instance = addr
 	}
-	resp, err := t.next.RoundTrip(req)
+	next := t.next
+	if st != nil {
+		switch st.backend {
+		case catalog.BackendH2C:
+			next = t.h2c
+		case catalog.BackendH2:
+			next = t.h2
+		}
+	}
+	resp, err := next.RoundTrip(req)
 	if err != nil {
 		return nil, withClientGone(req.Context(), err)
 	}

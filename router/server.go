@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/router/wire"
 )
 
 // Router is a whole router process: catalog watcher, backend pools, the
@@ -32,10 +33,12 @@ type Router struct {
 	proxy     *Proxy
 	lease     *lease
 	usage     *usagePublisher // nil: metering off
+	certs     *certStore      // nil: no TLS listener
 
 	mu              sync.Mutex
 	proxyAddr       net.Addr
 	adminAddr       net.Addr
+	tlsAddr         net.Addr // nil: no TLS listener
 	listening       chan struct{}
 	shuttingDown    chan struct{}
 	shutdownStarted sync.Once
@@ -63,6 +66,9 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 	r.lease = &lease{ttl: cfg.LeaseTTL}
 	r.proxy.lease = r.lease
 	r.setUpObserving()
+	if cfg.TLS.Listen != "" {
+		r.certs = newCertStore(cfg.TLS, consul.KV(), catalogPrefix, log, m.Registry)
+	}
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_router_catalog_age_seconds",
@@ -110,22 +116,65 @@ func (r *Router) Addrs(ctx context.Context) (proxy, admin string, err error) {
 	return r.proxyAddr.String(), r.adminAddr.String(), nil
 }
 
-// Run serves until ctx ends, then drains in-flight requests (up to
-// ShutdownTimeout) and stops.
-func (r *Router) Run(ctx context.Context) error {
-	pl, err := net.Listen("tcp", r.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("router listen: %w", err)
+// TLSAddr returns the bound TLS address once listening ("" if none).
+func (r *Router) TLSAddr(ctx context.Context) (string, error) {
+	select {
+	case <-r.listening:
+	case <-ctx.Done():
+		return "", ctx.Err()
 	}
-	al, err := net.Listen("tcp", r.cfg.AdminListen)
-	if err != nil {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tlsAddr == nil {
+		return "", nil
+	}
+	return r.tlsAddr.String(), nil
+}
+
+// listen binds the proxy, admin and (if configured) TLS listeners.
+func (r *Router) listen() (pl, al, tl net.Listener, err error) {
+	if pl, err = net.Listen("tcp", r.cfg.Listen); err != nil {
+		return nil, nil, nil, fmt.Errorf("router listen: %w", err)
+	}
+	if al, err = net.Listen("tcp", r.cfg.AdminListen); err != nil {
 		pl.Close()
-		return fmt.Errorf("admin listen: %w", err)
+		return nil, nil, nil, fmt.Errorf("admin listen: %w", err)
+	}
+	if r.certs != nil {
+		if tl, err = net.Listen("tcp", r.cfg.TLS.Listen); err != nil {
+			pl.Close()
+			al.Close()
+			return nil, nil, nil, fmt.Errorf("tls listen: %w", err)
+		}
 	}
 	r.mu.Lock()
 	r.proxyAddr, r.adminAddr = pl.Addr(), al.Addr()
+	if tl != nil {
+		r.tlsAddr = tl.Addr()
+	}
 	r.mu.Unlock()
 	close(r.listening)
+	return pl, al, tl, nil
+}
+
+// frontServer is what serves a listener: the fast path, or net/http.
+type frontServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+var (
+	_ frontServer = (*wire.Server)(nil)
+	_ frontServer = (*http.Server)(nil)
+)
+
+// Run serves until ctx ends, then drains in-flight requests (up to
+// ShutdownTimeout) and stops.
+func (r *Router) Run(ctx context.Context) error {
+	pl, al, tl, err := r.listen()
+	if err != nil {
+		return err
+	}
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -138,11 +187,22 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); acks.run(bg) }()
 	r.startObserving(bg, &wg)
 
-	front := newFrontServer(r.proxy, r.cfg, r.log)
+	var front frontServer = newFrontServer(r.proxy, r.cfg, r.log)
+	if r.cfg.TLS.RedirectHTTPS {
+		front = newRedirectServer(r.cfg, tl.Addr(), r.log)
+	}
 	adminSrv := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- front.Serve(pl) }()
 	go func() { errc <- adminSrv.Serve(al) }()
+	var tlsSrv *http.Server
+	if tl != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.certs.run(bg) }()
+		tlsSrv = newTLSServer(r.cfg, r.proxy, r.certs, r.log)
+		go func() { errc <- tlsSrv.ServeTLS(tl, "", "") }()
+		r.log.Info("router listening for TLS", "tls", tl.Addr().String())
+	}
 	r.log.Info("router listening", "proxy", pl.Addr().String(), "admin", al.Addr().String())
 
 	var runErr error
@@ -157,8 +217,17 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("router shutting down; draining in-flight requests", "timeout", r.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 	defer cancel()
+	tlsDone := make(chan error, 1)
+	if tlsSrv != nil {
+		go func() { tlsDone <- tlsSrv.Shutdown(sctx) }() // drained alongside the plaintext listener
+	} else {
+		tlsDone <- nil
+	}
 	if err := front.Shutdown(sctx); err != nil {
 		r.log.Warn("drain incomplete", "err", err)
+	}
+	if err := <-tlsDone; err != nil {
+		r.log.Warn("TLS drain incomplete", "err", err)
 	}
 	_ = adminSrv.Shutdown(sctx)
 	r.stopObserving()
@@ -167,6 +236,8 @@ func (r *Router) Run(ctx context.Context) error {
 	r.upstreams.Close()
 	r.proxy.transport.CloseIdleConnections()
 	r.proxy.fastTransport.CloseIdleConnections()
+	r.proxy.h2c.CloseIdleConnections()
+	r.proxy.h2.CloseIdleConnections()
 	r.log.Info("router stopped")
 	return runErr
 }
@@ -214,6 +285,9 @@ func (r *Router) adminHandler() http.Handler {
 			"last_error":      r.watcher.LastError(),
 			"lease_valid":     r.lease.valid(),
 		}
+		if r.certs != nil {
+			body["tls"] = r.certs.status(time.Now())
+		}
 		select {
 		case <-r.shuttingDown:
 			body["status"] = "shutting down"
@@ -233,6 +307,11 @@ func (r *Router) adminHandler() http.Handler {
 				writeJSON(w, http.StatusServiceUnavailable, body)
 				return
 			}
+			if !r.certsLoaded() {
+				body["status"] = "tls certificates not loaded"
+				writeJSON(w, http.StatusServiceUnavailable, body)
+				return
+			}
 			body["status"] = "ready"
 			writeJSON(w, http.StatusOK, body)
 		default:
@@ -245,6 +324,19 @@ func (r *Router) adminHandler() http.Handler {
 		registerPprof(mux)
 	}
 	return mux
+}
+
+// certsLoaded: no TLS listener, or its certificates have been read once.
+func (r *Router) certsLoaded() bool {
+	if r.certs == nil {
+		return true
+	}
+	select {
+	case <-r.certs.loaded:
+		return true
+	default:
+		return false
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -25,6 +25,7 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
   apt_install postgresql postgresql-contrib
 fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
+if ! command -v curl >/dev/null; then apt_install curl; fi # the TLS and HTTP/2 tests drive the real curl
 
 have=""
 if [ -x bin/consul ]; then have=$(bin/consul version 2>/dev/null || true); fi

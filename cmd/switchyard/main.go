@@ -37,6 +37,7 @@ var commands = map[string]command{
 	"backup":     {"<tenant> [--store s]: back the tenant up, with a progress bar (through the control API)", runBackup},
 	"backups":    {"ls <tenant>, rm <backup>: list or delete backups (through the control API)", runBackups},
 	"restore":    {"<tenant> --from <backup> --as <id> [--target t]: restore as a new tenant on any tier (through the control API)", runRestore},
+	"certs":      {"put <name> --cert --key: a TLS certificate every router serves by SNI (through the control API)", runCerts},
 }
 
 func usage() {

@@ -66,7 +66,11 @@ func runRouter(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on the admin listener")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	accessLog := addObserveFlags(fs, &cfg.Observe)
+	edge := addEdgeFlags(fs, &cfg.TLS)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := edge(); err != nil {
 		return err
 	}
 	closeLog, err := accessLog()

@@ -76,7 +76,12 @@ type ServerConfig struct {
 	Fallback http.Handler
 	// NetHTTPOnly hands every connection to net/http.
 	NetHTTPOnly bool
-	Log         *slog.Logger
+	// H2C: a connection that starts with the HTTP/2 preface (h2c with
+	// prior knowledge) goes to net/http, which serves it as HTTP/2 with
+	// the limits in HTTP2.
+	H2C   bool
+	HTTP2 *http.HTTP2Config
+	Log   *slog.Logger
 }
 
 // Server accepts client connections and serves them.
@@ -109,6 +114,13 @@ func NewServer(cfg ServerConfig) *Server {
 		// own limit sits above it as a hard stop.
 		MaxHeaderBytes: cfg.MaxHeaderBytes * 2,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if cfg.H2C {
+		protos := new(http.Protocols)
+		protos.SetHTTP1(true)
+		protos.SetUnencryptedHTTP2(true)
+		s.general.Protocols = protos
+		s.general.HTTP2 = cfg.HTTP2
 	}
 	return s
 }
@@ -240,6 +252,9 @@ type Conn struct {
 	// linger: the connection closes with a request body not read (say
 	// after a 413); close gently so the client reads the answer first.
 	linger bool
+	// handOffReq: the handler gave the request (still in the buffer) and
+	// the rest of the connection to net/http (HandOff).
+	handOffReq bool
 
 	head RequestHead
 	resp respHead
@@ -264,6 +279,15 @@ func (fc *Conn) Closing() bool { return fc.s.closing.Load() }
 // Linger makes the connection close gently: the request's body is not
 // read, and the client must get the answer before the close.
 func (fc *Conn) Linger() { fc.linger = true }
+
+// HandOff gives the request being served (its head not discarded, its
+// body not read) and the rest of the connection to net/http: the handler
+// calls it from ServeRequest, answers nothing, and returns false.
+func (fc *Conn) HandOff() { fc.handOffReq = true }
+
+// h2Preface is how an h2c connection with prior knowledge starts (its
+// first line: the head's end is "\r\n\r\n" in the middle of the preface).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n")
 
 // DiscardHead drops the request head from the read buffer: the request's
 // body (if any) comes next. The head's strings are invalid from here.
@@ -326,6 +350,10 @@ func (fc *Conn) serve() {
 			return
 		}
 		buf, _ := fc.br.Peek(n)
+		if first && fc.s.cfg.H2C && bytes.HasPrefix(buf, h2Preface) {
+			handedOff = fc.handOff() // the rest of the preface is net/http's to read
+			return
+		}
 		parseRequestHead(buf, &fc.head)
 		if fc.head.general != "" {
 			handedOff = fc.handOffUnlessRefused()
@@ -339,6 +367,9 @@ func (fc *Conn) serve() {
 			fc.bodyDeadline = time.Now().Add(fc.s.cfg.BodyTimeout)
 		}
 		if !fc.rs.ServeRequest(&fc.head) || fc.s.closing.Load() {
+			if fc.handOffReq {
+				handedOff = fc.handOff()
+			}
 			return
 		}
 	}

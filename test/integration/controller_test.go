@@ -148,6 +148,7 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"GET", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, all},
 		{"POST", "/v1/tenants/acme/domains/matrix.acme.invalid/verify", nil, []string{"operator"}},
 		{"DELETE", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, []string{"operator"}},
+		{"PUT", "/v1/certificates/matrix", map[string]any{"cert_pem": "not pem", "key_pem": "not pem"}, []string{"operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {

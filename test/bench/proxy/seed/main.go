@@ -21,6 +21,8 @@ import (
 func main() {
 	consulAddr := flag.String("consul", "127.0.0.1:8500", "Consul HTTP address")
 	upstream := flag.Int("upstream-port", 18080, "port of the benchmark upstream on 127.0.0.1")
+	certFile := flag.String("cert", "", "also store this PEM certificate (and -key) as the routers' default TLS certificate (scripts/bench-tls.sh)")
+	keyFile := flag.String("key", "", "the PEM key of -cert")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -28,6 +30,36 @@ func main() {
 		fmt.Fprintln(os.Stderr, "seed:", err)
 		os.Exit(1)
 	}
+	if *certFile != "" {
+		if err := seedCert(ctx, *consulAddr, *certFile, *keyFile); err != nil {
+			fmt.Fprintln(os.Stderr, "seed:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// seedCert stores the default TLS certificate.
+func seedCert(ctx context.Context, consulAddr, certFile, keyFile string) error {
+	cfg := api.DefaultConfig()
+	cfg.Address = consulAddr
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	info, err := catalog.NewStore(client, "").PutCertificate(ctx, catalog.Certificate{Name: "default", CertPEM: string(certPEM), KeyPEM: string(keyPEM)})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("seed: default certificate for %v stored\n", info.DNSNames)
+	return nil
 }
 
 func seed(ctx context.Context, consulAddr string, upstreamPort int) error {
