@@ -27,55 +27,68 @@ fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
 if ! command -v curl >/dev/null; then apt_install curl; fi # the TLS and HTTP/2 tests drive the real curl
 
-have=""
-if [ -x bin/consul ]; then have=$(bin/consul version 2>/dev/null || true); fi
-if [[ "$have" != *"Consul ${CONSUL_VERSION}"* ]]; then
+# The Go-built servers and tools are built side by side (each build's
+# downloads and link overlap the other's compile), once, then cached in bin/.
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+
+# from_proxy <module@version> <dir name>: a writable copy of a module's source.
+from_proxy() {
+  local dir
+  dir=$(GOFLAGS=-mod=mod go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "tools: could not download $1" >&2; return 1; }
+  cp -r "$dir" "$work/$2" && chmod -R u+w "$work/$2"
+}
+
+build_consul() {
+  local have=""
+  if [ -x bin/consul ]; then have=$(bin/consul version 2>/dev/null || true); fi
+  [[ "$have" == *"Consul ${CONSUL_VERSION}"* ]] && return 0
   echo "tools: building Consul ${CONSUL_VERSION} from the Go module proxy (takes several minutes, once)"
-  dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${CONSUL_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -n "$dir" ] || { echo "tools: could not download consul source" >&2; exit 1; }
-  work=$(mktemp -d)
-  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-  cp -r "$dir" "$work/consul"
-  chmod -R u+w "$work/consul"
+  from_proxy "github.com/hashicorp/consul@${CONSUL_VERSION}" consul || return 1
   (
     cd "$work/consul"
     for m in api sdk envoyextensions proto-public troubleshoot; do
       go mod edit -dropreplace="github.com/hashicorp/consul/$m"
     done
     GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o consul.bin .
-  )
-  mv "$work/consul/consul.bin" bin/consul
-fi
-v=$(bin/consul version); echo "${v%%$'\n'*}"
+  ) && mv "$work/consul/consul.bin" bin/consul
+}
 
 # bin/weed: SeaweedFS, a real S3-compatible object store for the backup tests,
-# built from the Go module proxy at a pinned pseudo-version (once, then cached).
+# built from the Go module proxy at a pinned pseudo-version.
 WEED_VERSION="${WEED_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
-if [ ! -x bin/weed ] || [ "$(cat bin/.weed.version 2>/dev/null)" != "$WEED_VERSION" ]; then
+build_weed() {
+  [ -x bin/weed ] && [ "$(cat bin/.weed.version 2>/dev/null)" = "$WEED_VERSION" ] && return 0
   echo "tools: building SeaweedFS ${WEED_VERSION} from the Go module proxy (takes several minutes, once)"
-  wdir=$(GOFLAGS=-mod=mod go mod download -json "github.com/seaweedfs/seaweedfs@${WEED_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -n "$wdir" ] || { echo "tools: could not download seaweedfs source" >&2; exit 1; }
-  wwork=$(mktemp -d)
-  cp -r "$wdir" "$wwork/seaweedfs"
-  chmod -R u+w "$wwork/seaweedfs"
-  (cd "$wwork/seaweedfs" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o weed.bin ./weed)
-  mv "$wwork/seaweedfs/weed.bin" bin/weed
-  chmod -R u+w "$wwork" 2>/dev/null; rm -rf "$wwork"
-  echo "$WEED_VERSION" > bin/.weed.version
-fi
-echo "weed $(cat bin/.weed.version)"
+  from_proxy "github.com/seaweedfs/seaweedfs@${WEED_VERSION}" seaweedfs || return 1
+  (cd "$work/seaweedfs" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o weed.bin ./weed) &&
+    mv "$work/seaweedfs/weed.bin" bin/weed && echo "$WEED_VERSION" > bin/.weed.version
+}
 
-# Linters (make lint), each rebuilt only when its pinned version changes.
-[ "${1:-}" = lint ] || exit 0
-STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
-GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
-go_tool() { # go_tool <binary> <version> <module path of the command>
+# go_tool <binary> <version> <module path of the command>: a pinned tool,
+# rebuilt only when its version changes.
+go_tool() {
   local bin=$1 version=$2 pkg=$3 stamp="bin/.$1.version"
   if [ -x "bin/$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then return; fi
   echo "tools: building $bin $version from the Go module proxy (once)"
-  GOBIN="$PWD/bin" GOFLAGS= go install "$pkg@$version"
-  echo "$version" > "$stamp"
+  GOBIN="$PWD/bin" GOFLAGS= go install "$pkg@$version" && echo "$version" > "$stamp"
 }
-go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck
+STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
+GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
+
+pids=()
+build_consul & pids+=($!)
+build_weed & pids+=($!)
+# staticcheck is part of make test; golangci-lint only of make lint.
+go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck & pids+=($!)
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+[ "$failed" = 0 ] || { echo "tools: a build failed" >&2; exit 1; }
+v=$(bin/consul version); echo "${v%%$'\n'*}"
+echo "weed $(cat bin/.weed.version), staticcheck $STATICCHECK_VERSION"
+
+# golangci-lint (make lint): slow to build, so not part of make test.
+[ "${1:-}" = lint ] || exit 0
 go_tool golangci-lint "$GOLANGCI_LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
-echo "staticcheck $STATICCHECK_VERSION, golangci-lint $GOLANGCI_LINT_VERSION"
+echo "golangci-lint $GOLANGCI_LINT_VERSION"
