@@ -9,6 +9,7 @@ import (
 
 	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/placement"
 )
 
 // restoreRequest restores a backup of the tenant in the path. As names the
@@ -54,6 +55,15 @@ func (s *Server) startRestore(c *gin.Context) {
 	if err != nil {
 		failErr(c, err)
 		return
+	}
+	// The restored tenant keeps the backed-up tenant's residency (as it is
+	// now, if it still exists): it may land only inside it.
+	if cur, err := s.store.GetTenant(ctx, tenant); err == nil {
+		if err := placement.CheckResidency(&cur, &target); err != nil {
+			s.auditResidency(ctx, actor(c), tenant, fmt.Sprintf("restore %s as %s onto %s", m.ID, req.As, target.ID), err)
+			failErr(c, err)
+			return
+		}
 	}
 	jobs := s.backupJobs()
 	job := jobs.start("restore", tenant, name)

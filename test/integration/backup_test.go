@@ -538,6 +538,22 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 			t.Fatalf("restore %v: %d %v, want 400 naming %s", bad.body, st, body, bad.field)
 		}
 	}
+	// A resident tenant's backup is restored only inside its regions
+	// (pool-1 has none): refused, audited, nothing created.
+	setResidency := func(r []string) {
+		if _, err := s.catalog.UpdateTenant(context.Background(), "api", func(t *catalog.Tenant) error { t.Residency = r; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setResidency([]string{"eu"})
+	st, body := call(t, "POST", api.URL+"/v1/tenants/api/restore", tokOperator, map[string]string{"from": id, "as": "api-clone", "target": "pool-1"}, nil)
+	if st != 422 || body["error"] != "residency" || !strings.Contains(fmt.Sprint(body["message"]), "pool-1") {
+		t.Fatalf("restore of an eu tenant onto pool-1: %d %v, want 422 residency naming pool-1", st, body)
+	}
+	if _, err := s.catalog.GetTenant(context.Background(), "api-clone"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("a refused restore created its tenant: %v", err)
+	}
+	setResidency(nil)
 	st, job = call(t, "POST", api.URL+"/v1/tenants/api/restore", tokOperator, map[string]string{"from": id, "as": "api-clone", "target": "pool-1"}, nil)
 	if st != 202 {
 		t.Fatalf("restore: %d %v", st, job)
