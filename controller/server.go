@@ -37,6 +37,7 @@ type Server struct {
 	leader   atomic.Bool
 	metrics  *metrics
 	idem     *idemStore
+	console  *console
 
 	mu      sync.Mutex
 	running map[string]bool // moves this replica is running
@@ -73,6 +74,9 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	}
 	s.watcher = w
 	s.metrics = newMetrics()
+	if s.console, err = newConsole(); err != nil {
+		return nil, err
+	}
 	gin.SetMode(gin.ReleaseMode)
 	s.engine = s.routes()
 	return s, nil
@@ -115,6 +119,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.addr = ln.Addr()
 	close(s.ready)
 	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 64 << 10}
+	srv.RegisterOnShutdown(s.console.stop) // live console streams end
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	bg, stop := context.WithCancel(context.Background())
@@ -195,6 +200,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/usage/export", billing, s.exportUsage)
 	v1.POST("/webhooks/billing", s.billingWebhook)
 	s.limitsRoutes(v1, read, billing, operator)
+	s.consoleRoutes(e)
 	return e
 }
 
