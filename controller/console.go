@@ -32,6 +32,7 @@ import (
 const (
 	sessionCookie    = "switchyard_session"
 	preSessionCookie = "switchyard_signin"
+	flashCookie      = "switchyard_flash"
 	sessionTTL       = 12 * time.Hour
 )
 
@@ -273,7 +274,13 @@ func (s *Server) render(c *gin.Context, status int, page, nav string, data any) 
 		c.AbortWithStatus(http.StatusInternalServerError)
 		return
 	}
-	pd := pageData{Nav: nav, Data: data, Stream: c.GetString("stream"), Flash: c.Query("flash") + c.GetString("flash"), CSRF: c.GetString("csrf")}
+	pd := pageData{Nav: nav, Data: data, Stream: c.GetString("stream"), Flash: c.GetString("flash"), CSRF: c.GetString("csrf")}
+	if f, err := c.Cookie(flashCookie); err == nil && pd.Flash == "" {
+		if b, err := base64.RawURLEncoding.DecodeString(f); err == nil {
+			pd.Flash = string(b)
+		}
+		s.setCookie(c, flashCookie, "", -1)
+	}
 	if v, ok := c.Get("session"); ok {
 		sess := v.(consoleSession)
 		pd.Session, pd.CSRF = &sess, sess.csrf
@@ -288,6 +295,13 @@ func (s *Server) render(c *gin.Context, status int, page, nav string, data any) 
 	if err := t.ExecuteTemplate(c.Writer, "layout", pd); err != nil {
 		s.log.Warn("console render", "page", page, "err", err)
 	}
+}
+
+// redirectFlash sends the browser to location (303), which then shows msg
+// once (a cookie, so that no link can put words on a console page).
+func (s *Server) redirectFlash(c *gin.Context, location, msg string) {
+	s.setCookie(c, flashCookie, base64.RawURLEncoding.EncodeToString([]byte(msg)), 60)
+	c.Redirect(http.StatusSeeOther, location)
 }
 
 func when(t time.Time) string {

@@ -171,7 +171,7 @@ func (s *Server) consoleAbort(c *gin.Context) {
 		s.consoleErr(c, err)
 		return
 	}
-	c.Redirect(http.StatusSeeOther, "/ui/moves/"+url.PathEscape(m.ID)+"?flash="+url.QueryEscape("Abort requested."))
+	s.redirectFlash(c, "/ui/moves/"+url.PathEscape(m.ID), "Abort requested.")
 }
 
 func (s *Server) consoleRetry(c *gin.Context) {
@@ -180,7 +180,7 @@ func (s *Server) consoleRetry(c *gin.Context) {
 		s.consoleErr(c, err)
 		return
 	}
-	c.Redirect(http.StatusSeeOther, "/ui/moves/"+url.PathEscape(m.ID)+"?flash="+url.QueryEscape("Retrying."))
+	s.redirectFlash(c, "/ui/moves/"+url.PathEscape(m.ID), "Retrying.")
 }
 
 // planChange changes a tenant's plan through changePlan, as PUT
@@ -197,11 +197,11 @@ func (s *Server) planChange(c *gin.Context) {
 		return
 	}
 	if res.Move == nil {
-		c.Redirect(http.StatusSeeOther, "/ui/tenants/"+url.PathEscape(id)+"?flash="+url.QueryEscape("Plan changed to "+plan+": same tier, no move needed."))
+		s.redirectFlash(c, "/ui/tenants/"+url.PathEscape(id), "Plan changed to "+plan+": same tier, no move needed.")
 		return
 	}
 	flash := fmt.Sprintf("Plan changed to %s: this move takes %s to %s (%s).", plan, id, res.Move.To, res.Placement)
-	c.Redirect(http.StatusSeeOther, "/ui/moves/"+url.PathEscape(res.Move.ID)+"?flash="+url.QueryEscape(flash))
+	s.redirectFlash(c, "/ui/moves/"+url.PathEscape(res.Move.ID), flash)
 }
 
 // rebalanceForm reads max_moves and spread (query or form).
