@@ -56,7 +56,8 @@ type console struct {
 func (c *console) stop() { c.stopOnce.Do(func() { close(c.done) }) }
 
 func newConsole() (*console, error) {
-	funcs := template.FuncMap{"when": when, "pause": movePause, "progress": moveProgress, "deref": func(p *int64) int64 { return *p }}
+	funcs := template.FuncMap{"when": when, "pause": movePause, "progress": moveProgress, "deref": func(p *int64) int64 { return *p },
+		"dur": func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }}
 	names, err := fs.Glob(ui.Templates, "templates/*.html")
 	if err != nil {
 		return nil, err

@@ -89,7 +89,8 @@ func (s *Server) movePage(c *gin.Context) {
 		}
 	}
 	c.Set("stream", "/ui/moves/"+url.PathEscape(m.ID)+"/events")
-	s.render(c, http.StatusOK, "move", "moves", map[string]any{"Move": m, "View": newMoveView(m), "Phases": phases})
+	s.render(c, http.StatusOK, "move", "moves", map[string]any{"Move": m, "View": newMoveView(m), "Phases": phases,
+		"CanAbort": !m.Terminal() && m.Phase != migrator.PhaseRetained, "CanRetry": m.Status == migrator.StatusPaused})
 }
 
 // sseEvent writes one Server-Sent Event and flushes it.

@@ -124,7 +124,7 @@ func (b *browser) count(sel string) int {
 
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100) // 100: PNG)
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -351,11 +351,15 @@ func watchMoveLive(b *browser, s *moveStack) {
 	if first == "retained" || !strings.Contains(phases, ",") {
 		t.Errorf("no live update seen: first %q, phases %q", first, phases)
 	}
-	if p := b.text("#move-pause"); p == "—" || p == "" {
-		t.Errorf("retained move shows no pause: %q", p)
-	}
+	// The flip saves the phase first, the pause and the switch's timeline
+	// just after: they arrive over the same stream.
+	b.waitJS("the pause shown live", `document.getElementById("move-pause").textContent !== "—"`, 15*time.Second)
 	t.Logf("move %s seen live through phases %s; pause %s", moveID, phases, b.text("#move-pause"))
 	b.shot("06-move-retained")
+	waitFor(t, 15*time.Second, "the switch's steps saved", func() bool {
+		m, err := s.migrator(nil).Get(testContext(t), moveID)
+		return err == nil && len(m.SwitchSteps) > 0
+	})
 	b.open("/ui/moves/" + moveID)
 	if b.count(".timeline > span") < 4 || b.count("#switch-steps tbody tr") < 3 {
 		t.Errorf("finished move: %d phases on the timeline, %d switch steps", b.count(".timeline > span"), b.count("#switch-steps tbody tr"))
