@@ -3,6 +3,7 @@
 # module proxy and Debian's packages. Idempotent: a second run is a no-op.
 #   - bin/consul, built from the Go module proxy (about 6 minutes, then cached)
 #   - PostgreSQL 15 server binaries (Debian "postgresql")
+#   - Chromium (Debian "chromium") for the console's browser tests
 #   - with the argument "lint": bin/staticcheck and bin/golangci-lint, built
 #     from the Go module proxy at pinned versions (several minutes, then cached)
 set -euo pipefail
@@ -23,6 +24,11 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
   apt_install postgresql postgresql-contrib
 fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
+# Debian's Chromium, for the console's browser tests (test/integration/console_test.go).
+if ! command -v chromium >/dev/null; then
+  echo "tools: installing Chromium (the console's browser tests)"
+  apt_install chromium
+fi
 
 have=""
 if [ -x bin/consul ]; then have=$(bin/consul version 2>/dev/null || true); fi
