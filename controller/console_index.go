@@ -181,20 +181,31 @@ func (ix *tenantIndex) page(q tenantQuery) ([]tenantRow, string) {
 	return out, next
 }
 
+// indexRebuildEvery bounds how often the index is rebuilt: at a million
+// tenants a build is seconds of CPU, and a busy catalog changes many times
+// a second.
+const indexRebuildEvery = 5 * time.Second
+
 // indexCache keeps the index of the latest snapshot, rebuilding it in the
-// background when the snapshot changes.
+// background when the snapshot changes (at most every indexRebuildEvery).
 type indexCache struct {
 	mu       sync.Mutex
 	cur      *tenantIndex
 	building bool
+	every    time.Duration // 0: indexRebuildEvery
 }
 
 // get returns an index of src, or of an earlier snapshot while one of src
-// is being built; it builds in the caller only when there is none yet.
+// is being built or the last build is recent; it builds in the caller only
+// when there is none yet.
 func (c *indexCache) get(src routeSource, size int) *tenantIndex {
 	c.mu.Lock()
 	cur := c.cur
-	if cur != nil && (cur.src == src || c.building) {
+	every := c.every
+	if every == 0 {
+		every = indexRebuildEvery
+	}
+	if cur != nil && (cur.src == src || c.building || time.Since(cur.built) < every) {
 		c.mu.Unlock()
 		return cur
 	}

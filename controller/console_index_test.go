@@ -118,7 +118,7 @@ func TestTenantIndexPages(t *testing.T) {
 func head(s []string) []string { return s[:min(len(s), 3)] }
 
 func TestIndexCacheRebuildsOnNewSnapshot(t *testing.T) {
-	var c indexCache
+	c := indexCache{every: time.Nanosecond}
 	a, b := fleet(10), fleet(20)
 	if got := c.get(a, 10); got.src != routeSource(a) || len(got.rows) != 10 {
 		t.Fatalf("first index: %d rows", len(got.rows))
@@ -136,6 +136,17 @@ func TestIndexCacheRebuildsOnNewSnapshot(t *testing.T) {
 		}
 		if i > 1e6 {
 			t.Fatal("never rebuilt")
+		}
+	}
+}
+
+func TestIndexCacheRebuildsAtMostEvery(t *testing.T) {
+	c := indexCache{every: time.Hour}
+	a, b := fleet(10), fleet(20)
+	c.get(a, 10)
+	for i := 0; i < 100; i++ {
+		if got := c.get(b, 20); got.src != routeSource(a) {
+			t.Fatal("rebuilt within the interval")
 		}
 	}
 }
