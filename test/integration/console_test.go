@@ -3,6 +3,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,7 +211,72 @@ func TestConsoleInBrowser(t *testing.T) {
 	b := newBrowser(t, base)
 
 	t.Run("viewer", func(t *testing.T) { b.t = t; consoleAsViewer(b) })
+	t.Run("billing over HTTP", func(t *testing.T) { consoleBillingHTTP(t, s, base) })
 	t.Run("operator", func(t *testing.T) { b.t = t; consoleAsOperator(b, s) })
+}
+
+// postForm posts a form and returns the status and body; html asks for
+// the browser's answer (an HTML page) rather than the API's JSON.
+func postForm(t *testing.T, hc *http.Client, u string, form url.Values, html bool) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if html {
+		req.Header.Set("Accept", "text/html")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// consoleBillingHTTP: the billing role may change plans and nothing else;
+// bad input and missing sessions get a status and a body saying why.
+func consoleBillingHTTP(t *testing.T, s *moveStack, base string) {
+	ctx := testContext(t)
+	hc := consoleClient(t, base, tokBilling)
+	page := getPage(t, hc, base+"/ui/tenants/acme-02")
+	csrf := csrfField.FindStringSubmatch(page)
+	if csrf == nil || !strings.Contains(page, `id="plan-form"`) {
+		t.Fatal("billing gets no plan-change form")
+	}
+	if strings.Contains(getPage(t, hc, base+"/ui/rebalance?plan=1"), `id="apply"`) {
+		t.Error("billing gets the rebalance Apply button")
+	}
+	if st, body := postForm(t, hc, base+"/ui/rebalance/apply", url.Values{"csrf": {csrf[1]}}, false); st != 403 || !strings.Contains(body, `"error":"forbidden"`) {
+		t.Errorf("billing's rebalance apply: %d %s", st, body)
+	}
+	if st, body := postForm(t, http.DefaultClient, base+"/ui/tenants/acme-02/plan", url.Values{"plan": {"free"}}, false); st != 401 || !strings.Contains(body, `"error":"unauthenticated"`) {
+		t.Errorf("post without a session: %d %s", st, body)
+	}
+	if st, body := postForm(t, hc, base+"/ui/tenants/acme-02/plan", url.Values{"csrf": {csrf[1]}, "plan": {"platinum"}}, true); st != 400 || !strings.Contains(body, "unknown plan") && !strings.Contains(body, "platinum") {
+		t.Errorf("unknown plan: %d %s", st, body)
+	}
+	req, _ := http.NewRequest("GET", base+"/ui/tenants?tier=gold", nil)
+	if resp, err := hc.Do(req); err != nil || resp.StatusCode != 400 {
+		t.Errorf("tier=gold: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := hc.Get(base + "/ui/tenants/nobody"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("unknown tenant: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if tn, _ := s.store.GetTenant(ctx, "acme-02"); tn.Plan != "starter" {
+		t.Fatalf("refused posts changed acme-02's plan to %s", tn.Plan)
+	}
+	// Same tier: the plan changes, no move; the tenant page says so.
+	st, body := postForm(t, hc, base+"/ui/tenants/acme-02/plan", url.Values{"csrf": {csrf[1]}, "plan": {"free"}, "reason": {"downgrade"}}, true)
+	if st != 200 || !strings.Contains(body, "same tier, no move needed") {
+		t.Fatalf("billing's plan change: %d", st)
+	}
+	if tn, _ := s.store.GetTenant(ctx, "acme-02"); tn.Plan != "free" {
+		t.Fatalf("acme-02's plan is %s after the change", tn.Plan)
+	}
 }
 
 // consoleAsViewer: sign-in (labels, focus order), fleet, tenant filters,
