@@ -80,7 +80,9 @@ func newConsole() (*console, error) {
 // consoleRoutes mounts the console at /ui/.
 func (s *Server) consoleRoutes(e *gin.Engine) {
 	static, _ := fs.Sub(ui.Static, "static")
-	e.StaticFS("/ui/static", http.FS(static))
+	for _, f := range []string{"console.css", "console.js"} {
+		e.StaticFileFS("/ui/static/"+f, f, http.FS(static)) // the files only: no directory listing
+	}
 	e.GET("/ui", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/ui/") })
 	e.GET("/ui/signin", s.signinPage)
 	e.POST("/ui/signin", s.signin)

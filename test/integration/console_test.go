@@ -266,6 +266,13 @@ func consoleBillingHTTP(t *testing.T, s *moveStack, base string) {
 	} else {
 		resp.Body.Close()
 	}
+	for path, want := range map[string]int{"/ui/static/console.css": 200, "/ui/static/console.js": 200, "/ui/static/": 404} {
+		if resp, err := http.Get(base + path); err != nil || resp.StatusCode != want {
+			t.Errorf("GET %s: %v %v, want %d", path, resp, err, want)
+		} else {
+			resp.Body.Close()
+		}
+	}
 	if tn, _ := s.store.GetTenant(ctx, "acme-02"); tn.Plan != "starter" {
 		t.Fatalf("refused posts changed acme-02's plan to %s", tn.Plan)
 	}
@@ -376,6 +383,11 @@ func consoleAsOperator(b *browser, s *moveStack) {
 	}
 	b.open("/ui/tenants/climber")
 	b.accessible("tenant (operator)")
+	b.eval(`document.activeElement.blur(); ""`)
+	b.do(chromedp.KeyEvent(kb.Tab))
+	if first := b.eval(`document.activeElement.textContent`); first != "Skip to content" {
+		t.Errorf("the first Tab stop is %q, want the skip link", first)
+	}
 	if got := b.tabOrder("#plan", 3); !slices.Equal(got, []string{"plan", "reason", "plan-submit"}) {
 		t.Errorf("plan change focus order %v", got)
 	}
