@@ -189,7 +189,7 @@ func (b *browser) forgedPost(path string, csrf bool, fields string) int {
 func TestConsoleInBrowser(t *testing.T) {
 	s := newMoveStack(t)
 	ctx := testContext(t)
-	s.seedTenant("climber", "free", catalog.TierShared, "pool-1", 300)
+	s.seedTenant("climber", "free", catalog.TierShared, "pool-1", 60)
 	var bulk []catalog.Tenant
 	for i := 0; i < 24; i++ {
 		tn := catalog.Tenant{ID: fmt.Sprintf("acme-%02d", i), Plan: map[bool]string{true: "starter", false: "free"}[i%2 == 0],
