@@ -503,4 +503,21 @@ func rebalance(b *browser, s *moveStack) {
 		t.Fatalf("after apply: %d moves (was %d), %d pool-1 → pool-2", len(moves), before, started)
 	}
 	b.shot("11-rebalance-applied")
+
+	// The moves list follows both moves live, without a reload.
+	ids := b.eval(`Array.from(document.querySelectorAll("#started li a")).map(a => a.textContent).join(",")`)
+	b.open("/ui/moves")
+	b.eval(`window.__noReload = "still here"; ""`)
+	initial := b.eval(`Array.from(document.querySelectorAll("tr[data-move] .phase")).map(e => e.textContent).join(",")`)
+	cond := ""
+	for _, id := range strings.Split(ids, ",") {
+		cond += fmt.Sprintf(`document.querySelector('tr[data-move="%s"] .phase').textContent === "retained" && `, id)
+	}
+	b.waitJS("both rebalance moves retained on the moves list", cond+"true", 120*time.Second)
+	if b.eval(`window.__noReload || ""`) != "still here" || !strings.Contains(initial, "preflight") && !strings.Contains(initial, "copy") &&
+		!strings.Contains(initial, "capture") && !strings.Contains(initial, "provision") && !strings.Contains(initial, "catch-up") && !strings.Contains(initial, "switch") {
+		t.Errorf("moves list: reloaded, or no move under way when it loaded (phases %s)", initial)
+	}
+	b.waitJS("the rebalance moves' pauses on the list", `Array.from(document.querySelectorAll("tr[data-move] .pause")).every(e => e.textContent.endsWith("ms") || e.textContent.endsWith("s"))`, 15*time.Second)
+	b.shot("12-moves-after-rebalance")
 }

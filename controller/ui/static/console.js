@@ -61,6 +61,7 @@
       set("progress", m.progress);
       set("backlog", num(m.backlog));
       set("eta", m.eta || "—");
+      set("pause", m.pause || "—");
     });
   }
 
