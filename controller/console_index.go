@@ -44,7 +44,10 @@ type tenantIndex struct {
 	tiers   []catalog.Tier
 	states  []catalog.State
 	perTier map[catalog.Tier]int
-	built   time.Time
+	// byTarget lists each target's rows (positions in rows, ascending):
+	// a page filtered by target scans that target's tenants only.
+	byTarget [][]int32
+	built    time.Time
 	took    time.Duration
 }
 
@@ -88,6 +91,11 @@ func buildIndex(src routeSource, sizeHint int) *tenantIndex {
 	})
 	slices.SortFunc(ix.rows, func(a, b indexRow) int { return strings.Compare(a.id, b.id) })
 	ix.targets, ix.plans = targets.list, plans.list
+	ix.byTarget = make([][]int32, len(ix.targets))
+	for i := range ix.rows {
+		t := ix.rows[i].target
+		ix.byTarget[t] = append(ix.byTarget[t], int32(i))
+	}
 	ix.built, ix.took = time.Now(), time.Since(start)
 	return ix
 }
@@ -153,15 +161,21 @@ func (ix *tenantIndex) scan(q tenantQuery, fn func(r *indexRow) bool) {
 	if q.After >= from {
 		from = q.After + "\x00" // the first id after the cursor
 	}
-	i := sort.Search(len(ix.rows), func(i int) bool { return ix.rows[i].id >= from })
-	for ; i < len(ix.rows); i++ {
-		r := &ix.rows[i]
+	visit := func(r *indexRow) bool {
 		if !strings.HasPrefix(r.id, q.Prefix) {
-			return // sorted: no later id has the prefix
+			return false // sorted: no later id has the prefix
 		}
-		if match(r) && !fn(r) {
-			return
+		return !match(r) || fn(r)
+	}
+	if q.Target != "" {
+		list := ix.byTarget[slices.Index(ix.targets, q.Target)] // matcher checked it exists
+		j := sort.Search(len(list), func(j int) bool { return ix.rows[list[j]].id >= from })
+		for ; j < len(list) && visit(&ix.rows[list[j]]); j++ {
 		}
+		return
+	}
+	i := sort.Search(len(ix.rows), func(i int) bool { return ix.rows[i].id >= from })
+	for ; i < len(ix.rows) && visit(&ix.rows[i]); i++ {
 	}
 }
 

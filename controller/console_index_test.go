@@ -78,6 +78,8 @@ func TestTenantIndexPages(t *testing.T) {
 		{"plan", tenantQuery{Plan: "pro"}},
 		{"tier and state", tenantQuery{Tier: "shared", State: "disabled"}},
 		{"target", tenantQuery{Target: "pool-7"}},
+		{"target after a cursor", tenantQuery{Target: "pool-7", After: "t0002500"}},
+		{"target, prefix and state", tenantQuery{Target: "pool-3", Prefix: "t0001", State: "active"}},
 		{"prefix and plan", tenantQuery{Prefix: "t0003", Plan: "free"}},
 		{"unknown plan", tenantQuery{Plan: "gold"}},
 		{"unknown target", tenantQuery{Target: "nowhere"}},

@@ -10,6 +10,8 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
+func init() { gin.SetMode(gin.TestMode) }
+
 func sessionOf(s *Server, cookie string) (consoleSession, bool) {
 	c, _ := gin.CreateTestContext(httptest.NewRecorder())
 	c.Request = httptest.NewRequest("GET", "/ui/", nil)
