@@ -48,7 +48,7 @@ type tenantIndex struct {
 	// a page filtered by target scans that target's tenants only.
 	byTarget [][]int32
 	built    time.Time
-	took    time.Duration
+	took     time.Duration
 }
 
 // codes interns strings as small codes.
