@@ -335,8 +335,10 @@ func consoleAsViewer(b *browser) {
 	if st := b.forgedPost("/ui/tenants/climber/plan", true, "plan=enterprise"); st != 403 {
 		t.Errorf("viewer's forged plan change: %d, want 403", st)
 	}
-	if st := b.forgedPost("/ui/rebalance/apply", true, "max_moves=1"); st != 403 {
-		t.Errorf("viewer's forged rebalance: %d, want 403", st)
+	for _, path := range []string{"/ui/rebalance/apply", "/ui/moves/any-move/abort", "/ui/moves/any-move/retry"} {
+		if st := b.forgedPost(path, true, "max_moves=1"); st != 403 {
+			t.Errorf("viewer's forged post to %s: %d, want 403", path, st)
+		}
 	}
 	b.submit("#signout", "/ui/signin")
 	b.open("/ui/")
