@@ -19,6 +19,7 @@ import (
 //	<prefix>/moves/by-id/<move>             a move's record
 //	<prefix>/moves/active/<tenant>          the tenant's move in progress
 //	<prefix>/locks/moves/<tenant>           the lock of the tenant's move runner
+//	<prefix>/domains/<domain>               a tenant's custom domain (domains.go)
 //
 // and the cutover coordination between migrators and routers (see
 // coordination.go), whose router keys are held by each router's session:
@@ -131,3 +132,10 @@ func (k Keys) ByteLoad(target string) string { return k.ByteLoads() + target }
 // Usage is the prefix of the routers' published usage (usage.go):
 // <Usage><YYYYMMDDHH>/<MM>/<router id>.<incarnation>.
 func (k Keys) Usage() string { return k.prefix + "/usage/" }
+
+// Domains is the prefix of every custom domain (routers watch it).
+func (k Keys) Domains() string { return k.prefix + "/domains/" }
+
+// Domain is the key of one custom domain (normalised: lower case, no
+// trailing dot): the claim a check-and-set makes unique.
+func (k Keys) Domain(name string) string { return k.Domains() + name }

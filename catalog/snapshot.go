@@ -238,6 +238,8 @@ type Snapshot struct {
 	Built   time.Time
 	changed chan struct{}
 	limitTables
+	// domains maps a custom domain (normalised) to its tenant (domains.go).
+	domains map[string]domainEntry
 }
 
 // Lookup finds a tenant's route. It never blocks and never allocates.

@@ -82,6 +82,7 @@ type Watcher struct {
 	lastErr                           atomic.Pointer[string]
 	gotManifest, gotTargets           atomic.Bool
 	gotPolicy                         atomic.Bool // the policy (the limits) is loaded
+	gotDomains                        atomic.Bool // the custom domains are loaded
 	readyOnce                         sync.Once
 	names                             *nameTable // owned by the manifest loop
 	bucketsFetched                    atomic.Uint64
@@ -149,10 +150,11 @@ func (w *Watcher) BucketsFetched() uint64 { return w.bucketsFetched.Load() }
 // Run watches until ctx is done. It returns nil on cancellation.
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); w.loop("manifest", w.watchManifest).Run(ctx) }()
 	go func() { defer wg.Done(); w.loop("targets", w.watchTargets).Run(ctx) }()
 	go func() { defer wg.Done(); w.loop("policy", w.watchPolicy).Run(ctx) }()
+	go func() { defer wg.Done(); w.loop("domains", w.watchDomains).Run(ctx) }()
 	wg.Wait()
 	return nil
 }
@@ -418,6 +420,9 @@ func (w *Watcher) watchTargets(ctx context.Context, index uint64) (uint64, error
 
 func (w *Watcher) swapLocked(old, next *Snapshot) {
 	w.limitsSwap(old, next)
+	if next.domains == nil {
+		next.domains = old.domains // only the domains watch brings new ones
+	}
 	next.Built = time.Now()
 	next.changed = make(chan struct{})
 	w.snap.Store(next)
@@ -425,7 +430,7 @@ func (w *Watcher) swapLocked(old, next *Snapshot) {
 }
 
 func (w *Watcher) markReady() {
-	if w.gotManifest.Load() && w.gotTargets.Load() && w.gotPolicy.Load() {
+	if w.gotManifest.Load() && w.gotTargets.Load() && w.gotPolicy.Load() && w.gotDomains.Load() {
 		w.readyOnce.Do(func() { close(w.ready) })
 	}
 }

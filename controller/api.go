@@ -50,6 +50,8 @@ func errStatus(err error) (int, string, string) {
 		return http.StatusConflict, "conflict", err.Error()
 	case errors.Is(err, migrator.ErrStaleDatabase):
 		return http.StatusConflict, "stale_database", err.Error()
+	case errors.Is(err, migrator.ErrNotPaused):
+		return http.StatusConflict, "not_paused", err.Error()
 	case errors.Is(err, migrator.ErrTooLateToAbort):
 		return http.StatusConflict, "too_late", err.Error()
 	case errors.Is(err, migrator.ErrPreflight):

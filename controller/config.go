@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/migrator"
 )
 
 // Role is what a bearer token may do.
@@ -65,11 +66,16 @@ type Config struct {
 	MoveRateRows float64
 	// MoveChunkRows is each move's copy chunk (0: the migrator's default).
 	MoveChunkRows int
+	// Domains configures tenants' custom domains (domains.go).
+	Domains DomainsConfig
 	// ProvisionCluster, when no registered dedicated cluster is free, makes
 	// a new one (a command, a webhook, or the dev stack starting PostgreSQL
 	// and an app instance) and returns it; the controller registers it.
 	ProvisionCluster func(ctx context.Context, tenant string) (catalog.Target, error)
-	Logger           *slog.Logger
+	// MoveHooks stop the leader's moves at chosen points (tests; nil in
+	// production).
+	MoveHooks *migrator.Hooks
+	Logger    *slog.Logger
 }
 
 // SetDefaults fills in zero values.
@@ -105,6 +111,7 @@ func (c *Config) SetDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Domains.SetDefaults()
 }
 
 // Validate reports every setting that cannot work.
@@ -129,6 +136,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConcurrentMoves < 1 || c.LeaderTTL < 0 || c.Retention < 0 || c.MoveRateRows < 0 || c.IdempotencyTTL < 0 || c.IdempotencyWait < 0 {
 		errs = append(errs, errors.New("concurrency must be at least 1 and durations not negative"))
+	}
+	if err := c.Domains.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -63,7 +63,7 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	s := &Server{cfg: cfg, client: client, store: catalog.NewStore(client, cfg.Prefix), log: log,
 		running: map[string]bool{}, ready: make(chan struct{})}
 	s.idem = newIdemStore(client, s.store.IdempotencyPrefix(), cfg.IdempotencyTTL, cfg.IdempotencyWait, log)
-	mg, err := migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL})
+	mg, err := migrator.New(client, migrator.Config{Prefix: cfg.Prefix, ID: cfg.ID, Logger: cfg.Logger, LockTTL: cfg.LeaderTTL, Hooks: cfg.MoveHooks})
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +200,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/usage/export", billing, s.exportUsage)
 	v1.POST("/webhooks/billing", s.billingWebhook)
 	s.limitsRoutes(v1, read, billing, operator)
+	s.domainsRoutes(v1, read, operator)
 	s.consoleRoutes(e)
 	return e
 }

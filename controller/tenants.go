@@ -429,6 +429,9 @@ func (s *Server) removeOffboarded(ctx context.Context) error {
 		if err := s.store.DeleteTenant(ctx, t.ID); err != nil {
 			return err
 		}
+		if err := s.releaseDomains(ctx, t.ID); err != nil {
+			return fmt.Errorf("offboard %s: %w", t.ID, err)
+		}
 		_, _ = s.client.KV().Delete(p.Key, nil)
 		s.audit(ctx, auditEntry{Actor: "controller:" + s.cfg.ID, Action: "tenant.removed", Tenant: t.ID, Target: t.Target,
 			Detail: fmt.Sprintf("retention over: data removed (%d rows)", n)})

@@ -17,6 +17,9 @@ import (
 // Hooks are called at fixed points of a move; an error returned stops the
 // move there as if the process had died (tests use them to inject faults).
 type Hooks struct {
+	// BeforePhase is called each time the run is about to work on the
+	// move's current phase (m.Phase), before it does anything in it.
+	BeforePhase func(m *Move) error
 	BeforeChunk func(m *Move, table string) error
 	AfterChunk  func(m *Move) error
 	AfterApply  func(m *Move) error
@@ -150,8 +153,8 @@ func (mg *Migrator) Retry(ctx context.Context, id string) (*Move, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.Status != StatusPaused {
-		return m, fmt.Errorf("%w: move %s is %s, not paused", catalog.ErrInvalid, id, m.Status)
+	if m.Status != StatusPaused || m.Terminal() {
+		return m, fmt.Errorf("%w: move %s is %s (%s); only a paused move can be retried", ErrNotPaused, id, m.Phase, m.Status)
 	}
 	m.Status, m.Error, m.Attempts = StatusRunning, "", 0
 	if err := mg.moves.save(ctx, m); err != nil {
@@ -202,10 +205,13 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
 		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
 		SessionName: "switchyard-migrator-" + m.Tenant,
-		// Ride out a Consul leader election (the session survives it)
-		// instead of abandoning a switch half done; for at most half the
-		// lock's TTL, so never past the session's own life.
-		MonitorRetries: int(mg.cfg.LockTTL / 2 / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
+		// Ride out a Consul leader election (the session survives it: a
+		// new leader restarts every session's timer) instead of abandoning
+		// a switch half done. Retries for one TTL: Consul invalidates a
+		// session only 2×TTL after its last renewal (renewed every TTL/2),
+		// so no other migrator can hold the lock while this one still
+		// believes it does.
+		MonitorRetries: int(mg.cfg.LockTTL / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
 	})
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)

@@ -60,8 +60,10 @@ var (
 	ErrLocked         = errors.New("another migrator is running this move")
 	ErrPreflight      = errors.New("preflight failed")
 	ErrTooLateToAbort = errors.New("the move has switched already; move the tenant back instead")
-	ErrDDL            = errors.New("schema of a tenant table changed during the move")
-	ErrVerify         = errors.New("verification found differences")
+	// ErrNotPaused: only a paused move can be retried.
+	ErrNotPaused = errors.New("move is not paused")
+	ErrDDL       = errors.New("schema of a tenant table changed during the move")
+	ErrVerify    = errors.New("verification found differences")
 )
 
 // TableProgress is the copy progress of one table.

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
 
@@ -20,15 +22,36 @@ import (
 // the catch-up ride it out — the run is rebuilt from the move's last saved
 // state and carries on where it was — for up to outageWindow, and only
 // then does the move pause for an operator. The switch is not ridden out
-// here: it rolls back and retries under its own attempts.
+// here for a database: it rolls back and retries under its own attempts.
+//
+// A Consul election is ridden out in every phase, the switch included:
+// while no leader answers nothing can be read or saved (not even a pause),
+// so the run keeps the move's lock (its monitor rides the election too)
+// and is rebuilt from the move's saved state once Consul answers; a switch
+// it interrupted is reconciled by recoverSwitch. Giving up instead would
+// release nothing (the unlock needs a leader too) and leave the move
+// locked by its own abandoned session until that lapses.
 const outageWindow = time.Minute
 
-// errOutage: a step lost its database connection (or could not get one).
-var errOutage = errors.New("database connection lost")
+// errOutage: a step lost its database connection (or could not get one),
+// or Consul had no leader to answer.
+var errOutage = errors.New("database or catalog unavailable")
 
 // rideable reports whether a failure of phase is an outage to ride out.
 func rideable(phase Phase, err error) bool {
-	return (phase == PhaseCopy || phase == PhaseCatchUp) && isOutage(err)
+	return isConsulOutage(err) || (phase == PhaseCopy || phase == PhaseCatchUp) && isOutage(err)
+}
+
+// isConsulOutage reports whether err is Consul failing to answer: a 5xx
+// (no cluster leader, the RPC to the leader failed) or the agent
+// unreachable. Conflicts, not-found and bad requests are not outages.
+func isConsulOutage(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500
+	}
+	var ue *url.Error
+	return errors.As(err, &ue)
 }
 
 // isOutage reports whether err is a lost or refused database connection:
@@ -75,10 +98,14 @@ func (mg *Migrator) driveThrough(ctx, outer context.Context, m *Move) error {
 			return ctx.Err()
 		}
 		wait = min(2*wait, 2*time.Second)
-		if m, err = mg.moves.get(ctx, m.ID); err != nil {
+		fresh, err := mg.moves.get(ctx, m.ID)
+		if err != nil && !isConsulOutage(err) {
 			return err
 		}
-		m.Options.setDefaults()
+		if err == nil { // else: try again with what we have; newRun reads again
+			m = fresh
+			m.Options.setDefaults()
+		}
 	}
 }
 

@@ -152,10 +152,10 @@ func (r *run) drive(ctx context.Context) error {
 		// Crashed inside the switch: finish it if the flip happened,
 		// otherwise undo the freeze and fence and catch up again.
 		if err := r.recoverSwitch(ctx); err != nil {
-			return r.mg.pause(ctx, r.m, err)
+			return r.failed(ctx, PhaseSwitch, err)
 		}
 		if err := r.save(ctx); err != nil {
-			return err
+			return r.failed(ctx, PhaseSwitch, err)
 		}
 	}
 	for {
@@ -167,18 +167,15 @@ func (r *run) drive(ctx context.Context) error {
 		}
 		start := time.Now()
 		phase := r.m.Phase
-		err := r.step(ctx)
+		err := r.mg.cfg.Hooks.call(r.mg.cfg.Hooks.BeforePhase, r.m)
+		if err == nil {
+			err = r.step(ctx)
+		}
 		if errors.Is(err, errAbortRequested) {
 			continue
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if rideable(phase, err) { // ridden out by driveThrough
-				return fmt.Errorf("%w: %s: %w", errOutage, phase, err)
-			}
-			return r.mg.pause(ctx, r.m, fmt.Errorf("%s: %w", phase, err))
+			return r.failed(ctx, phase, fmt.Errorf("%s: %w", phase, err))
 		}
 		if r.m.Phase == PhaseRetained && phase == PhaseRetained {
 			return nil // waiting out the retention window
@@ -192,9 +189,22 @@ func (r *run) drive(ctx context.Context) error {
 			if errors.Is(err, errAbortRequested) {
 				continue
 			}
-			return err
+			return r.failed(ctx, phase, err)
 		}
 	}
+}
+
+// failed ends a drive on err: the caller's context ended; an outage to
+// ride out (driveThrough rebuilds the run); or a failure, which pauses the
+// move for an operator.
+func (r *run) failed(ctx context.Context, phase Phase, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if rideable(phase, err) {
+		return fmt.Errorf("%w: %w", errOutage, err)
+	}
+	return r.mg.pause(ctx, r.m, err)
 }
 
 // step runs the move's current phase and moves it on.
@@ -302,7 +312,9 @@ func (r *run) switchPhase(ctx context.Context) error {
 	r.m.Attempts += r.mg.attemptCost(ctx, err) // a stalled router's lapse is no failed attempt
 	r.mg.log.Warn("switch rolled back", "move", r.m.ID, "attempt", r.m.Attempts, "err", err)
 	if r.m.Attempts >= r.m.Options.MaxSwitchAttempts {
-		return fmt.Errorf("switch failed %d times, last: %w", r.m.Attempts, err)
+		// %v, not %w: exhausted attempts pause the move even when the
+		// last one met an outage (rideable would retry it forever).
+		return fmt.Errorf("switch failed %d times, last: %v", r.m.Attempts, err)
 	}
 	r.m.Phase = PhaseCatchUp
 	return nil

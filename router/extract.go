@@ -32,6 +32,12 @@ var (
 	// ErrRepeatedCredentials: Authorization or X-Tenant-Id sent more than
 	// once; which one counts would be a guess, so neither does.
 	ErrRepeatedCredentials = errors.New("request repeats Authorization or X-Tenant-Id")
+	// ErrDomainUnverified: the Host is a tenant's custom domain that is not
+	// verified yet; it does not route (404 domain_unverified).
+	ErrDomainUnverified = errors.New("the custom domain is not verified yet")
+	// ErrUnknownDomain: the Host is neither under the base domain nor a
+	// custom domain, and nothing else names a tenant (404 unknown_tenant).
+	ErrUnknownDomain = errors.New("no tenant has this domain")
 )
 
 // Extractor finds the tenant a request is for. It is safe for concurrent use.
@@ -39,7 +45,17 @@ type Extractor struct {
 	cfg    ExtractConfig
 	suffix string // "." + base domain
 	now    func() time.Time
+	// domains hands out the current custom domains (nil: none are looked up).
+	domains func() DomainIndex
 }
+
+// DomainIndex finds the tenant of a custom domain, exactly but for case
+// (the name has no port and no trailing dot): the catalog snapshot.
+type DomainIndex interface {
+	Domain(name string) (tenant string, st catalog.DomainLookup)
+}
+
+var _ DomainIndex = (*catalog.Snapshot)(nil)
 
 // NewExtractor returns an extractor for cfg.
 func NewExtractor(cfg ExtractConfig) *Extractor {
@@ -47,6 +63,14 @@ func NewExtractor(cfg ExtractConfig) *Extractor {
 	if cfg.BaseDomain != "" {
 		e.suffix = "." + strings.ToLower(cfg.BaseDomain)
 	}
+	return e
+}
+
+// newDomainExtractor is NewExtractor also reading tenants' custom domains
+// from the catalog snapshots src hands out.
+func newDomainExtractor(cfg ExtractConfig, src SnapshotSource) *Extractor {
+	e := NewExtractor(cfg)
+	e.domains = func() DomainIndex { return src.Snapshot() }
 	return e
 }
 
@@ -112,8 +136,15 @@ func (e *Extractor) extract(in extractInput) (Extraction, error) {
 			}
 		}
 	}
-	if e.suffix != "" {
-		if id, ok := e.hostTenant(in.host); ok {
+	unknownDomain := false
+	if e.suffix != "" || e.domains != nil {
+		id, src := e.hostSource(in.host)
+		switch src {
+		case hostUnverified:
+			return Extraction{}, ErrDomainUnverified
+		case hostUnknownDomain:
+			unknownDomain = true
+		case hostSubdomain, hostCustomDomain:
 			if err := add(id); err != nil {
 				return Extraction{}, err
 			}
@@ -128,9 +159,60 @@ func (e *Extractor) extract(in extractInput) (Extraction, error) {
 		}
 	}
 	if out.Tenant == "" {
+		if unknownDomain {
+			return Extraction{}, ErrUnknownDomain
+		}
 		return Extraction{}, ErrNoTenant
 	}
 	return out, nil
+}
+
+// hostKind is what a request's Host says about its tenant.
+type hostKind uint8
+
+const (
+	hostNone          hostKind = iota // names no tenant (an IP address, a bare name, the base domain)
+	hostSubdomain                     // <tenant>.<base domain>
+	hostCustomDomain                  // a tenant's verified custom domain
+	hostUnverified                    // a tenant's custom domain, not verified yet
+	hostUnknownDomain                 // a domain nobody claims
+)
+
+// hostSource reads the tenant from Host: a subdomain of the base domain,
+// else a custom domain, looked up exactly but for case (the snapshot folds
+// it once, without allocating).
+func (e *Extractor) hostSource(host string) (string, hostKind) {
+	if e.suffix != "" {
+		if id, ok := e.hostTenant(host); ok {
+			return id, hostSubdomain
+		}
+	}
+	if e.domains == nil {
+		return "", hostNone
+	}
+	name := hostName(host)
+	if strings.IndexByte(name, '.') < 0 || name[len(name)-1] <= '9' || strings.IndexByte(name, ':') >= 0 {
+		return "", hostNone // no dot, an IPv4 address (numeric last label) or an IPv6 one
+	}
+	if e.suffix != "" && (len(name) >= len(e.suffix) && strings.EqualFold(name[len(name)-len(e.suffix):], e.suffix) || strings.EqualFold(name, e.suffix[1:])) {
+		return "", hostNone // under the base domain: only <tenant>.<base> names a tenant
+	}
+	id, st := e.domains().Domain(name)
+	switch st {
+	case catalog.DomainRoutes:
+		return id, hostCustomDomain
+	case catalog.DomainUnverified:
+		return id, hostUnverified
+	}
+	return "", hostUnknownDomain
+}
+
+// hostName is Host without its port and trailing dot.
+func hostName(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	return strings.TrimSuffix(host, ".")
 }
 
 func cutPrefixFold(s, prefix string) (string, bool) {
@@ -161,10 +243,7 @@ func (e *Extractor) trusted(remoteAddr string) bool {
 // hostTenant returns <tenant> from "<tenant>.<base>[:port]". Only a single
 // label directly under the base domain counts.
 func (e *Extractor) hostTenant(host string) (string, bool) {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		host = host[:i]
-	}
-	host = strings.TrimSuffix(host, ".")
+	host = hostName(host)
 	if len(host) <= len(e.suffix) || !strings.EqualFold(host[len(host)-len(e.suffix):], e.suffix) {
 		return "", false
 	}

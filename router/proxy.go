@@ -57,7 +57,7 @@ type reqStateKey struct{}
 
 // NewProxy builds the request handler.
 func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflight *Inflight, log *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, extract: NewExtractor(cfg.Extract), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight,
+	p := &Proxy{cfg: cfg, extract: newDomainExtractor(cfg.Extract, src), catalog: src, upstreams: ups, metrics: m, log: log, inflight: inflight,
 		limits: newLimiter(m.Registry), obs: newObserver(cfg.Observe)}
 	transport := newUpstreamTransport(cfg)
 	p.transport = transport
@@ -160,6 +160,10 @@ func extractionError(err error) *routeError {
 		e.code = "repeated_credentials"
 	case errors.Is(err, ErrBadToken):
 		e.status, e.code = http.StatusUnauthorized, "bad_token"
+	case errors.Is(err, ErrDomainUnverified):
+		e.status, e.code = http.StatusNotFound, "domain_unverified"
+	case errors.Is(err, ErrUnknownDomain):
+		return errUnknownTenant
 	}
 	return e
 }

@@ -30,9 +30,18 @@ func runController(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MoveChunkRows, "move-chunk", 0, "copy chunk per move, rows (0: the default, 250,000)")
 	hook := fs.String("provision-hook", "", "command that makes a new dedicated cluster when none is free: gets $SWITCHYARD_TENANT, prints the target as JSON")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	fs.StringVar(&cfg.Domains.BaseDomain, "base-domain", "", "the routers' -base-domain: custom domains under it are refused")
+	verifyResolve := fs.String("verify-resolve", "", "domain=host:port,…: fetch a custom domain's verification token from this address instead of the domain's DNS one")
+	fs.DurationVar(&cfg.Domains.VerifyTimeout, "verify-timeout", 5*time.Second, "bound on a custom domain's verification fetch")
+	fs.BoolVar(&cfg.Domains.VerifyAllowPrivate, "verify-allow-private", false, "let the verification fetch reach loopback and private addresses")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	resolve, err := controller.ParseVerifyResolve(*verifyResolve)
+	if err != nil {
+		return err
+	}
+	cfg.Domains.VerifyResolve = resolve
 	toks, err := controller.ParseTokens(*tokens)
 	if err != nil {
 		return err

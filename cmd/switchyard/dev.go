@@ -271,6 +271,7 @@ func (d *devStack) startController(ctx context.Context) error {
 		Tokens:           map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
 		WebhookSecret:    d.hookSecret,
 		ProvisionCluster: d.provisionCluster,
+		Domains:          controller.DomainsConfig{BaseDomain: "switchyard.localhost"},
 	}, d.consul.Client())
 	if err != nil {
 		return err

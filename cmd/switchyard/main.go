@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"rebalance":  {"plan (a dry run, the default) or --apply a rebalance of the shared pools", runRebalance},
 	"billing":    {"plan-changed <tenant> <plan>: send a signed billing webhook", runBilling},
 	"limits":     {"plans, plan <plan>, get|set|clear <tenant>: per-plan and per-tenant limits (through the control API)", runLimits},
+	"domains":    {"add|ls|verify|rm <tenant> [<domain>]: tenants' custom domains (through the control API)", runDomains},
 }
 
 func usage() {

@@ -142,6 +142,11 @@ func TestControllerAuthorizationMatrix(t *testing.T) {
 		{"DELETE", "/v1/tenants/acme/limits", nil, []string{"billing", "operator"}},
 		{"GET", "/v1/tenants/acme/usage", nil, all},
 		{"GET", "/v1/usage/export", nil, []string{"billing", "operator"}},
+		{"GET", "/v1/tenants/acme/domains", nil, all},
+		{"POST", "/v1/tenants/acme/domains", map[string]any{"domain": "matrix.acme.invalid"}, []string{"operator"}},
+		{"GET", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, all},
+		{"POST", "/v1/tenants/acme/domains/matrix.acme.invalid/verify", nil, []string{"operator"}},
+		{"DELETE", "/v1/tenants/acme/domains/matrix.acme.invalid", nil, []string{"operator"}},
 	}
 	tokens := map[string]string{"none": "", "bad": "not-a-real-token-at-all", "viewer": tokViewer, "billing": tokBilling, "operator": tokOperator}
 	for _, e := range eps {
@@ -481,6 +486,9 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 		return false
 	})
 	traffic.halt()
+	if st, body := call(t, "POST", base+"/v1/tenants/leaver/domains", tokOperator, map[string]any{"domain": "app.leaver.example"}, nil); st != 201 {
+		t.Fatalf("add a domain: %d %v", st, body)
+	}
 	if st, _ := call(t, "DELETE", base+"/v1/tenants/leaver", tokOperator, nil, nil); st != 202 {
 		t.Fatalf("offboard: %d", st)
 	}
@@ -506,6 +514,11 @@ func TestOffboardAndLoadFigures(t *testing.T) {
 	if n != 5 {
 		t.Fatalf("the other tenant has %d rows, want 5", n)
 	}
+	// The removed tenant's custom domain is released: another may claim it.
+	waitFor(t, 10*time.Second, "the removed tenant's domain released to another", func() bool {
+		st, _ := call(t, "POST", base+"/v1/tenants/stayer/domains", tokOperator, map[string]any{"domain": "app.leaver.example"}, nil)
+		return st == 201
+	})
 }
 
 // Idempotency-Key: a repeated POST gets the first answer and does nothing

@@ -948,7 +948,8 @@ func TestRouterFastPathRouterErrors(t *testing.T) {
 		after   string // closed: the connection must be closed; kept: it must serve the next request; either
 	}{
 		{"unknown tenant", "GET /t/nosuch/x HTTP/1.1\r\nHost: router.test\r\n\r\n", 404, "unknown_tenant", "kept"},
-		{"no tenant", "GET /x HTTP/1.1\r\nHost: router.test\r\n\r\n", 400, "no_tenant", "kept"},
+		{"no tenant", "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, "no_tenant", "kept"},
+		{"a domain no tenant has, naming no tenant otherwise", "GET /x HTTP/1.1\r\nHost: router.test\r\n\r\n", 404, "unknown_tenant", "kept"},
 		{"bad bearer token", "GET /x HTTP/1.1\r\nHost: router.test\r\nAuthorization: Bearer not.a.token\r\n\r\n", 401, "bad_token", "kept"},
 		{"host and path name different tenants", "GET /t/acme/x HTTP/1.1\r\nHost: calm.saas.test\r\n\r\n", 400, "tenant_conflict", "kept"},
 		{"head over MaxHeaderBytes", "GET /t/acme/x HTTP/1.1\r\nHost: router.test\r\nX-Big: " + strings.Repeat("h", 5<<10) + "\r\n\r\n", 431, "headers_too_large", "kept"},
