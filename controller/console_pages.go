@@ -255,7 +255,12 @@ func (s *Server) tenantPage(c *gin.Context) {
 		s.consoleErr(c, err)
 		return
 	}
-	data := map[string]any{"Tenant": t, "Moves": mine, "Audit": audit, "Plans": s.planChoices(ctx)}
+	domains, err := s.store.ListDomains(ctx, t.ID)
+	if err != nil {
+		s.consoleErr(c, err)
+		return
+	}
+	data := map[string]any{"Tenant": t, "Moves": mine, "Audit": audit, "Plans": s.planChoices(ctx), "Domains": domains}
 	if u, err := s.usageTotal(c, t.ID, 24*time.Hour); err != nil {
 		data["UsageError"] = "usage could not be read: " + err.Error()
 	} else {

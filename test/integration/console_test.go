@@ -207,6 +207,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, _, err := s.store.AddDomain(ctx, "climber", "shop.climber.example", "switchyard.localhost"); err != nil {
+		t.Fatal(err)
+	}
 	_, base, _ := s.startController(nil)
 	b := newBrowser(t, base)
 
@@ -324,6 +327,9 @@ func consoleAsViewer(b *browser) {
 
 	b.open("/ui/tenants/climber")
 	b.accessible("tenant (viewer)")
+	if d := b.text("#tenant-domains tbody"); !strings.Contains(d, "shop.climber.example") {
+		t.Errorf("tenant page's domains: %q", d)
+	}
 	if n := b.count(`form[method=post]:not([action="/ui/signout"])`); n != 0 {
 		t.Errorf("a viewer sees %d forms that change something on the tenant page", n)
 	}
