@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/switchyard/switchyard/catalog"
 )
 
 func init() { gin.SetMode(gin.TestMode) }
@@ -81,6 +83,26 @@ func TestSafeNext(t *testing.T) {
 	for in, want := range cases {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestConsoleTenantPageRendersDomains(t *testing.T) {
+	con, err := newConsole()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{console: con}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	rec := httptest.NewRecorder()
+	c, _ := gin.CreateTestContext(rec)
+	c.Request = httptest.NewRequest("GET", "/ui/tenants/a", nil)
+	s.render(c, 200, "tenant", "tenants", map[string]any{"Tenant": catalog.Tenant{ID: "a", Plan: "free"},
+		"Domains": []catalog.Domain{{Name: "shop.a.example", State: "verified", Created: at, VerifiedAt: &at}, {Name: "new.a.example", State: "pending", Created: at}}})
+	body := rec.Body.String()
+	for _, want := range []string{"shop.a.example", "new.a.example", "2026-12-01 10:00:00Z</td></tr>", "<td>—</td></tr>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("tenant page lacks %q", want)
 		}
 	}
 }
