@@ -9,6 +9,7 @@ type limitTables struct {
 	policy     *PlanPolicy
 	planLimits []Limits         // by plan code
 	overrides  []LimitsOverride // by override code; 0 is none
+	plans      []string         // plan names by plan code
 }
 
 // limitCodes interns a tenant's plan and limits override (its bucket
@@ -38,6 +39,7 @@ func (t *limitTables) index(policy *PlanPolicy, names *nameTable) {
 	t.policy = policy
 	t.overrides = names.limits.snapshot()
 	plans := names.plans.snapshot()
+	t.plans = plans
 	t.planLimits = make([]Limits, len(plans))
 	if policy == nil {
 		return
@@ -71,4 +73,13 @@ func (s *Snapshot) Policy() *PlanPolicy {
 		return nil
 	}
 	return s.policy
+}
+
+// Plan returns the plan of a tenant's route ("" if the snapshot does not
+// know its code). It never blocks and never allocates.
+func (s *Snapshot) Plan(r Route) string {
+	if s == nil || int(r.plan) >= len(s.plans) {
+		return ""
+	}
+	return s.plans[r.plan]
 }

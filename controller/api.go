@@ -27,39 +27,48 @@ func fail(c *gin.Context, status int, code, msg string) {
 	c.AbortWithStatusJSON(status, apiError{Error: code, Message: msg})
 }
 
-// failErr maps a domain error to a status and code.
+// failErr answers a domain error with its status and code (errStatus).
 func failErr(c *gin.Context, err error) {
+	status, code, msg := errStatus(err)
+	fail(c, status, code, msg)
+	if status == http.StatusServiceUnavailable {
+		c.Error(err) //nolint:errcheck // logged by the access log
+	}
+}
+
+// errStatus maps a domain error to a status, a code and a message (the
+// API's JSON errors and the console's error pages).
+func errStatus(err error) (int, string, string) {
 	switch {
 	case errors.Is(err, catalog.ErrInvalid):
-		fail(c, http.StatusBadRequest, "invalid", err.Error())
+		return http.StatusBadRequest, "invalid", err.Error()
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, migrator.ErrMoveNotFound):
-		fail(c, http.StatusNotFound, "not_found", err.Error())
+		return http.StatusNotFound, "not_found", err.Error()
 	case errors.Is(err, catalog.ErrExists):
-		fail(c, http.StatusConflict, "exists", err.Error())
+		return http.StatusConflict, "exists", err.Error()
 	case errors.Is(err, catalog.ErrConflict), errors.Is(err, migrator.ErrMoveExists):
-		fail(c, http.StatusConflict, "conflict", err.Error())
+		return http.StatusConflict, "conflict", err.Error()
 	case errors.Is(err, migrator.ErrStaleDatabase):
-		fail(c, http.StatusConflict, "stale_database", err.Error())
+		return http.StatusConflict, "stale_database", err.Error()
 	case errors.Is(err, migrator.ErrNotPaused):
-		fail(c, http.StatusConflict, "not_paused", err.Error())
+		return http.StatusConflict, "not_paused", err.Error()
 	case errors.Is(err, migrator.ErrTooLateToAbort):
-		fail(c, http.StatusConflict, "too_late", err.Error())
+		return http.StatusConflict, "too_late", err.Error()
 	case errors.Is(err, placement.ErrResidency):
 		// Before preflight and no-target: a residency refusal says so.
-		fail(c, http.StatusUnprocessableEntity, "residency", err.Error())
+		return http.StatusUnprocessableEntity, "residency", err.Error()
 	case errors.Is(err, migrator.ErrPreflight):
-		fail(c, http.StatusUnprocessableEntity, "preflight_failed", err.Error())
+		return http.StatusUnprocessableEntity, "preflight_failed", err.Error()
 	case errors.Is(err, placement.ErrNoTarget):
-		fail(c, http.StatusUnprocessableEntity, "no_target", err.Error())
+		return http.StatusUnprocessableEntity, "no_target", err.Error()
 	case errors.Is(err, placement.ErrUnknownPlan):
-		fail(c, http.StatusBadRequest, "unknown_plan", err.Error())
+		return http.StatusBadRequest, "unknown_plan", err.Error()
 	case errors.Is(err, placement.ErrInvalidInput), errors.Is(err, placement.ErrInvalidConfig):
-		fail(c, http.StatusUnprocessableEntity, "cannot_plan", err.Error())
+		return http.StatusUnprocessableEntity, "cannot_plan", err.Error()
 	case errors.Is(err, placement.ErrUnknownTarget):
-		fail(c, http.StatusNotFound, "not_found", err.Error())
+		return http.StatusNotFound, "not_found", err.Error()
 	default:
-		fail(c, http.StatusServiceUnavailable, "unavailable", "the control plane could not complete the request; retry")
-		c.Error(err) //nolint:errcheck // logged by the access log
+		return http.StatusServiceUnavailable, "unavailable", "the control plane could not complete the request; retry"
 	}
 }
 

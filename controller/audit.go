@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -51,24 +52,44 @@ func writeAudit(ctx context.Context, client *api.Client, keys catalog.Keys, e *a
 }
 
 func (s *Server) listAudit(c *gin.Context) {
-	ctx := c.Request.Context()
 	limit, ok := queryLimit(c, 200, 5000)
 	if !ok {
 		return
 	}
-	pairs, _, err := s.client.KV().List(s.store.Keys().Audits(), (&api.QueryOptions{}).WithContext(ctx))
+	out, err := s.auditEntries(c.Request.Context(), auditFilter{Tenant: c.Query("tenant")}, limit)
 	if err != nil {
 		failErr(c, err)
 		return
+	}
+	c.JSON(http.StatusOK, gin.H{"entries": out})
+}
+
+// auditFilter selects audit entries; empty fields match everything.
+type auditFilter struct {
+	Tenant string
+	Action string
+	Actor  string // a prefix: "operator" matches every operator token
+	Move   string
+}
+
+func (f auditFilter) match(e auditEntry) bool {
+	return (f.Tenant == "" || e.Tenant == f.Tenant) && (f.Action == "" || e.Action == f.Action) &&
+		(f.Actor == "" || strings.HasPrefix(e.Actor, f.Actor)) && (f.Move == "" || e.Move == f.Move)
+}
+
+// auditEntries reads the newest limit entries matching f, newest first,
+// each with its move's phase and the pause the move caused (the API's
+// GET /v1/audit and the console's audit pages).
+func (s *Server) auditEntries(ctx context.Context, f auditFilter, limit int) ([]auditEntry, error) {
+	pairs, _, err := s.client.KV().List(s.store.Keys().Audits(), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Key > pairs[j].Key })
 	out := []auditEntry{}
 	for _, p := range pairs {
 		var e auditEntry
-		if json.Unmarshal(p.Value, &e) != nil {
-			continue
-		}
-		if t := c.Query("tenant"); t != "" && e.Tenant != t {
+		if json.Unmarshal(p.Value, &e) != nil || !f.match(e) {
 			continue
 		}
 		if e.Move != "" {
@@ -85,5 +106,5 @@ func (s *Server) listAudit(c *gin.Context) {
 			break
 		}
 	}
-	c.JSON(http.StatusOK, gin.H{"entries": out})
+	return out, nil
 }

@@ -39,6 +39,7 @@ type Server struct {
 	metrics  *metrics
 	idem     *idemStore
 	jobs     *backupJobs
+	console  *console
 
 	mu      sync.Mutex
 	running map[string]bool // moves this replica is running
@@ -75,6 +76,9 @@ func New(cfg Config, client *api.Client) (*Server, error) {
 	}
 	s.watcher = w
 	s.metrics = newMetrics()
+	if s.console, err = newConsole(); err != nil {
+		return nil, err
+	}
 	gin.SetMode(gin.ReleaseMode)
 	s.engine = s.routes()
 	return s, nil
@@ -117,6 +121,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.addr = ln.Addr()
 	close(s.ready)
 	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 64 << 10}
+	srv.RegisterOnShutdown(s.console.stop) // live console streams end
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	bg, stop := context.WithCancel(context.Background())
@@ -201,6 +206,7 @@ func (s *Server) routes() *gin.Engine {
 	s.domainsRoutes(v1, read, operator)
 	s.backupRoutes(v1, read, operator)
 	s.certificateRoutes(v1, operator)
+	s.consoleRoutes(e)
 	return e
 }
 

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -159,20 +161,35 @@ func (s *Server) rebalance(c *gin.Context) {
 	if !bindOptionalJSON(c, &req) {
 		return
 	}
-	if req.MaxMoves < 0 || req.MaxMoves > 10000 || req.Spread < 0 || req.Spread >= 1 {
-		fail(c, http.StatusBadRequest, "invalid", "max_moves must be 0..10000 and spread in [0, 1)")
+	if err := req.validRebalance(); err != nil {
+		fail(c, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
-	ctx := c.Request.Context()
+	plan, err := s.planRebalance(c.Request.Context(), req)
+	s.auditSkipped(c.Request.Context(), actor(c), planWhat("rebalance", req.dryRun()), plan.Skipped)
+	s.answerPlan(c, plan, err, req.dryRun(), "rebalance", nil)
+}
+
+// errBadRebalance is a rebalance request out of range.
+var errBadRebalance = errors.New("max_moves must be 0..10000 and spread in [0, 1)")
+
+// validRebalance checks a rebalance request's figures.
+func (r planRequest) validRebalance() error {
+	if r.MaxMoves < 0 || r.MaxMoves > 10000 || r.Spread < 0 || r.Spread >= 1 {
+		return errBadRebalance
+	}
+	return nil
+}
+
+// planRebalance makes the rebalance plan for req from the current loads
+// (the API's POST /v1/rebalance and the console's Rebalance page).
+func (s *Server) planRebalance(ctx context.Context, req planRequest) (placement.Plan, error) {
 	targets, tenants, err := s.loads(ctx)
 	if err != nil {
-		failErr(c, err)
-		return
+		return placement.Plan{}, err
 	}
 	cfg := placement.RebalanceConfig{MaxMoves: req.MaxMoves, Spread: req.Spread, Metric: placement.MetricTenants}
-	plan, err := placement.PlanRebalance(targets, tenants, cfg)
-	s.auditSkipped(ctx, actor(c), planWhat("rebalance", req.dryRun()), plan.Skipped)
-	s.answerPlan(c, plan, err, req.dryRun(), "rebalance", nil)
+	return placement.PlanRebalance(targets, tenants, cfg)
 }
 
 // startMovesParallel bounds how many moves a plan creates at once: each
@@ -241,32 +258,46 @@ func (s *Server) getMove(c *gin.Context) {
 }
 
 func (s *Server) abortMove(c *gin.Context) {
-	ctx := c.Request.Context()
-	m, err := s.migrator.Get(ctx, c.Param("id"))
+	m, err := s.abort(c.Request.Context(), c.Param("id"), actor(c))
 	if err != nil {
 		failErr(c, err)
 		return
 	}
-	if m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseDone {
-		failErr(c, migrator.ErrTooLateToAbort)
-		return
-	}
-	m, err = s.migrator.Abort(ctx, m.ID)
-	if err != nil {
-		failErr(c, err)
-		return
-	}
-	s.audit(ctx, auditEntry{Actor: actor(c), Action: "move.abort", Tenant: m.Tenant, Move: m.ID})
 	c.JSON(http.StatusAccepted, gin.H{"move": m})
 }
 
+// abort aborts a move that has not switched yet, and audits it (the API
+// and the console).
+func (s *Server) abort(ctx context.Context, id, who string) (*migrator.Move, error) {
+	m, err := s.migrator.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.Phase == migrator.PhaseRetained || m.Phase == migrator.PhaseDone {
+		return nil, migrator.ErrTooLateToAbort
+	}
+	if m, err = s.migrator.Abort(ctx, m.ID); err != nil {
+		return nil, err
+	}
+	s.audit(ctx, auditEntry{Actor: who, Action: "move.abort", Tenant: m.Tenant, Move: m.ID})
+	return m, nil
+}
+
 func (s *Server) retryMove(c *gin.Context) {
-	ctx := c.Request.Context()
-	m, err := s.migrator.Retry(ctx, c.Param("id"))
+	m, err := s.retry(c.Request.Context(), c.Param("id"), actor(c))
 	if err != nil {
 		failErr(c, err)
 		return
 	}
-	s.audit(ctx, auditEntry{Actor: actor(c), Action: "move.retry", Tenant: m.Tenant, Move: m.ID})
 	c.JSON(http.StatusAccepted, gin.H{"move": m})
+}
+
+// retry resumes a paused move, and audits it (the API and the console).
+func (s *Server) retry(ctx context.Context, id, who string) (*migrator.Move, error) {
+	m, err := s.migrator.Retry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.audit(ctx, auditEntry{Actor: who, Action: "move.retry", Tenant: m.Tenant, Move: m.ID})
+	return m, nil
 }

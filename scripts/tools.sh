@@ -5,6 +5,7 @@
 #   - PostgreSQL 15 server binaries (Debian "postgresql")
 #   - bin/weed (SeaweedFS, S3 server for the backup tests), from the Go module
 #     proxy at a pinned version (several minutes, then cached)
+#   - Chromium (Debian "chromium") for the console's browser tests
 #   - with the argument "lint": bin/staticcheck and bin/golangci-lint, built
 #     from the Go module proxy at pinned versions (several minutes, then cached)
 set -euo pipefail
@@ -26,6 +27,11 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
 fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
 if ! command -v curl >/dev/null; then apt_install curl; fi # the TLS and HTTP/2 tests drive the real curl
+# Debian's Chromium, for the console's browser tests (test/integration/console_test.go).
+if ! command -v chromium >/dev/null; then
+  echo "tools: installing Chromium (the console's browser tests)"
+  apt_install chromium
+fi
 
 # The Go-built servers and tools are built side by side (each build's
 # downloads and link overlap the other's compile), once, then cached in bin/.

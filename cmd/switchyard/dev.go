@@ -555,7 +555,9 @@ webhook tells Switchyard; hooli moves from the shared pool to its own cluster
   curl -s -H "Authorization: Bearer $SWITCHYARD_TOKEN" http://%[6]s/v1/audit | head -c 600; echo
 
 Operators: bin/switchyard targets ls | rebalance --dry-run | tenants create <id> --plan pro
+Console:   http://%[6]s/ui/   sign in with the operator token %[7]s
+           (or the viewer token %[8]s, which sees everything and changes nothing)
 Router admin: http://%[3]s/readyz  http://%[3]s/metrics      Consul UI: http://%[4]s/ui
 Logs and data: %[5]s    Press Ctrl-C to stop everything.
-`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir, d.controllerOn, d.tokens["operator"])
+`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir, d.controllerOn, d.tokens["operator"], d.tokens["viewer"])
 }
