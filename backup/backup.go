@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -193,8 +194,10 @@ func (b *writer) count(ctx context.Context, conn *pgconn.PgConn, tables []migrat
 		if err != nil {
 			return 0, fmt.Errorf("count %s: %w", t.Key(), err)
 		}
-		var n int64
-		fmt.Sscan(row[0], &n)
+		n, err := strconv.ParseInt(row[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("count %s: %w", t.Key(), err)
+		}
 		total += n
 	}
 	b.report(Progress{Phase: "backup", RowsTotal: total})
@@ -209,8 +212,10 @@ func (b *writer) sequences(ctx context.Context, conn *pgconn.PgConn, tables []mi
 			if err != nil {
 				return fmt.Errorf("sequence %s: %w", seq, err)
 			}
-			var v int64
-			fmt.Sscan(row[0], &v)
+			v, err := strconv.ParseInt(row[0], 10, 64)
+			if err != nil {
+				return fmt.Errorf("sequence %s: %w", seq, err)
+			}
 			if v > 0 {
 				if b.m.Sequences == nil {
 					b.m.Sequences = map[string]int64{}

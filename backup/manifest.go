@@ -185,7 +185,7 @@ func (m *Manifest) encode(key []byte) ([]byte, error) {
 func decodeManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: manifest: %w", ErrCorrupt, err)
 	}
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("%w: manifest format %d, this version reads %d", ErrCorrupt, m.Format, FormatVersion)

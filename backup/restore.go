@@ -212,7 +212,7 @@ func (r *restorer) decode(name string, w io.Writer) error {
 	}
 	zr, err := gzip.NewReader(src)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, name, err)
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}
 	if _, err := io.Copy(w, zr); err != nil {
 		if errors.Is(err, ErrCorrupt) {
@@ -235,11 +235,11 @@ func (r *restorer) readTenant() error {
 	}
 	var t catalog.Tenant
 	if err := json.Unmarshal([]byte(sb.String()), &t); err != nil {
-		return fmt.Errorf("%w: tenant record: %v", ErrCorrupt, err)
+		return fmt.Errorf("%w: tenant record: %w", ErrCorrupt, err)
 	}
 	t.ID, t.Tier, t.Target, t.State, t.Epoch = r.req.As, r.req.Target.Tier, r.req.Target.ID, catalog.StateActive, 0
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: new tenant record: %v", ErrDestination, err)
+		return fmt.Errorf("%w: new tenant record: %w", ErrDestination, err)
 	}
 	r.tenant = t
 	return nil

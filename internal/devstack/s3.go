@@ -196,7 +196,7 @@ func (s *S3) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("devstack: s3 not ready at %s: %w (last error: %v)%s", s.Endpoint(), ctx.Err(), lastErr, withTail(s.tail))
+			return fmt.Errorf("devstack: s3 not ready at %s: %w (last error: %w)%s", s.Endpoint(), ctx.Err(), lastErr, withTail(s.tail))
 		case <-s.proc.done:
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -222,7 +222,7 @@ func (s *S3) probe(ctx context.Context, c *minio.Client) error {
 	got, err := io.ReadAll(obj)
 	_ = obj.Close()
 	if err != nil || !bytes.Equal(got, body) {
-		return fmt.Errorf("get: read back %q: %v", got, err)
+		return fmt.Errorf("get: read back %q: %w", got, err)
 	}
 	return c.RemoveObject(ctx, s3ProbeBucket, "probe", minio.RemoveObjectOptions{})
 }
