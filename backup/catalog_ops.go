@@ -70,6 +70,15 @@ func Delete(ctx context.Context, s Store, id string) error {
 // Describe reads a backup's manifest without verifying it (Restore does);
 // a missing backup is ErrNotFound.
 func Describe(ctx context.Context, s Store, id string) (*Manifest, error) {
+	data, err := readManifest(ctx, s, id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeManifest(data)
+}
+
+// readManifest reads a backup's manifest as stored (at most 64 MiB).
+func readManifest(ctx context.Context, s Store, id string) ([]byte, error) {
 	p, err := prefix(id)
 	if err != nil {
 		return nil, err
@@ -83,5 +92,5 @@ func Describe(ctx context.Context, s Store, id string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read manifest of %s: %w", id, err)
 	}
-	return decodeManifest(data)
+	return data, nil
 }

@@ -56,18 +56,9 @@ type RestoreResult struct {
 // LoadManifest reads and verifies a backup's manifest (its seal, under key
 // for an encrypted backup).
 func LoadManifest(ctx context.Context, s Store, id string, key *Key) (*Manifest, error) {
-	p, err := prefix(id)
+	data, err := readManifest(ctx, s, id)
 	if err != nil {
 		return nil, err
-	}
-	rc, err := s.Get(ctx, p+manifestName)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read manifest of %s: %w", id, err)
 	}
 	m, err := verifyManifest(data, key)
 	if err != nil {

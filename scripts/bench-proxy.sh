@@ -72,8 +72,8 @@ WORK=""
 PIDS=()      # every process this script started, in start order
 PID_NAMES=()
 
-log() { printf '%s bench-proxy: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_NAME=bench-proxy
+. "$REPO_ROOT/scripts/bench-lib.sh"
 
 # ---------------------------------------------------------------- cleanup
 
@@ -145,25 +145,6 @@ alive() {
 
 # ---------------------------------------------------------------- setup
 
-# ensure_packages: nginx, HAProxy and wrk from Debian, installed only if missing.
-ensure_packages() {
-  local missing=()
-  command -v nginx >/dev/null || missing+=(nginx-light)
-  command -v haproxy >/dev/null || missing+=(haproxy)
-  command -v wrk >/dev/null || missing+=(wrk)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]} (or install them yourself)"
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null ||
-    die "nginx, haproxy or wrk still missing after apt-get install"
-}
-
-port_in_use() {
-  [ -n "$(ss -Hltnu "( sport = :$1 )" 2>/dev/null)" ]
-}
-
 check_ports_free() {
   local p
   for p in "$UPSTREAM_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$ROUTER_PORT" "$ROUTER_ADMIN_PORT"; do
@@ -173,36 +154,8 @@ check_ports_free() {
   done
 }
 
-# free_port VAR: set VAR to a port free for TCP and UDP, below the ephemeral
-# range, not yet handed out by this script.
-ISSUED_PORTS=" "
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 12000))
-    case "$ISSUED_PORTS" in *" $p "*) continue ;; esac
-    port_in_use "$p" && continue
-    ISSUED_PORTS+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  die "no free port found"
-}
-
-# wait_until SECONDS WHAT CMD...: poll CMD every 0.1s until it succeeds.
-wait_until() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
-    sleep 0.1
-  done
-}
-
 http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "$TENANT_HEADER" "$1" || true; }
 answers_200() { [ "$(http_status "$1")" = 200 ]; }
-consul_has_leader() { [ -n "$(curl -sf --max-time 2 "http://127.0.0.1:$CONSUL_HTTP_PORT/v1/status/leader" | tr -d '"')" ]; }
 
 build() {
   log "building bin/switchyard and the benchmark helpers"
@@ -427,7 +380,7 @@ summarize() {
 main() {
   [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
   scripts/tools.sh >&2
-  ensure_packages
+  ensure_commands nginx:nginx-light haproxy:haproxy wrk:wrk
   command -v ss >/dev/null || die "ss (iproute2) is needed to check ports"
   check_ports_free
   CLK_TCK=$(getconf CLK_TCK)

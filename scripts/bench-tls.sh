@@ -46,8 +46,8 @@ REQ_PATH="/t/bench/orders"
 WORK=""
 PIDS=()
 
-log() { printf '%s bench-tls: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_NAME=bench-tls
+. "$REPO_ROOT/scripts/bench-lib.sh"
 
 cleanup() {
   local status=$? i
@@ -76,40 +76,7 @@ start() {
   log "started $name (pid $!)"
 }
 
-wait_until() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
-    sleep 0.1
-  done
-}
-
-ensure_packages() {
-  local missing=()
-  command -v nginx >/dev/null || missing+=(nginx-light)
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v h2load >/dev/null || missing+=(nghttp2-client)
-  command -v openssl >/dev/null || missing+=(openssl)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-free_port() { # free_port VAR
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 12000))
-    [ -z "$(ss -Hltn "( sport = :$p )" 2>/dev/null)" ] && { printf -v "$1" '%s' "$p"; return 0; }
-  done
-  die "no free port"
-}
-
 ok_https() { [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$@")" = 200 ]; }
-consul_has_leader() { [ -n "$(curl -sf --max-time 2 "http://127.0.0.1:$CONSUL_HTTP_PORT/v1/status/leader" | tr -d '"')" ]; }
 
 make_cert() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
@@ -216,7 +183,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 main() {
   scripts/tools.sh >&2
-  ensure_packages
+  ensure_commands nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-tls.XXXXXX")
   local stamp r who port
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
