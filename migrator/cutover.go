@@ -50,6 +50,13 @@ func (r *run) cutover(ctx context.Context) error {
 	if err := sr.run(ctx, r.prepareSteps()); err != nil {
 		return err
 	}
+	// Past this save an abort waits for the switch's outcome; an abort
+	// saved before it is seen here (errAbortRequested) and nothing is frozen.
+	r.m.Switching = true
+	if err := r.save(ctx); err != nil {
+		r.m.Switching = false
+		return err
+	}
 	budget, cancel := context.WithTimeout(ctx, r.m.Options.SwitchBudget)
 	defer cancel()
 	start, first := time.Now(), sr.ran()

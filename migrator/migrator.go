@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // Hooks are called at fixed points of a move; an error returned stops the
@@ -117,7 +118,7 @@ func (mg *Migrator) List(ctx context.Context) ([]*Move, error) { return mg.moves
 // cleans up itself.
 func (mg *Migrator) Abort(ctx context.Context, id string) (*Move, error) {
 	for attempt := 0; attempt < 20; attempt++ {
-		m, err := mg.moves.get(ctx, id)
+		m, err := mg.waitOutSwitch(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -145,6 +146,30 @@ func (mg *Migrator) Abort(ctx context.Context, id string) (*Move, error) {
 		return mg.moves.get(ctx, id)
 	}
 	return nil, catalog.ErrConflict
+}
+
+// waitOutSwitch returns the move once it is not inside a switch's pause
+// (Move.Switching), or once the switch has had its budget and more (its
+// migrator may have died: the abort then goes ahead and the next run
+// reconciles the switch first).
+func (mg *Migrator) waitOutSwitch(ctx context.Context, id string) (*Move, error) {
+	var deadline time.Time
+	for {
+		m, err := mg.moves.get(ctx, id)
+		if err != nil || !m.Switching {
+			return m, err
+		}
+		if deadline.IsZero() {
+			m.Options.setDefaults()
+			deadline = time.Now().Add(m.Options.SwitchBudget + 10*time.Second)
+		}
+		if time.Now().After(deadline) {
+			return m, nil
+		}
+		if err := retry.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // Retry resumes a paused move.

@@ -137,10 +137,15 @@ type Move struct {
 	// Took is the time spent in each phase (by this or earlier runs).
 	Took map[Phase]time.Duration `json:"took_ns,omitempty"`
 
-	FreezeEpoch uint64        `json:"freeze_epoch,omitempty"`
-	FlipEpoch   uint64        `json:"flip_epoch,omitempty"`
-	Switched    time.Time     `json:"switched,omitempty"`
-	Pause       time.Duration `json:"pause_ns,omitempty"`
+	FreezeEpoch uint64 `json:"freeze_epoch,omitempty"`
+	// Switching is set (and saved, a check-and-set that also picks up an
+	// abort asked before it) just before the freeze, and cleared once the
+	// switch has flipped or rolled back: an abort meanwhile waits for the
+	// outcome instead of being accepted and then overtaken by the flip.
+	Switching bool          `json:"switching,omitempty"`
+	FlipEpoch uint64        `json:"flip_epoch,omitempty"`
+	Switched  time.Time     `json:"switched,omitempty"`
+	Pause     time.Duration `json:"pause_ns,omitempty"`
 	// PauseSteps is the pause by step of the switch (freeze, acks, fence,
 	// drain, ddl, verify, sequences, flip).
 	PauseSteps map[string]time.Duration `json:"pause_steps_ns,omitempty"`

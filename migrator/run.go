@@ -154,6 +154,7 @@ func (r *run) drive(ctx context.Context) error {
 		if err := r.recoverSwitch(ctx); err != nil {
 			return r.failed(ctx, PhaseSwitch, err)
 		}
+		r.m.Switching = false // reconciled: flipped, or back to the catch-up
 		if err := r.save(ctx); err != nil {
 			return r.failed(ctx, PhaseSwitch, err)
 		}
@@ -302,6 +303,7 @@ func (r *run) switchPhase(ctx context.Context) error {
 		return err
 	}
 	err := r.cutover(ctx)
+	r.m.Switching = false // flipped or rolled back: the next save says so
 	if err == nil {
 		r.m.Phase = PhaseRetained
 		return nil

@@ -59,9 +59,11 @@ func (g *phaseGate) beforePhase(m *migrator.Move) error {
 func TestMoveInterruptedInEveryPhase(t *testing.T) {
 	s := newMoveStack(t)
 	gate := &phaseGate{}
+	inPause := &pauseGate{tenant: "ph-inpause", reached: make(chan struct{}), hold: 300 * time.Millisecond}
 	_, base, _ := s.startController(func(c *controller.Config) {
-		c.MoveHooks = &migrator.Hooks{BeforePhase: gate.beforePhase}
+		c.MoveHooks = &migrator.Hooks{BeforePhase: gate.beforePhase, AfterFence: inPause.afterFence}
 	})
+	t.Run("inside the pause", func(t *testing.T) { abortInsideThePause(t, s, base, inPause) })
 	for _, phase := range []migrator.Phase{migrator.PhasePreflight, migrator.PhaseProvision, migrator.PhaseCapture, migrator.PhaseCopy,
 		migrator.PhaseCatchUp, migrator.PhaseSwitch, migrator.PhaseRetained} {
 		t.Run(string(phase), func(t *testing.T) {
@@ -178,4 +180,60 @@ func settleMove(t *testing.T, base, id string, retained bool) migrator.Phase {
 	}
 	t.Fatalf("move %s did not end %s within a minute: %v", id, want, last)
 	return ""
+}
+
+// pauseGate holds one tenant's switch, once, for a moment just after the
+// fence (inside the pause, well within its budget).
+type pauseGate struct {
+	tenant  string
+	once    sync.Once
+	reached chan struct{}
+	hold    time.Duration
+}
+
+func (g *pauseGate) afterFence(m *migrator.Move) error {
+	if m.Tenant == g.tenant {
+		g.once.Do(func() { close(g.reached); time.Sleep(g.hold) })
+	}
+	return nil
+}
+
+// abortInsideThePause: an abort that arrives while the switch is inside its
+// pause waits for the outcome and tells it: the flip went through, so 409
+// too_late and the tenant is active on its new target (or, the switch
+// rolled back, 202 and aborted) — never a 202 the flip then overtakes.
+func abortInsideThePause(t *testing.T, s *moveStack, base string, g *pauseGate) {
+	s.seedTenant(g.tenant, "free", catalog.TierShared, "pool-1", 100)
+	storm := s.startStorm(g.tenant, 2, 5*time.Millisecond)
+	defer storm.halt()
+	id := startPlanMove(t, base, g.tenant, "pro")
+	select {
+	case <-g.reached:
+	case <-time.After(45 * time.Second):
+		t.Fatal("the move never reached its pause")
+	}
+	st, out := call(t, "POST", base+"/v1/moves/"+id+"/abort", tokOperator, nil, nil)
+	// The switch either flipped (the usual case: the hold is well within the
+	// budget) or, on a slow machine, rolled back first; the answer must
+	// say which, and the tenant must be where it says.
+	want, aborted := "db-1", false
+	switch {
+	case st == 409 && out["error"] == "too_late":
+		settleMove(t, base, id, true)
+	case st == 202:
+		want, aborted = "pool-1", true
+		settleMove(t, base, id, false)
+	default:
+		t.Fatalf("abort inside the pause: %d %v; want 409 too_late, or 202 if the switch rolled back", st, out)
+	}
+	t.Logf("abort inside the pause: %d (aborted: %v)", st, aborted)
+	storm.halt()
+	if f := storm.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
+	}
+	tn, err := s.store.GetTenant(context.Background(), g.tenant)
+	if err != nil || tn.Target != want || tn.State != catalog.StateActive {
+		t.Fatalf("tenant after an abort answered %d: %+v %v; want active on %s", st, tn, err, want)
+	}
+	storm.checkModel(t, dsnOf(t, s, want, g.tenant))
 }
