@@ -123,7 +123,8 @@ func checkUnverifiedOverTLS(t *testing.T, es *edgeStack, e *edgeRouter, domainSe
 }
 
 // checkSameTenantThreeWays: subdomain, custom domain and token, each over
-// curl --http1.1 and --http2, reach acme on the certificate for the name.
+// curl --http1.1 and --http2, reach acme on the certificate for the name;
+// the backend gets the client's Host and X-Forwarded-Proto https.
 func checkSameTenantThreeWays(t *testing.T, es *edgeStack, e *edgeRouter, def, domainSerial *big.Int) {
 	tok := router.SignToken(jwtSecret, "acme", time.Hour)
 	for _, way := range []struct {
@@ -142,8 +143,12 @@ func checkSameTenantThreeWays(t *testing.T, es *edgeStack, e *edgeRouter, def, d
 				if r.status != "200" || r.version != v.version {
 					t.Fatalf("got %s over HTTP/%s, want 200 over HTTP/%s: %s", r.status, r.version, v.version, r.body)
 				}
-				if got := tenantSeen(t, r.body); got != "acme" {
-					t.Fatalf("the backend saw tenant %q, want acme", got)
+				var echo echoReply
+				if err := json.Unmarshal(r.body, &echo); err != nil || echo.Headers.Get("X-Tenant-Id") != "acme" {
+					t.Fatalf("the backend saw tenant %q, want acme: %s", echo.Headers.Get("X-Tenant-Id"), r.body)
+				}
+				if fwd := echo.Headers.Get("X-Forwarded-Proto"); fwd != "https" || !strings.EqualFold(echo.Host, way.host+":"+e.port) {
+					t.Fatalf("the backend got X-Forwarded-Proto %q and Host %q, want https and %s:%s", fwd, echo.Host, way.host, e.port)
 				}
 				if r.leaf == nil || r.leaf.SerialNumber.Cmp(way.serial) != 0 || r.leaf.VerifyHostname(way.host) != nil {
 					t.Fatalf("served %s for %s, want serial %v", describe(r.leaf), way.host, way.serial)
