@@ -6,6 +6,7 @@
 #   - bin/weed (SeaweedFS, S3 server for the backup tests), from the Go module
 #     proxy at a pinned version (several minutes, then cached)
 #   - Chromium (Debian "chromium") for the console's browser tests
+#   - h2load (Debian "nghttp2-client") for the edge's HTTP/2 tests
 #   - with the argument "lint": bin/staticcheck and bin/golangci-lint, built
 #     from the Go module proxy at pinned versions (several minutes, then cached)
 set -euo pipefail
@@ -27,6 +28,7 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
 fi
 if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
 if ! command -v curl >/dev/null; then apt_install curl; fi # the TLS and HTTP/2 tests drive the real curl
+command -v h2load >/dev/null || apt_install nghttp2-client # h2load, against the TLS listener in test/integration/edge_domains_test.go
 # Debian's Chromium, for the console's browser tests (test/integration/console_test.go).
 if ! command -v chromium >/dev/null; then
   echo "tools: installing Chromium (the console's browser tests)"

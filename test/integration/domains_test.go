@@ -298,43 +298,12 @@ func TestCustomDomainConcurrentClaims(t *testing.T) {
 func TestCustomDomainFollowsMove(t *testing.T) {
 	s := newMoveStack(t)
 	s.seedTenant("roamer", "free", catalog.TierShared, "pool-1", 20)
-	owner := startDomainOwner(t)
-	base, stopController := domainController(s, owner, "shop.roamer.example")
-	status, d := call(t, "POST", base+"/v1/tenants/roamer/domains", tokOperator, map[string]any{"domain": "shop.roamer.example"}, nil)
-	if status != 201 {
-		t.Fatalf("add: %d %v", status, d)
-	}
-	owner.serve(d["token"].(string))
-	if status, body := call(t, "POST", base+"/v1/tenants/roamer/domains/shop.roamer.example/verify", tokOperator, nil, nil); status != 200 {
-		t.Fatalf("verify: %d %v", status, body)
-	}
-	stopController() // the move below is run here, not by the controller's scheduler
+	verifiedDomain(t, s, "roamer", "shop.roamer.example")
 	for _, r := range s.routers {
 		waitHost(t, r.url, "shop.roamer.example", 200, "")
 	}
 	load := startDomainLoad(s.hc, []string{s.routers[0].url, s.routers[1].url}, "Shop.Roamer.Example")
-	time.Sleep(300 * time.Millisecond)
-	ctx := testContext(t)
-	mg := s.migrator(nil)
-	m, _, err := mg.Create(ctx, migrator.Request{Tenant: "roamer", To: "cl-1", Options: migrator.Options{Retention: 10 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mg.Run(ctx, m.ID); err != nil {
-		t.Fatal(err)
-	}
-	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseDone {
-		t.Fatalf("move ended in %s: %s", m.Phase, m.Error)
-	}
-	time.Sleep(300 * time.Millisecond)
-	total, failed, firstFailures := load.halt()
-	if failed != 0 || total < 20 {
-		t.Fatalf("%d of %d requests through the domain failed: %v", failed, total, firstFailures)
-	}
-	tn, err := s.store.GetTenant(ctx, "roamer")
-	if err != nil || tn.Target != "cl-1" || tn.Tier != catalog.TierDedicatedCluster {
-		t.Fatalf("after the move: %+v %v", tn, err)
-	}
+	total, m := moveUnderDomainLoad(t, s, load, "roamer", "cl-1")
 	for _, r := range s.routers {
 		req, _ := http.NewRequest("GET", r.url+"/orders?limit=100", nil)
 		req.Host = "shop.roamer.example"
@@ -354,11 +323,64 @@ func TestCustomDomainFollowsMove(t *testing.T) {
 	t.Logf("%d requests through the domain during the move, 0 failed; pause %s", total, m.Pause)
 }
 
+// verifiedDomain claims domain for tenant through a controller's API and
+// verifies it against the owner's server, then stops that controller (a
+// test's move is run by the test, not by the controller's scheduler).
+func verifiedDomain(t *testing.T, s *moveStack, tenant, domain string) {
+	t.Helper()
+	owner := startDomainOwner(t)
+	base, stopController := domainController(s, owner, domain)
+	defer stopController()
+	status, d := call(t, "POST", base+"/v1/tenants/"+tenant+"/domains", tokOperator, map[string]any{"domain": domain}, nil)
+	if status != 201 {
+		t.Fatalf("add: %d %v", status, d)
+	}
+	owner.serve(d["token"].(string))
+	if status, body := call(t, "POST", base+"/v1/tenants/"+tenant+"/domains/"+domain+"/verify", tokOperator, nil, nil); status != 200 {
+		t.Fatalf("verify: %d %v", status, body)
+	}
+}
+
+// moveUnderDomainLoad moves tenant to target with the migrator while load
+// runs, then halts the load: the move must end done, the tenant on its new
+// target and tier, and no request through the domain fail. It returns how many
+// requests were made and the move.
+func moveUnderDomainLoad(t *testing.T, s *moveStack, load *domainLoad, tenant, target string) (int64, *migrator.Move) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	ctx := testContext(t)
+	mg := s.migrator(nil)
+	m, _, err := mg.Create(ctx, migrator.Request{Tenant: tenant, To: target, Options: migrator.Options{Retention: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Run(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ = mg.Get(ctx, m.ID); m.Phase != migrator.PhaseDone {
+		t.Fatalf("move ended in %s: %s", m.Phase, m.Error)
+	}
+	time.Sleep(300 * time.Millisecond)
+	total, failed, firstFailures := load.halt()
+	if failed != 0 || total < 20 {
+		t.Fatalf("%d of %d requests through the domain failed: %v", failed, total, firstFailures)
+	}
+	tn, err := s.store.GetTenant(ctx, tenant)
+	tg, _, terr := s.store.GetTarget(ctx, target)
+	if err != nil || terr != nil || tn.Target != target || tn.Tier != tg.Tier {
+		t.Fatalf("after the move: %+v %v (target %+v %v)", tn, err, tg, terr)
+	}
+	return total, m
+}
+
 // domainLoad is a client of a tenant through its custom domain: one
 // goroutine per router alternating a write (201) and a read (200), every
-// other answer a failure.
+// other answer (or, with proto set, one over another HTTP version) a
+// failure.
 type domainLoad struct {
 	total, failed atomic.Int64
+	written       atomic.Int64 // writes acknowledged (201)
+	proto         int          // the HTTP major version every answer must have; 0: any
 	stop          chan struct{}
 	wg            sync.WaitGroup
 	mu            sync.Mutex
@@ -366,8 +388,19 @@ type domainLoad struct {
 }
 
 func startDomainLoad(hc *http.Client, routers []string, host string) *domainLoad {
-	l := &domainLoad{stop: make(chan struct{})}
-	for _, u := range routers {
+	clients := make([]*http.Client, len(routers))
+	for i := range clients {
+		clients[i] = hc
+	}
+	return startDomainLoadWith(clients, routers, host, 0)
+}
+
+// startDomainLoadWith runs the load with a client per router (clients[i]
+// for routers[i]), every answer over HTTP/proto (0: any).
+func startDomainLoadWith(clients []*http.Client, routers []string, host string, proto int) *domainLoad {
+	l := &domainLoad{stop: make(chan struct{}), proto: proto}
+	for i, u := range routers {
+		hc := clients[i]
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -406,8 +439,10 @@ func (l *domainLoad) once(hc *http.Client, routerURL, host string, i int) {
 	}
 	data, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != want {
-		l.fail(fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(data)))
+	if resp.StatusCode != want || (l.proto != 0 && resp.ProtoMajor != l.proto) {
+		l.fail(fmt.Sprintf("%s %s: %d over %s %s", method, path, resp.StatusCode, resp.Proto, bytes.TrimSpace(data)))
+	} else if want == 201 {
+		l.written.Add(1)
 	}
 }
 

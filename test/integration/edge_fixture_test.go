@@ -123,14 +123,23 @@ type edgeRouter struct {
 func (s *stack) edgeRouter(edit func(*router.Config)) *edgeRouter {
 	s.t.Helper()
 	rr := s.router(func(c *router.Config) {
-		c.TLS.Listen = "127.0.0.1:0"
+		withTLS(c)
 		if edit != nil {
 			edit(c)
 		}
 	})
+	return asEdge(s.t, rr)
+}
+
+// withTLS gives a router config a TLS listener on a free port.
+func withTLS(c *router.Config) { c.TLS.Listen = "127.0.0.1:0" }
+
+// asEdge is a running router started with a TLS listener (withTLS).
+func asEdge(t testing.TB, rr *runningRouter) *edgeRouter {
+	t.Helper()
 	addr, err := rr.TLSAddr(context.Background())
 	if err != nil || addr == "" {
-		s.t.Fatalf("tls address: %q %v", addr, err)
+		t.Fatalf("tls address: %q %v", addr, err)
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	return &edgeRouter{runningRouter: rr, tlsAddr: addr, port: port}

@@ -25,6 +25,7 @@ import (
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/examples/orders"
 	"github.com/switchyard/switchyard/migrator"
+	"github.com/switchyard/switchyard/router"
 	"github.com/switchyard/switchyard/test/harness"
 	"github.com/switchyard/switchyard/test/history"
 )
@@ -40,6 +41,12 @@ type moveStack struct {
 }
 
 func newMoveStack(t testing.TB) *moveStack {
+	t.Helper()
+	return newMoveStackWith(t, nil)
+}
+
+// newMoveStackWith is newMoveStack with its two routers' config edited.
+func newMoveStackWith(t testing.TB, editRouter func(*router.Config)) *moveStack {
 	t.Helper()
 	c := harness.ConsulT(t)
 	s := &moveStack{stack: &stack{t: t, consul: c, store: catalog.NewStore(c.Client(), "")}}
@@ -71,7 +78,7 @@ func newMoveStack(t testing.TB) *moveStack {
 	for _, svc := range []string{"app-shared", "app-shared", "app-cl-1"} {
 		startOrdersApp(ctx, t, c.Client(), svc)
 	}
-	s.routers = []*runningRouter{s.router(nil), s.router(nil)}
+	s.routers = []*runningRouter{s.router(editRouter), s.router(editRouter)}
 	s.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	return s
 }

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net/http"
@@ -39,26 +41,36 @@ func newEdgeStack(t *testing.T) *edgeStack {
 	return &edgeStack{stack: s, ca: ca, backend: b}
 }
 
-// curlResult is what curl got: status, HTTP version and body.
+// curlResult is what curl got: status, HTTP version, body and, over TLS,
+// the leaf certificate the server presented on curl's own connection.
 type curlResult struct {
 	status, version string
 	body            []byte
+	leaf            *x509.Certificate // nil in plaintext
 }
 
 // curl runs the real curl with args plus what the answer needs.
 func curl(t *testing.T, args ...string) curlResult {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "body")
-	cmd := exec.Command("curl", append([]string{"-sS", "--max-time", "20", "-o", out, "-w", "%{http_code} %{http_version}"}, args...)...)
+	cmd := exec.Command("curl", append([]string{"-sS", "--max-time", "20", "-o", out, "-w", "%{http_code} %{http_version}\n%{certs}"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	w, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("curl %v: %v: %s", args, err, stderr.String())
 	}
-	status, version, _ := strings.Cut(string(w), " ")
+	head, certs, _ := strings.Cut(string(w), "\n")
+	status, version, _ := strings.Cut(head, " ")
 	body, _ := os.ReadFile(out)
-	return curlResult{status: status, version: version, body: body}
+	r := curlResult{status: status, version: version, body: body}
+	// %{certs} (curl ≥ 7.88) is the chain, the leaf first, each with its PEM.
+	if blk, _ := pem.Decode([]byte(certs)); blk != nil {
+		if r.leaf, err = x509.ParseCertificate(blk.Bytes); err != nil {
+			t.Fatalf("curl %v: the served certificate: %v", args, err)
+		}
+	}
+	return r
 }
 
 // tenantSeen is the tenant the backend was told (the echo's X-Tenant-Id).
