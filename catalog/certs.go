@@ -113,3 +113,17 @@ func DecodeCertificate(data []byte) (Certificate, error) {
 	}
 	return c, nil
 }
+
+// NamesUnderBase lists the names (a wildcard by its parent) a certificate
+// covers that are the base domain or under it. Only the default
+// certificate may cover those: any other is for a custom domain, and must
+// never be served for a tenant's subdomain.
+func NamesUnderBase(names []string, base string) []string {
+	var out []string
+	for _, n := range names {
+		if UnderDomain(strings.TrimPrefix(n, "*."), base) {
+			out = append(out, n)
+		}
+	}
+	return out
+}

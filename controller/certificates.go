@@ -5,11 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/switchyard/switchyard/catalog"
 )
+
+// defaultCertName is the certificate routers serve for the base domain
+// and, by default, for names no certificate covers (router -tls-default-cert).
+const defaultCertName = "default"
 
 // putCertificateRequest is the body of PUT /v1/certificates/{name}: a PEM
 // chain and its PEM private key. The key is write-only: no answer, audit
@@ -40,7 +45,23 @@ func (s *Server) putCertificate(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "invalid", "body must set cert_pem and key_pem (PEM)")
 		return
 	}
-	info, err := s.store.PutCertificate(c.Request.Context(), catalog.Certificate{Name: name, CertPEM: req.CertPEM, KeyPEM: req.KeyPEM})
+	cert := catalog.Certificate{Name: name, CertPEM: req.CertPEM, KeyPEM: req.KeyPEM}
+	if name != defaultCertName {
+		// Only the default certificate may answer for the base domain: any
+		// other is a custom domain's and must never reach a tenant's
+		// subdomain.
+		_, parsed, err := cert.Parse(time.Now())
+		if errors.Is(err, catalog.ErrBadCertificate) {
+			fail(c, http.StatusBadRequest, "bad_certificate", err.Error())
+			return
+		}
+		if under := catalog.NamesUnderBase(parsed.DNSNames, s.cfg.Domains.BaseDomain); len(under) > 0 {
+			fail(c, http.StatusBadRequest, "under_base_domain", fmt.Sprintf("certificate %s names %s, under the base domain %s: only the %q certificate may",
+				name, strings.Join(under, ", "), s.cfg.Domains.BaseDomain, defaultCertName))
+			return
+		}
+	}
+	info, err := s.store.PutCertificate(c.Request.Context(), cert)
 	if errors.Is(err, catalog.ErrBadCertificate) {
 		fail(c, http.StatusBadRequest, "bad_certificate", err.Error())
 		return

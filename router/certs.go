@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type certIndex struct {
 // certStore serves certificates by SNI.
 type certStore struct {
 	cfg    EdgeConfig
+	base   string // the base domain: only the default certificate covers it
 	keys   catalog.Keys
 	kv     *api.KV
 	log    *slog.Logger
@@ -61,8 +63,8 @@ type certStore struct {
 	unknownDefault, unknownRefused prometheus.Counter
 }
 
-func newCertStore(cfg EdgeConfig, kv *api.KV, prefix string, log *slog.Logger, reg prometheus.Registerer) *certStore {
-	s := &certStore{cfg: cfg, keys: catalog.NewKeys(prefix), kv: kv, log: log, loaded: make(chan struct{})}
+func newCertStore(cfg EdgeConfig, base string, kv *api.KV, prefix string, log *slog.Logger, reg prometheus.Registerer) *certStore {
+	s := &certStore{cfg: cfg, base: strings.ToLower(strings.TrimSuffix(base, ".")), keys: catalog.NewKeys(prefix), kv: kv, log: log, loaded: make(chan struct{})}
 	s.idx.Store(&certIndex{exact: map[string]*certEntry{}, wildcard: map[string]*certEntry{}})
 	unknown := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_router_tls_unknown_sni_total",
@@ -87,7 +89,7 @@ func (s *certStore) fetch(ctx context.Context, index uint64) (uint64, error) {
 		return 0, fmt.Errorf("list certificates: %w", err)
 	}
 	if meta.LastIndex != index || index == 0 {
-		idx := buildCertIndex(pairs, s.cfg.DefaultCert, time.Now())
+		idx := buildCertIndex(pairs, s.cfg.DefaultCert, s.base, time.Now())
 		for _, why := range idx.skipped {
 			s.log.Warn("tls certificate not served", "why", why)
 		}
@@ -101,7 +103,7 @@ func (s *certStore) fetch(ctx context.Context, index uint64) (uint64, error) {
 // buildCertIndex indexes the stored certificates; one that cannot be served
 // is skipped (and said so, by name). Two covering the same name: the one
 // that expires later wins (a rotation's new certificate).
-func buildCertIndex(pairs api.KVPairs, defName string, now time.Time) *certIndex {
+func buildCertIndex(pairs api.KVPairs, defName, base string, now time.Time) *certIndex {
 	idx := &certIndex{exact: map[string]*certEntry{}, wildcard: map[string]*certEntry{}}
 	for _, p := range pairs {
 		c, err := catalog.DecodeCertificate(p.Value)
@@ -120,7 +122,20 @@ func buildCertIndex(pairs api.KVPairs, defName string, now time.Time) *certIndex
 		if c.Name == defName {
 			idx.def = &e
 		}
+		var under []string
+		if c.Name != defName {
+			under = catalog.NamesUnderBase(e.info.DNSNames, base)
+		}
+		if len(under) > 0 {
+			// Only the default certificate answers for the base domain
+			// (the controller refuses such a certificate; one stored anyway
+			// serves none of those names).
+			idx.skipped = append(idx.skipped, fmt.Sprintf("certificate %s: names %v under the base domain %s (only the default certificate may)", c.Name, under, base))
+		}
 		for _, n := range e.info.DNSNames {
+			if slices.Contains(under, n) {
+				continue
+			}
 			m, key := idx.exact, n
 			if parent, ok := strings.CutPrefix(n, "*."); ok {
 				m, key = idx.wildcard, parent

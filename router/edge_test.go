@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestCertIndexLookup(t *testing.T) {
 		selfSigned(t, "expired", 4, time.Now().Add(-time.Minute), "old.example"),
 		{Key: catalog.NewKeys("").Certificate("garbage"), Value: []byte("{not json")},
 	}
-	idx := buildCertIndex(pairs, "default", time.Now())
+	idx := buildCertIndex(pairs, "default", "", time.Now())
 	if len(idx.all) != 3 || len(idx.skipped) != 2 || idx.def == nil {
 		t.Fatalf("indexed %d, skipped %v, default %v", len(idx.all), idx.skipped, idx.def != nil)
 	}
@@ -182,6 +183,26 @@ func TestEdgeConfigValidate(t *testing.T) {
 		cfg.setDefaults()
 		if err := cfg.validate(); (err == nil) != c.ok {
 			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+// TestCertIndexBaseDomainOnlyDefault: a certificate other than the default
+// one that also names the base domain, or names under it (even expiring
+// later), is never served for those names — only for its own.
+func TestCertIndexBaseDomainOnlyDefault(t *testing.T) {
+	later := time.Now().Add(90 * 24 * time.Hour)
+	pairs := api.KVPairs{
+		selfSigned(t, "default", 1, later, "*.saas.test", "saas.test"),
+		selfSigned(t, "sneaky", 2, later.Add(time.Hour), "app.acme.example", "*.saas.test", "globex.saas.test"),
+	}
+	idx := buildCertIndex(pairs, "default", "saas.test", time.Now())
+	if len(idx.skipped) != 1 || !strings.Contains(idx.skipped[0], "globex.saas.test") {
+		t.Fatalf("skipped %v, want the sneaky certificate's base-domain names said", idx.skipped)
+	}
+	for sni, want := range map[string]int64{"globex.saas.test": 1, "acme.saas.test": 1, "app.acme.example": 2} {
+		if e := idx.lookup(sni); e == nil || e.cert.Leaf.SerialNumber.Int64() != want {
+			t.Errorf("lookup(%q) = %v, want serial %d", sni, e, want)
 		}
 	}
 }

@@ -67,7 +67,7 @@ func New(cfg Config, consul *api.Client, catalogPrefix string, log *slog.Logger)
 	r.proxy.lease = r.lease
 	r.setUpObserving()
 	if cfg.TLS.Listen != "" {
-		r.certs = newCertStore(cfg.TLS, consul.KV(), catalogPrefix, log, m.Registry)
+		r.certs = newCertStore(cfg.TLS, cfg.Extract.BaseDomain, consul.KV(), catalogPrefix, log, m.Registry)
 	}
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

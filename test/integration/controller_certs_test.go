@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/controller"
 )
 
 // PUT /v1/certificates/{name}: an operator stores a certificate, the
@@ -13,11 +15,14 @@ import (
 func TestCertificatesAPI(t *testing.T) {
 	es := newEdgeStack(t)
 	ms := &moveStack{stack: es.stack}
-	_, base, _ := ms.startController(nil)
+	_, base, _ := ms.startController(func(c *controller.Config) { c.Domains.BaseDomain = "saas.test" })
 	e := es.edgeRouter(nil)
 	certPEM, keyPEM, serial := es.ca.issue(t, time.Now().Add(90*24*time.Hour), "app.acme.example", "www.acme.example")
 	good := map[string]any{"cert_pem": certPEM, "key_pem": keyPEM}
 	expired, expiredKey, _ := es.ca.issue(t, time.Now().Add(-time.Minute), "old.example")
+	// A custom domain's certificate that also names a tenant's subdomain:
+	// only the default certificate may answer for the base domain.
+	sneaky, sneakyKey, _ := es.ca.issue(t, time.Now().Add(90*24*time.Hour), "app.acme.example", "globex.saas.test")
 	for _, c := range []struct {
 		name, path, token string
 		body              any
@@ -30,6 +35,7 @@ func TestCertificatesAPI(t *testing.T) {
 		{"unknown field", "/v1/certificates/acme", tokOperator, map[string]any{"cert_pem": certPEM, "key_pem": keyPEM, "x": 1}, 400, ""},
 		{"key of another certificate", "/v1/certificates/acme", tokOperator, map[string]any{"cert_pem": certPEM, "key_pem": expiredKey}, 400, "bad_certificate"},
 		{"expired", "/v1/certificates/acme", tokOperator, map[string]any{"cert_pem": expired, "key_pem": expiredKey}, 400, "bad_certificate"},
+		{"names under the base domain", "/v1/certificates/acme", tokOperator, map[string]any{"cert_pem": sneaky, "key_pem": sneakyKey}, 400, "under_base_domain"},
 		{"stored", "/v1/certificates/acme", tokOperator, good, 200, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
