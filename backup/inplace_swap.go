@@ -187,3 +187,75 @@ func UndoInPlace(ctx context.Context, req UndoRequest) (*InPlaceResult, error) {
 	}
 	return &InPlaceResult{Retained: sw.aside, RetainUntil: sw.retainUntil, Hold: hold.Hold}, nil
 }
+
+// Purged is one retained copy PurgeRetained deleted.
+type Purged struct {
+	Tenant   string
+	Retained string
+	Backup   string
+	Rows     int64
+}
+
+// PurgeRetained deletes, in the database at dsn, the rows of every
+// in-place restore's retained copy whose retention has passed, and its
+// record (undo is then refused with ErrNoRetained). A database without
+// in-place restores has nothing to purge.
+func PurgeRetained(ctx context.Context, dsn string) ([]Purged, error) {
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.GetContext(ctx, &exists, `SELECT to_regclass('switchyard.restores') IS NOT NULL`); err != nil || !exists {
+		return nil, err
+	}
+	var recs []struct {
+		Key       string `db:"retained_key"`
+		Tenant    string `db:"tenant_id"`
+		Backup    string `db:"backup_id"`
+		KeyColumn string `db:"key_column"`
+	}
+	if err := db.SelectContext(ctx, &recs, `SELECT retained_key, tenant_id, backup_id, key_column FROM switchyard.restores WHERE retain_until <= now()`); err != nil {
+		return nil, fmt.Errorf("expired restores: %w", err)
+	}
+	var out []Purged
+	for _, r := range recs {
+		tables, err := migrator.DiscoverTables(ctx, db, r.KeyColumn)
+		if err != nil {
+			return out, err
+		}
+		p := Purged{Tenant: r.Tenant, Retained: r.Key, Backup: r.Backup}
+		if p.Rows, err = purgeKey(ctx, db, tables, r.KeyColumn, r.Key); err != nil {
+			return out, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// purgeKey deletes a retained copy's rows (children first) and its record
+// in one transaction.
+func purgeKey(ctx context.Context, db *sqlx.DB, tables []migrator.Table, keyColumn, key string) (int64, error) {
+	if !strings.HasPrefix(key, "~r~") {
+		return 0, fmt.Errorf("%w: %q is not a retained copy's key", ErrInvalid, key)
+	}
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var rows int64
+	for i := len(tables) - 1; i >= 0; i-- {
+		res, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1", tables[i].Ident(), pq.QuoteIdentifier(keyColumn)), key)
+		if err != nil {
+			return 0, fmt.Errorf("purge %s from %s: %w", key, tables[i].Key(), err)
+		}
+		n, _ := res.RowsAffected()
+		rows += n
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM switchyard.restores WHERE retained_key = $1`, key); err != nil {
+		return 0, err
+	}
+	return rows, tx.Commit()
+}

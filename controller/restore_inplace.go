@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/switchyard/switchyard/backup"
+	"github.com/switchyard/switchyard/catalog"
 )
 
 // startRestoreInPlace restores a backup onto the tenant itself (see
@@ -91,4 +92,41 @@ func (s *Server) undoRestore(c *gin.Context) {
 	e.Detail = fmt.Sprintf("in-place restore undone: held %s, replaced data retained as %s", res.Hold, res.Retained)
 	s.audit(ctx, e)
 	c.JSON(http.StatusOK, res)
+}
+
+// purgeRetainedRestores is the leader's chore for in-place restores: in
+// every tenant database (each target's, and each dedicated database),
+// the retained copies past their retention are deleted, audited.
+func (s *Server) purgeRetainedRestores(ctx context.Context) error {
+	targets, err := s.store.ListTargets(ctx)
+	if err != nil {
+		return err
+	}
+	tenants, err := s.store.ListTenants(ctx)
+	if err != nil {
+		return err
+	}
+	for _, tg := range targets {
+		dsns := []string{tg.DSN}
+		if tg.Tier == catalog.TierDedicatedDB {
+			dsns = nil
+			for _, t := range tenants {
+				if t.Target == tg.ID {
+					d, _ := tg.DSNFor(t.ID)
+					dsns = append(dsns, d)
+				}
+			}
+		}
+		for _, dsn := range dsns {
+			purged, err := backup.PurgeRetained(ctx, dsn)
+			for _, p := range purged {
+				s.audit(ctx, auditEntry{Actor: "scheduler", Action: "restore.retained_purged", Tenant: p.Tenant, Target: tg.ID,
+					Detail: fmt.Sprintf("retention passed: deleted %d rows kept as %s by the in-place restore of backup %s", p.Rows, p.Retained, p.Backup)})
+			}
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("purging retained restore copies", "target", tg.ID, "err", err)
+			}
+		}
+	}
+	return ctx.Err()
 }

@@ -214,11 +214,29 @@ func TestBackupRestoreInPlace(t *testing.T) {
 
 	t.Run("dedicated-db", func(t *testing.T) {
 		s.seedTenant("dd", "pro", catalog.TierDedicatedDB, "db-1", 25)
-		_, _, res, reads := s.inPlaceCase(t, store, mg, "dd", "db-1")
+		_, before, res, reads := s.inPlaceCase(t, store, mg, "dd", "db-1")
 		if n := reads.failures.Load(); n != 0 {
 			t.Fatalf("dd: %d reads failed: %v", n, reads.failLog)
 		}
 		t.Logf("dd restored in place: %d rows, hold %s, slowest read %s", res.Rows, res.Hold, reads.slowest)
+		// The retention window passes: the leader's purge deletes the
+		// retained copy, and undo then has nothing to go back to.
+		dsn := s.pgDedicated.DSN(catalog.DatabaseName("dd"))
+		db := sqlxMustB(t, dsn)
+		if _, err := db.ExecContext(ctx, `UPDATE switchyard.restores SET retain_until = now() - interval '1 second' WHERE retained_key = $1`, res.Retained); err != nil {
+			t.Fatal(err)
+		}
+		purged, err := backup.PurgeRetained(ctx, dsn)
+		if err != nil || len(purged) != 1 || purged[0].Retained != res.Retained || purged[0].Rows != int64(len(before)-2) {
+			t.Fatalf("purge: %+v, %v; want the %d rows under %s", purged, err, len(before)-2, res.Retained)
+		}
+		if left := rowsOf(t, db, res.Retained, ""); len(left) != 2 {
+			t.Fatalf("purged copy still has rows: %v", left)
+		}
+		target, _, _ := s.store.GetTarget(ctx, "db-1")
+		if _, err := backup.UndoInPlace(ctx, backup.UndoRequest{Tenant: "dd", Target: target, Holder: mg}); !errors.Is(err, backup.ErrNoRetained) {
+			t.Fatalf("undo after the purge: %v, want ErrNoRetained", err)
+		}
 	})
 
 	t.Run("schema-mismatch", func(t *testing.T) {
