@@ -94,6 +94,13 @@ func (mg *Migrator) hold(ctx context.Context, req HoldRequest) (res HoldResult, 
 		return nil
 	})
 	if err != nil {
+		if !errors.Is(err, ErrTenantBusy) {
+			// A freeze whose answer was lost may have committed: undo
+			// whatever freeze the catalog shows (we hold the lock).
+			uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer ucancel()
+			err = errors.Join(err, mg.release(uctx, req, catalog.Tenant{}))
+		}
 		return res, err
 	}
 	res.Epoch = frozen.Epoch
@@ -121,15 +128,15 @@ func (mg *Migrator) hold(ctx context.Context, req HoldRequest) (res HoldResult, 
 }
 
 // release ends a hold: unfence, then the tenant (still frozen at our
-// epoch) is active again and the freeze is withdrawn; routers release the
-// held requests.
+// epoch; any epoch if frozen.Epoch is 0) is active again and the freeze is
+// withdrawn; routers release the held requests.
 func (mg *Migrator) release(ctx context.Context, req HoldRequest, frozen catalog.Tenant) error {
 	var errs []error
 	if err := unfence(ctx, req.DB, req.Tenant); err != nil {
 		errs = append(errs, err)
 	}
 	_, err := mg.catalog.UpdateTenant(ctx, req.Tenant, func(t *catalog.Tenant) error {
-		if t.State != catalog.StateFrozen || t.Epoch != frozen.Epoch {
+		if t.State != catalog.StateFrozen || frozen.Epoch != 0 && t.Epoch != frozen.Epoch {
 			return errNoChange
 		}
 		t.State = catalog.StateActive
