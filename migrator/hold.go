@@ -94,7 +94,7 @@ func (mg *Migrator) hold(ctx context.Context, req HoldRequest) (res HoldResult, 
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, ErrTenantBusy) {
+		if !errors.Is(err, ErrTenantBusy) && !errors.Is(err, catalog.ErrNotFound) {
 			// A freeze whose answer was lost may have committed: undo
 			// whatever freeze the catalog shows (we hold the lock).
 			uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
