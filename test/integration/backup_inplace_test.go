@@ -294,4 +294,21 @@ func testRestoreInPlaceAPI(t *testing.T, s *backupStack, base, id string) {
 	if err := sameRows(rowsOf(t, db, "api", ""), before); err != nil {
 		t.Fatalf("api after the undo: %v", err)
 	}
+	// The schema changed since the backup: refused before anything
+	// changes, naming table and column.
+	if _, err := db.Exec(`ALTER TABLE order_events ADD COLUMN note text`); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := db.Exec(`ALTER TABLE order_events DROP COLUMN note`); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	st, body := call(t, "POST", base+"/v1/tenants/api/restore", tokOperator, map[string]string{"from": id}, nil)
+	if msg := fmt.Sprint(body["message"]); st != 409 || !strings.Contains(msg, "order_events") || !strings.Contains(msg, "note") {
+		t.Fatalf("in-place restore into a changed schema: %d %v, want 409 naming order_events and note", st, body)
+	}
+	if err := sameRows(rowsOf(t, db, "api", ""), before); err != nil {
+		t.Fatalf("a refused in-place restore changed api: %v", err)
+	}
 }

@@ -575,7 +575,7 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 	for _, e := range audit["entries"].([]any) {
 		seen[e.(map[string]any)["action"].(string)] = true
 	}
-	for _, a := range []string{"backup", "restore", "backup.delete", "restore.in_place", "restore.undo"} {
+	for _, a := range []string{"backup", "restore", "backup.delete", "restore.in_place", "restore.undo", "restore.refused"} {
 		if !seen[a] {
 			t.Errorf("audit has no %s entry: %v", a, seen)
 		}
