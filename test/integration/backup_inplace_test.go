@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -239,6 +240,34 @@ func TestBackupRestoreInPlace(t *testing.T) {
 		}
 	})
 
+	t.Run("swap-fails", func(t *testing.T) {
+		tn, _ := s.store.GetTenant(ctx, "acme")
+		target, _, _ := s.store.GetTarget(ctx, "pool-1")
+		m, err := backup.Backup(ctx, backup.Request{Tenant: tn, Target: target, Store: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		was := rawRows(t, pool, "acme")
+		_, err = backup.RestoreInPlace(ctx, backup.InPlaceRequest{BackupID: m.ID, Store: store, Tenant: "acme", Target: target,
+			Holder: failingSwap{mg}, TempDir: t.TempDir()})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("restore with a failing swap: %v, want the swap's error", err)
+		}
+		if err := sameRows(rawRows(t, pool, "acme"), was); err != nil {
+			t.Fatalf("a failed swap changed acme: %v", err)
+		}
+		var staged int
+		if err := pool.Get(&staged, `SELECT count(*) FROM orders WHERE tenant_id LIKE '~s~%'`); err != nil || staged != 0 {
+			t.Fatalf("staged rows left behind: %d, %v", staged, err)
+		}
+		if tn, _ := s.store.GetTenant(ctx, "acme"); tn.State != catalog.StateActive {
+			t.Fatalf("acme is %s after a failed swap", tn.State)
+		}
+		if _, st, by := s.do("POST", s.routers[0].url+"/t/acme/orders", map[string]any{"item": "after a failed swap", "quantity": 1, "price_cents": 1}); st != 201 {
+			t.Fatalf("acme takes no writes after a failed swap: %d %s", st, by)
+		}
+	})
+
 	t.Run("schema-mismatch", func(t *testing.T) {
 		tn, _ := s.store.GetTenant(ctx, "acme")
 		target, _, _ := s.store.GetTarget(ctx, "pool-1")
@@ -261,6 +290,20 @@ func TestBackupRestoreInPlace(t *testing.T) {
 			t.Fatalf("acme is %s after a refused restore", tn.State)
 		}
 	})
+}
+
+// failingSwap holds the tenant for real but runs the swap with a
+// cancelled context: the swap's transaction fails inside the hold.
+type failingSwap struct{ mg *migrator.Migrator }
+
+func (f failingSwap) HoldTenant(ctx context.Context, req migrator.HoldRequest) (migrator.HoldResult, error) {
+	swap := req.Swap
+	req.Swap = func(ctx context.Context) error {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		return swap(cctx)
+	}
+	return f.mg.HoldTenant(ctx, req)
 }
 
 // testRestoreInPlaceAPI restores the "api" tenant (on cl-1) in place from
