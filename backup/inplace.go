@@ -34,8 +34,8 @@ import (
 // the same way (the undone data is retained in turn).
 
 // DefaultRetention is how long an in-place restore keeps the data it
-// replaced.
-const DefaultRetention = 7 * 24 * time.Hour
+// replaced (as long as a move keeps its source copy, by default).
+const DefaultRetention = 24 * time.Hour
 
 // ErrNoRetained: the tenant has no retained copy to go back to (none, undone
 // already, or past its retention).

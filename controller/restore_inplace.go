@@ -49,7 +49,7 @@ func (s *Server) startRestoreInPlace(c *gin.Context, tenant string, req restoreR
 	jobs.update(job, func(b *backupJob) { b.Backup, b.As, b.Target = m.ID, tenant, target.ID })
 	go func() {
 		res, err := backup.RestoreInPlace(context.Background(), backup.InPlaceRequest{BackupID: m.ID, Store: st, Key: s.cfg.BackupKey,
-			Tenant: tenant, Target: target, Holder: s.migrator, Logger: s.log,
+			Tenant: tenant, Target: target, Holder: s.migrator, Logger: s.log, Retention: s.cfg.Retention,
 			Progress: func(p backup.Progress) { jobs.update(job, func(b *backupJob) { b.Progress = p }) }})
 		e := auditEntry{Actor: who, Action: "restore.in_place", Tenant: tenant, Target: target.ID}
 		if err != nil {
