@@ -119,6 +119,17 @@ type restorer struct {
 	dir    string
 	tenant catalog.Tenant
 	done   int64
+	// key, if set, is the key the rows are written under instead of
+	// req.As (an in-place restore's hidden staging copy).
+	key string
+}
+
+// rowKey is the tenant key the restored rows carry.
+func (r *restorer) rowKey() string {
+	if r.key != "" {
+		return r.key
+	}
+	return r.req.As
 }
 
 func (r *restorer) report(p Progress) {
@@ -268,7 +279,7 @@ func (r *restorer) copyIn(ctx context.Context, conn *pgconn.PgConn, t TableEntry
 	keyIdx := columnIndex(t.Table, r.m.KeyColumn)
 	pr, pw := io.Pipe()
 	go func() {
-		rw := newKeyRewriter(pw, keyIdx, r.req.As)
+		rw := newKeyRewriter(pw, keyIdx, r.rowKey())
 		err := r.decode(t.Object, rw)
 		if err == nil {
 			err = rw.finish()
@@ -280,8 +291,8 @@ func (r *restorer) copyIn(ctx context.Context, conn *pgconn.PgConn, t TableEntry
 		pr.CloseWithError(err)
 		return fmt.Errorf("write %s: %w", t.Table.Key(), err)
 	}
-	h := newRowHasher(keyIdx, r.req.As)
-	if _, err := conn.CopyTo(ctx, h, fmt.Sprintf("COPY (%s) TO STDOUT", selectRows(t.Table, r.m.KeyColumn, r.req.As))); err != nil {
+	h := newRowHasher(keyIdx, r.rowKey())
+	if _, err := conn.CopyTo(ctx, h, fmt.Sprintf("COPY (%s) TO STDOUT", selectRows(t.Table, r.m.KeyColumn, r.rowKey()))); err != nil {
 		return fmt.Errorf("re-read %s: %w", t.Table.Key(), err)
 	}
 	if h.rows != t.Rows || h.Sum() != t.Hash {

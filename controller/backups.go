@@ -35,6 +35,8 @@ type backupJob struct {
 	Started  time.Time        `json:"started"`
 	Ended    *time.Time       `json:"ended,omitempty"`
 	Manifest *backup.Manifest `json:"manifest,omitempty"`
+	// InPlace is an in-place restore's outcome (hold, retained copy).
+	InPlace *backup.InPlaceResult `json:"in_place,omitempty"`
 }
 
 // backupJobs is the replica's jobs.
@@ -94,6 +96,7 @@ func (s *Server) backupRoutes(v1 *gin.RouterGroup, read, operator gin.HandlerFun
 	v1.GET("/backups/:id", read, s.getBackup)
 	v1.DELETE("/backups/:id", operator, s.deleteBackup)
 	v1.POST("/tenants/:id/restore", operator, s.startRestore)
+	v1.POST("/tenants/:id/restore/undo", operator, s.undoRestore)
 	v1.GET("/backup-jobs/:id", read, s.getBackupJob)
 }
 
@@ -112,6 +115,10 @@ func failBackup(c *gin.Context, err error) {
 		fail(c, http.StatusUnprocessableEntity, "wrong_key", err.Error())
 	case errors.Is(err, backup.ErrDestination), errors.Is(err, migrator.ErrShapeMismatch):
 		fail(c, http.StatusConflict, "destination", err.Error())
+	case errors.Is(err, backup.ErrNoRetained):
+		fail(c, http.StatusNotFound, "no_retained", err.Error())
+	case errors.Is(err, migrator.ErrTenantBusy):
+		fail(c, http.StatusConflict, "busy", err.Error())
 	default:
 		failErr(c, err)
 	}

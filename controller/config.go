@@ -47,7 +47,8 @@ type Config struct {
 	MaxConcurrentMoves int
 	// LeaderTTL is the session TTL of the leader lock (10s).
 	LeaderTTL time.Duration
-	// Retention keeps a moved tenant's source copy this long (24h).
+	// Retention keeps a moved tenant's source copy, and the data an
+	// in-place restore replaced, this long (24h).
 	Retention time.Duration
 	// HousekeepingEvery is how often the leader measures tenant sizes and
 	// removes offboarded tenants past retention (1m); it also deletes

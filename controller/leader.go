@@ -104,6 +104,9 @@ func (s *Server) housekeep(ctx context.Context) {
 		if err := s.scheduledBackups(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("scheduled backups", "err", err)
 		}
+		if err := s.purgeRetainedRestores(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("purging retained restore copies", "err", err)
+		}
 		if time.Since(swept) >= s.idem.sweepEvery() {
 			n, err := s.idem.Sweep(ctx)
 			switch {

@@ -13,8 +13,9 @@ import (
 )
 
 // restoreRequest restores a backup of the tenant in the path. As names the
-// new tenant (required: in-place restore is not built yet); Target
-// defaults to the target the backup was taken from.
+// new tenant; without it (or with the tenant's own id) the restore is in
+// place (startRestoreInPlace). Target defaults to the target the backup
+// was taken from (in place: the tenant's own, the only one allowed).
 type restoreRequest struct {
 	From   string `json:"from"`
 	As     string `json:"as"`
@@ -34,8 +35,7 @@ func (s *Server) startRestore(c *gin.Context) {
 		return
 	}
 	if req.As == "" || req.As == tenant {
-		c.AbortWithStatusJSON(http.StatusBadRequest, apiError{Error: "invalid", Field: "as",
-			Message: "give as: a new tenant id (restoring in place is not supported yet)"})
+		s.startRestoreInPlace(c, tenant, req)
 		return
 	}
 	if !catalog.ValidID(req.As) {

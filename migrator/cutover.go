@@ -350,27 +350,7 @@ func (r *run) supersede(ctx context.Context) {
 // waitAcks waits until every live router acknowledged the freeze epoch,
 // but for routers whose lease has lapsed (routerClock).
 func (r *run) waitAcks(ctx context.Context, epoch uint64) error {
-	var missing []string
-	var polled time.Time // the first poll's end: keys seen since moved during the wait
-	for {
-		got, err := r.mg.missingAcks(ctx, r.m.Tenant, epoch)
-		switch {
-		case err == nil && len(got) == 0:
-			return nil
-		case err == nil:
-			missing = got
-			if polled.IsZero() {
-				polled = time.Now()
-			}
-		case ctx.Err() == nil:
-			return err
-		}
-		select {
-		case <-ctx.Done(): // the deadline, often inside a read: judged on the last answer
-			return r.mg.ackTimeout(missing, polled, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	return r.mg.waitAcks(ctx, r.m.Tenant, epoch)
 }
 
 // readFlip reads the tenant with a consistent read, again and again (with

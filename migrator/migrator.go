@@ -225,19 +225,7 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 	if m.Terminal() {
 		return nil
 	}
-	lock, err := mg.client.LockOpts(&api.LockOptions{
-		Key: mg.moves.lockKey(m.Tenant), Value: []byte(mg.cfg.ID), SessionTTL: mg.cfg.LockTTL.String(),
-		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
-		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
-		SessionName: "switchyard-migrator-" + m.Tenant,
-		// Ride out a Consul leader election (the session survives it: a
-		// new leader restarts every session's timer) instead of abandoning
-		// a switch half done. Retries for one TTL: Consul invalidates a
-		// session only 2×TTL after its last renewal (renewed every TTL/2),
-		// so no other migrator can hold the lock while this one still
-		// believes it does.
-		MonitorRetries: int(mg.cfg.LockTTL / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
-	})
+	lock, err := mg.client.LockOpts(mg.lockOptions(m.Tenant))
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
 	}
@@ -273,6 +261,24 @@ func (mg *Migrator) Run(ctx context.Context, id string) (err error) {
 	}
 	m.Options.setDefaults()
 	return mg.driveThrough(rctx, ctx, m)
+}
+
+// lockOptions is the tenant's move lock: one move, or one in-place
+// restore (HoldTenant), per tenant at a time.
+func (mg *Migrator) lockOptions(tenant string) *api.LockOptions {
+	return &api.LockOptions{
+		Key: mg.moves.lockKey(tenant), Value: []byte(mg.cfg.ID), SessionTTL: mg.cfg.LockTTL.String(),
+		SessionOpts: &api.SessionEntry{LockDelay: time.Millisecond, TTL: mg.cfg.LockTTL.String(), Behavior: api.SessionBehaviorRelease},
+		LockTryOnce: true, LockWaitTime: 500 * time.Millisecond,
+		SessionName: "switchyard-migrator-" + tenant,
+		// Ride out a Consul leader election (the session survives it: a
+		// new leader restarts every session's timer) instead of abandoning
+		// a switch half done. Retries for one TTL: Consul invalidates a
+		// session only 2×TTL after its last renewal (renewed every TTL/2),
+		// so no other migrator can hold the lock while this one still
+		// believes it does.
+		MonitorRetries: int(mg.cfg.LockTTL / lockMonitorRetry), MonitorRetryTime: lockMonitorRetry,
+	}
 }
 
 // pause records a failed step; the tenant keeps being served from where it

@@ -17,14 +17,15 @@ import (
 
 // cliJob is a backup or restore job as the controller reports it.
 type cliJob struct {
-	ID       string          `json:"id"`
-	Kind     string          `json:"kind"`
-	State    string          `json:"state"`
-	Progress backup.Progress `json:"progress"`
-	Backup   string          `json:"backup"`
-	As       string          `json:"as"`
-	Target   string          `json:"target"`
-	Error    string          `json:"error"`
+	ID       string                `json:"id"`
+	Kind     string                `json:"kind"`
+	State    string                `json:"state"`
+	Progress backup.Progress       `json:"progress"`
+	Backup   string                `json:"backup"`
+	As       string                `json:"as"`
+	Target   string                `json:"target"`
+	Error    string                `json:"error"`
+	InPlace  *backup.InPlaceResult `json:"in_place"`
 }
 
 // runBackup: switchyard backup <tenant> [--store s].
@@ -50,19 +51,29 @@ func runBackup(ctx context.Context, args []string) error {
 	return c.follow(ctx, job)
 }
 
-// runRestore: switchyard restore <tenant> --from <backup> --as <id> [--target t].
+// runRestore: switchyard restore <tenant> --from <backup> (--as <id> [--target t] | --in-place),
+// or switchyard restore <tenant> --undo.
 func runRestore(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	c := addAPIFlags(fs)
 	from := fs.String("from", "", "backup id (switchyard backups ls <tenant>)")
-	as := fs.String("as", "", "restore as this new tenant (required: in-place restore is not supported yet)")
+	as := fs.String("as", "", "restore as this new tenant")
+	inPlace := fs.Bool("in-place", false, "restore onto the tenant itself: its data becomes the backup's (the replaced data is retained)")
+	undo := fs.Bool("undo", false, "undo the tenant's latest in-place restore (its replaced data comes back)")
 	target := fs.String("target", "", "target to restore onto, any tier (default: the backup's source target)")
 	tenant, rest := splitFirstArg(args)
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	if tenant == "" || fs.NArg() != 0 || *from == "" {
-		return errors.New("usage: switchyard restore <tenant> --from <backup> --as <new id> [--target t]")
+	const usage = "usage: switchyard restore <tenant> --from <backup> (--as <new id> [--target t] | --in-place), or --undo"
+	if tenant == "" || fs.NArg() != 0 {
+		return errors.New(usage)
+	}
+	if *undo {
+		return c.undoRestore(ctx, tenant)
+	}
+	if *from == "" || (*as == "") != *inPlace || *inPlace && *target != "" {
+		return errors.New(usage)
 	}
 	var job cliJob
 	body := map[string]string{"from": *from, "as": *as}
@@ -73,6 +84,20 @@ func runRestore(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.follow(ctx, job)
+}
+
+// undoRestore undoes the tenant's latest in-place restore.
+func (c *apiClient) undoRestore(ctx context.Context, tenant string) error {
+	var res backup.InPlaceResult
+	if _, err := c.do(ctx, "POST", "/v1/tenants/"+url.PathEscape(tenant)+"/restore/undo", map[string]string{}, &res); err != nil {
+		return err
+	}
+	if c.output == "json" {
+		c.print(res, "", nil)
+		return nil
+	}
+	fmt.Printf("undone: %s has its data from before the restore again (held %s); the restored data is retained as %s\n", tenant, res.Hold, res.Retained)
+	return nil
 }
 
 // runBackups: switchyard backups ls <tenant> | rm <backup>.
@@ -136,7 +161,10 @@ func (c *apiClient) follow(ctx context.Context, job cliJob) error {
 	if job.State == "failed" {
 		return fmt.Errorf("%s %s failed: %s", job.Kind, job.ID, job.Error)
 	}
-	if job.Kind == "restore" {
+	if job.InPlace != nil {
+		fmt.Printf("restored %s in place onto %s on %s (%d rows, held %s); the replaced data is retained as %s until %s (switchyard restore %s --undo)\n",
+			job.Backup, job.As, job.Target, job.InPlace.Rows, job.InPlace.Hold, job.InPlace.Retained, job.InPlace.RetainUntil.Format(time.RFC3339), job.As)
+	} else if job.Kind == "restore" {
 		fmt.Printf("restored %s as %s on %s (%d rows)\n", job.Backup, job.As, job.Target, job.Progress.RowsTotal)
 	} else {
 		fmt.Printf("backup %s (%d rows)\n", job.Backup, job.Progress.RowsTotal)

@@ -23,7 +23,7 @@ func runController(ctx context.Context, args []string) error {
 	secret := fs.String("webhook-secret", os.Getenv("SWITCHYARD_WEBHOOK_SECRET"), "billing webhook HMAC secret; or $SWITCHYARD_WEBHOOK_SECRET")
 	fs.IntVar(&cfg.MaxConcurrentMoves, "max-moves", 2, "moves the leader runs at once")
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", 10*time.Second, "leader lock session TTL")
-	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy this long")
+	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "keep a moved tenant's source copy, and the data an in-place restore replaced, this long")
 	fs.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key or billing event id is remembered")
 	fs.DurationVar(&cfg.UsageRetention, "usage-retention", catalog.DefaultUsageRetention, "how far back usage is kept (the routers' -usage-retention)")
 	fs.Float64Var(&cfg.MoveRateRows, "move-rate", 0, "copy rate limit per move, rows/s (0: unlimited)")

@@ -36,7 +36,7 @@ var commands = map[string]command{
 	"domains":    {"add|ls|verify|rm <tenant> [<domain>]: tenants' custom domains (through the control API)", runDomains},
 	"backup":     {"<tenant> [--store s]: back the tenant up, with a progress bar (through the control API)", runBackup},
 	"backups":    {"ls <tenant>, rm <backup>: list or delete backups (through the control API)", runBackups},
-	"restore":    {"<tenant> --from <backup> --as <id> [--target t]: restore as a new tenant on any tier (through the control API)", runRestore},
+	"restore":    {"<tenant> --from <backup> --as <id> [--target t]: restore as a new tenant on any tier; --from <backup> --in-place: onto the tenant itself; --undo: undo that (through the control API)", runRestore},
 	"certs":      {"put <name> --cert --key: a TLS certificate every router serves by SNI (through the control API)", runCerts},
 }
 

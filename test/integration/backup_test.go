@@ -529,7 +529,7 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 		body  map[string]string
 		field string
 	}{
-		{map[string]string{"from": id}, "as"},
+		{map[string]string{"from": id, "target": "pool-1"}, "target"}, // in place: the tenant's own target only
 		{map[string]string{"from": id, "as": "Not_Valid"}, "as"},
 		{map[string]string{"from": "other.20260101T000000Z.abcdef", "as": "x"}, "from"},
 	} {
@@ -563,6 +563,7 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	takesWrites(t, s.db("pool-1", "api-clone"), "api-clone")
+	testRestoreInPlaceAPI(t, s, api.URL, id)
 	if st, body := call(t, "DELETE", api.URL+"/v1/backups/"+id, tokOperator, nil, nil); st != 200 {
 		t.Fatalf("delete: %d %v", st, body)
 	}
@@ -574,7 +575,7 @@ func TestBackupThroughControllerAPI(t *testing.T) {
 	for _, e := range audit["entries"].([]any) {
 		seen[e.(map[string]any)["action"].(string)] = true
 	}
-	for _, a := range []string{"backup", "restore", "backup.delete"} {
+	for _, a := range []string{"backup", "restore", "backup.delete", "restore.in_place", "restore.undo", "restore.refused"} {
 		if !seen[a] {
 			t.Errorf("audit has no %s entry: %v", a, seen)
 		}
