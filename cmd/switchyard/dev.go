@@ -21,6 +21,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
+	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/examples/orders"
@@ -271,12 +272,19 @@ func (d *devStack) startRouter(ctx context.Context, listen, admin string) error 
 // startController starts the control API, which provisions a new
 // dedicated cluster when a move needs one.
 func (d *devStack) startController(ctx context.Context) error {
+	// Backups (the console's "Back up now", switchyard backups) go to a
+	// directory store in the data dir, unencrypted.
+	backups, err := backup.NewDirStore(filepath.Join(d.dataDir, "backups"), "local")
+	if err != nil {
+		return err
+	}
 	ctl, err := controller.New(controller.Config{
 		Listen: d.controllerOn, ID: "dev-controller", Logger: d.log, Retention: time.Hour,
 		Tokens:           map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
 		WebhookSecret:    d.hookSecret,
 		ProvisionCluster: d.provisionCluster,
 		Domains:          controller.DomainsConfig{BaseDomain: "switchyard.localhost"},
+		BackupStores:     map[string]backup.Store{"local": backups},
 	}, d.consul.Client())
 	if err != nil {
 		return err
