@@ -17,15 +17,15 @@ var consoleLine = regexp.MustCompile(`Console:\s+(\S+)\s+sign in with the operat
 // address and tokens the controller accepts with the roles it says.
 func TestWelcomePrintsConsoleURLAndTokens(t *testing.T) {
 	for _, tc := range []struct {
-		name, controllerOn, wantURL string
+		name, controllerOn, wantURL, tok string
 	}{
-		{"default", "127.0.0.1:7070", "http://127.0.0.1:7070/ui/"},
-		{"other port", "127.0.0.1:17070", "http://127.0.0.1:17070/ui/"},
+		{"default", "127.0.0.1:7070", "http://127.0.0.1:7070/ui/", "3f9a0c"},
+		{"other port", "127.0.0.1:17070", "http://127.0.0.1:17070/ui/", "b71e44"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &devStack{routerOn: "127.0.0.1:8080", adminOn: "127.0.0.1:9080", controllerOn: tc.controllerOn, dataDir: t.TempDir(),
 				secret: []byte("0123456789abcdef0123456789abcdef"),
-				tokens: map[string]string{"operator": "op-" + tc.name, "billing": "bill-" + tc.name, "viewer": "view-" + tc.name}}
+				tokens: map[string]string{"operator": "op-" + tc.tok, "billing": "bill-" + tc.tok, "viewer": "view-" + tc.tok}}
 			var out strings.Builder
 			d.welcome(&out, "127.0.0.1:8500")
 			m := consoleLine.FindStringSubmatch(out.String())
