@@ -635,6 +635,9 @@ func abortAndRetry(b *browser, s *moveStack, hooks *consoleHooks) {
 	if b.eval(`window.__noReload || ""`) != "still here" {
 		t.Error("the move page was reloaded while the abort finished")
 	}
+	if b.eval(`String(document.getElementById("abort").form.hidden)`) != "true" {
+		t.Error("the abort button is still offered on an aborted move")
+	}
 	if tn, err := s.store.GetTenant(ctx, "stopper"); err != nil || tn.Target != "pool-1" || tn.State != catalog.StateActive {
 		t.Fatalf("after the abort stopper is %+v %v, want active on pool-1", tn, err)
 	}
@@ -652,10 +655,16 @@ func abortAndRetry(b *browser, s *moveStack, hooks *consoleHooks) {
 		t.Fatalf("paused move: error %q, retry button %d", b.text("#move-error"), b.count("#retry"))
 	}
 	b.submit("#retry", "/ui/moves/"+id)
+	if !strings.Contains(b.text(".notice"), "Retrying") || b.count("#retry") != 0 {
+		t.Errorf("after retry: notice %q, retry button %d (want none: the move runs)", b.text(".notice"), b.count("#retry"))
+	}
 	b.eval(`window.__noReload = "still here"; ""`)
 	b.waitJS("the retried move retained live", `document.getElementById("move-phase").textContent === "retained"`, 120*time.Second)
 	if b.eval(`window.__noReload || ""`) != "still here" {
 		t.Error("the move page was reloaded while the retried move ran")
+	}
+	if b.eval(`String(document.getElementById("abort").form.hidden)`) != "true" {
+		t.Error("the abort button is still offered on a retained move")
 	}
 	if tn, err := s.store.GetTenant(ctx, "retrier"); err != nil || tn.Target != "db-1" || tn.State != catalog.StateActive {
 		t.Fatalf("after the retry retrier is %+v %v, want active on db-1", tn, err)

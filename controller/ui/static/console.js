@@ -30,7 +30,16 @@
     body.replaceChildren.apply(body, rows);
   }
 
+  // toggleActions hides the abort and retry buttons once the move's
+  // state no longer allows them (as the server decides when it renders).
+  function toggleActions(m) {
+    var abort = document.getElementById("abort"), retry = document.getElementById("retry");
+    if (abort) { abort.form.hidden = m.status === "done" || m.status === "aborted" || m.phase === "retained"; }
+    if (retry) { retry.form.hidden = m.status !== "paused"; }
+  }
+
   function applyMove(m) {
+    toggleActions(m);
     badge("move-phase", m.phase);
     badge("move-status", m.status);
     text("move-progress", m.progress);
