@@ -570,6 +570,17 @@ func backUpNow(b *browser) {
 	if n := b.count("#tenant-backups tr[data-backup]"); n != 0 {
 		t.Fatalf("climber has %d backups before any was taken", n)
 	}
+	// Refused: no CSRF token (403), a store that does not exist (400); no
+	// backup is taken.
+	if st := b.forgedPost("/ui/tenants/climber/backups", false, "store=local"); st != 403 {
+		t.Errorf("Back up now without a CSRF token: %d, want 403", st)
+	}
+	if st := b.forgedPost("/ui/tenants/climber/backups", true, "store=nope"); st != 400 {
+		t.Errorf("Back up now into an unknown store: %d, want 400", st)
+	}
+	if _, out := call(t, "GET", b.base+"/v1/tenants/climber/backups", tokViewer, nil, nil); len(out["backups"].([]any)) != 0 {
+		t.Fatalf("refused posts took a backup: %v", out)
+	}
 	b.do(chromedp.SetValue(chromedp.CSS("#backup-store"), "local"))
 	b.submit("#backup-submit", "/ui/tenants/climber")
 	if !strings.Contains(b.text(".notice"), "Backup job backup-") || !strings.Contains(b.eval(`location.search`), "job=backup-") {
