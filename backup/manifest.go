@@ -115,6 +115,15 @@ func (m *Manifest) Rows() int64 {
 	return n
 }
 
+// Bytes is the stored size: the sum of its objects' sizes.
+func (m *Manifest) Bytes() int64 {
+	var n int64
+	for _, o := range m.Objects {
+		n += o.Size
+	}
+	return n
+}
+
 // Object returns the entry of the named object.
 func (m *Manifest) Object(name string) (ObjectEntry, bool) {
 	for _, o := range m.Objects {

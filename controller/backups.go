@@ -100,57 +100,66 @@ func (s *Server) backupRoutes(v1 *gin.RouterGroup, read, operator gin.HandlerFun
 	v1.GET("/backup-jobs/:id", read, s.getBackupJob)
 }
 
-// failBackup maps the backup package's errors, then the common ones.
-func failBackup(c *gin.Context, err error) {
+// errNoBackupStore: the controller has no backup store configured (503).
+var errNoBackupStore = errors.New("this controller has no backup store configured")
+
+// backupErrStatus maps the backup package's errors (and errNoBackupStore)
+// to a status and a code; ok is false for any other error (errStatus's).
+func backupErrStatus(err error) (status int, code string, ok bool) {
 	switch {
+	case errors.Is(err, errNoBackupStore):
+		return http.StatusServiceUnavailable, "no_backup_store", true
 	case errors.Is(err, backup.ErrInvalid):
-		fail(c, http.StatusBadRequest, "invalid", err.Error())
+		return http.StatusBadRequest, "invalid", true
 	case errors.Is(err, backup.ErrNotFound):
-		fail(c, http.StatusNotFound, "not_found", err.Error())
+		return http.StatusNotFound, "not_found", true
 	case errors.Is(err, backup.ErrResidency):
-		fail(c, http.StatusUnprocessableEntity, "residency", err.Error())
+		return http.StatusUnprocessableEntity, "residency", true
 	case errors.Is(err, backup.ErrCorrupt):
-		fail(c, http.StatusUnprocessableEntity, "corrupt", err.Error())
+		return http.StatusUnprocessableEntity, "corrupt", true
 	case errors.Is(err, backup.ErrWrongKey):
-		fail(c, http.StatusUnprocessableEntity, "wrong_key", err.Error())
+		return http.StatusUnprocessableEntity, "wrong_key", true
 	case errors.Is(err, backup.ErrDestination), errors.Is(err, migrator.ErrShapeMismatch):
-		fail(c, http.StatusConflict, "destination", err.Error())
+		return http.StatusConflict, "destination", true
 	case errors.Is(err, backup.ErrNoRetained):
-		fail(c, http.StatusNotFound, "no_retained", err.Error())
+		return http.StatusNotFound, "no_retained", true
 	case errors.Is(err, migrator.ErrTenantBusy):
-		fail(c, http.StatusConflict, "busy", err.Error())
-	default:
-		failErr(c, err)
+		return http.StatusConflict, "busy", true
 	}
+	return 0, "", false
 }
 
-// storeFor picks the named store, or the first (by name) the tenant may
-// live in; a residency refusal is audited.
-func (s *Server) storeFor(c *gin.Context, t *catalog.Tenant, name string) (string, backup.Store, bool) {
-	if len(s.cfg.BackupStores) == 0 {
-		fail(c, http.StatusServiceUnavailable, "no_backup_store", "this controller has no backup store configured")
-		return "", nil, false
+// failBackup maps the backup package's errors, then the common ones.
+func failBackup(c *gin.Context, err error) {
+	if status, code, ok := backupErrStatus(err); ok {
+		fail(c, status, code, err.Error())
+		return
 	}
+	failErr(c, err)
+}
+
+// pickStore picks the named store, or the first (by name) the tenant may
+// live in; a residency refusal is audited (as who).
+func (s *Server) pickStore(ctx context.Context, who string, t *catalog.Tenant, name string) (string, backup.Store, error) {
+	if len(s.cfg.BackupStores) == 0 {
+		return "", nil, errNoBackupStore
+	}
+	var err error
 	if name != "" {
 		st, ok := s.cfg.BackupStores[name]
 		if !ok {
-			fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("no backup store named %q", name))
-			return "", nil, false
+			return "", nil, fmt.Errorf("%w: no backup store named %q", backup.ErrInvalid, name)
 		}
-		if err := backup.CheckResidency(t, st); err != nil {
-			s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "backup.refused", Tenant: t.ID, Detail: err.Error()})
-			failBackup(c, err)
-			return "", nil, false
+		if err = backup.CheckResidency(t, st); err == nil {
+			return name, st, nil
 		}
-		return name, st, true
+	} else if n, st, ok := s.residentStore(t); ok {
+		return n, st, nil
+	} else {
+		err = fmt.Errorf("%w: tenant %s may live only in %v; no backup store is in one of those regions", backup.ErrResidency, t.ID, t.Residency)
 	}
-	if n, st, ok := s.residentStore(t); ok {
-		return n, st, true
-	}
-	err := fmt.Errorf("%w: tenant %s may live only in %v; no backup store is in one of those regions", backup.ErrResidency, t.ID, t.Residency)
-	s.audit(c.Request.Context(), auditEntry{Actor: actor(c), Action: "backup.refused", Tenant: t.ID, Detail: err.Error()})
-	failBackup(c, err)
-	return "", nil, false
+	s.audit(ctx, auditEntry{Actor: who, Action: "backup.refused", Tenant: t.ID, Detail: err.Error()})
+	return "", nil, err
 }
 
 type backupRequest struct {
@@ -162,24 +171,33 @@ func (s *Server) startBackup(c *gin.Context) {
 	if !bindOptionalJSON(c, &req) {
 		return
 	}
-	ctx := c.Request.Context()
-	t, err := s.store.GetTenant(ctx, c.Param("id"))
+	job, err := s.backupNow(c.Request.Context(), c.Param("id"), req.Store, actor(c))
 	if err != nil {
-		failErr(c, err)
+		failBackup(c, err)
 		return
+	}
+	c.JSON(http.StatusAccepted, job)
+}
+
+// backupNow starts a backup job of tenant into the named store (or the
+// first it may live in) and returns the job as it starts; the backup runs
+// on, audited (as who) when it ends. POST /v1/tenants/{id}/backups and
+// the console's "Back up now" both start backups here.
+func (s *Server) backupNow(ctx context.Context, tenant, storeName, who string) (backupJob, error) {
+	t, err := s.store.GetTenant(ctx, tenant)
+	if err != nil {
+		return backupJob{}, err
 	}
 	target, _, err := s.store.GetTarget(ctx, t.Target)
 	if err != nil {
-		failErr(c, err)
-		return
+		return backupJob{}, err
 	}
-	name, st, ok := s.storeFor(c, &t, req.Store)
-	if !ok {
-		return
+	name, st, err := s.pickStore(ctx, who, &t, storeName)
+	if err != nil {
+		return backupJob{}, err
 	}
 	jobs := s.backupJobs()
 	job := jobs.start("backup", t.ID, name)
-	who := actor(c)
 	go func() {
 		m, err := backup.Backup(context.Background(), backup.Request{Tenant: t, Target: target, Store: st, Key: s.cfg.BackupKey,
 			Logger: s.log, Progress: func(p backup.Progress) { jobs.update(job, func(b *backupJob) { b.Progress = p }) }})
@@ -194,7 +212,7 @@ func (s *Server) startBackup(c *gin.Context) {
 		jobs.finish(job, err)
 	}()
 	snap, _ := jobs.get(job.ID)
-	c.JSON(http.StatusAccepted, snap)
+	return snap, nil
 }
 
 func (s *Server) getBackupJob(c *gin.Context) {
@@ -213,24 +231,32 @@ type backupListing struct {
 }
 
 func (s *Server) listBackups(c *gin.Context) {
-	tenant := c.Param("id")
-	if !catalog.ValidID(tenant) {
-		fail(c, http.StatusBadRequest, "invalid", fmt.Sprintf("tenant id %q is not valid", tenant))
+	out, err := s.backupsOf(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		failBackup(c, err)
 		return
+	}
+	c.JSON(http.StatusOK, gin.H{"backups": out})
+}
+
+// backupsOf lists a tenant's backups in every store, newest first (GET
+// /v1/tenants/{id}/backups and the console's tenant page).
+func (s *Server) backupsOf(ctx context.Context, tenant string) ([]backupListing, error) {
+	if !catalog.ValidID(tenant) {
+		return nil, fmt.Errorf("%w: tenant id %q is not valid", backup.ErrInvalid, tenant)
 	}
 	out := []backupListing{}
 	for name, st := range s.cfg.BackupStores {
-		ms, err := backup.List(c.Request.Context(), st, tenant)
+		ms, err := backup.List(ctx, st, tenant)
 		if err != nil {
-			failBackup(c, err)
-			return
+			return nil, err
 		}
 		for _, m := range ms {
 			out = append(out, backupListing{Store: name, Manifest: m})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
-	c.JSON(http.StatusOK, gin.H{"backups": out})
+	return out, nil
 }
 
 // findBackup returns the store holding backup id and its manifest.

@@ -57,7 +57,7 @@ func (c *console) stop() { c.stopOnce.Do(func() { close(c.done) }) }
 
 func newConsole() (*console, error) {
 	funcs := template.FuncMap{"when": when, "pause": movePause, "progress": moveProgress, "deref": func(p *int64) int64 { return *p },
-		"dur": func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }}
+		"dur": func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }, "bytes": func(n int64) string { return size(float64(n)) }}
 	names, err := fs.Glob(ui.Templates, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -97,12 +97,14 @@ func (s *Server) consoleRoutes(e *gin.Engine) {
 	g.GET("/moves/:id/events", s.moveEvents)
 	g.GET("/rebalance", s.rebalancePage)
 	g.GET("/audit", s.auditPage)
+	g.GET("/backup-jobs/:id/events", s.backupJobEvents)
 	billing := s.consoleRole(RoleBilling, RoleOperator)
 	operator := s.consoleRole(RoleOperator)
 	g.POST("/tenants/:id/plan", billing, s.consoleCSRF, s.planChange)
 	g.POST("/moves/:id/abort", operator, s.consoleCSRF, s.consoleAbort)
 	g.POST("/moves/:id/retry", operator, s.consoleCSRF, s.consoleRetry)
 	g.POST("/rebalance/apply", operator, s.consoleCSRF, s.rebalanceApply)
+	g.POST("/tenants/:id/backups", operator, s.consoleCSRF, s.consoleBackup)
 }
 
 func mac(key, msg string) string {

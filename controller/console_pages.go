@@ -261,6 +261,7 @@ func (s *Server) tenantPage(c *gin.Context) {
 		return
 	}
 	data := map[string]any{"Tenant": t, "Moves": mine, "Audit": audit, "Plans": s.planChoices(ctx), "Domains": domains}
+	s.addBackups(ctx, c, t.ID, data)
 	if u, err := s.usageTotal(c, t.ID, 24*time.Hour); err != nil {
 		data["UsageError"] = "usage could not be read: " + err.Error()
 	} else {

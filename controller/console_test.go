@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
 )
 
@@ -104,5 +105,57 @@ func TestConsoleTenantPageRendersDomains(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("tenant page lacks %q", want)
 		}
+	}
+}
+
+// The tenant page lists backups (id, time, store, rows, size), shows a
+// followed job, and offers "Back up now" only to an operator on a
+// controller with a store.
+func TestConsoleTenantPageRendersBackups(t *testing.T) {
+	con, err := newConsole()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{console: con}
+	at := time.Date(2026, 12, 2, 9, 30, 0, 0, time.UTC)
+	m := &backup.Manifest{ID: "a.20261202T093000Z.abcdef", Tenant: "a", CreatedAt: at,
+		Tables:  []backup.TableEntry{{Rows: 60}, {Rows: 40}},
+		Objects: []backup.ObjectEntry{{Name: "x", Size: 1536}, {Name: "y", Size: 512}}}
+	job := backupJob{ID: "backup-0123456789ab", Kind: "backup", Tenant: "a", Store: "local", State: "running",
+		Progress: backup.Progress{Phase: "copy", Table: "public.orders", RowsDone: 30, RowsTotal: 100}}
+	for _, tc := range []struct {
+		name     string
+		role     Role
+		stores   []string
+		wantForm bool
+		wantNone bool // the "no backup store" note
+	}{
+		{"operator", RoleOperator, []string{"local"}, true, false},
+		{"viewer", RoleViewer, []string{"local"}, false, false},
+		{"billing", RoleBilling, []string{"local"}, false, false},
+		{"operator, no store", RoleOperator, []string{}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			c, _ := gin.CreateTestContext(rec)
+			c.Request = httptest.NewRequest("GET", "/ui/tenants/a", nil)
+			c.Set("session", consoleSession{Role: tc.role, Actor: string(tc.role) + ":x", csrf: "csrf-token"})
+			s.render(c, 200, "tenant", "tenants", map[string]any{"Tenant": catalog.Tenant{ID: "a", Plan: "free"},
+				"Backups": []backupListing{{Store: "local", Manifest: m}}, "Stores": tc.stores, "Job": job})
+			body := rec.Body.String()
+			for _, want := range []string{`<tr data-backup="a.20261202T093000Z.abcdef"><th scope="row">a.20261202T093000Z.abcdef</th>`,
+				"<td>2026-12-02 09:30:00Z</td><td>local</td><td class=\"num\">100</td><td class=\"num\">2.0 KB</td>",
+				`id="job-state" class="badge running">running<`, `id="job-rows">30 of 100<`, `id="job-step">copy public.orders<`} {
+				if !strings.Contains(body, want) {
+					t.Errorf("tenant page lacks %q", want)
+				}
+			}
+			if got := strings.Contains(body, `id="backup-form"`); got != tc.wantForm {
+				t.Errorf("Back up now form shown %v, want %v", got, tc.wantForm)
+			}
+			if got := strings.Contains(body, "no backup store configured"); got != tc.wantNone {
+				t.Errorf("no-store note shown %v, want %v", got, tc.wantNone)
+			}
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
+	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/examples/orders"
@@ -271,12 +272,19 @@ func (d *devStack) startRouter(ctx context.Context, listen, admin string) error 
 // startController starts the control API, which provisions a new
 // dedicated cluster when a move needs one.
 func (d *devStack) startController(ctx context.Context) error {
+	// Backups (the console's "Back up now", switchyard backups) go to a
+	// directory store in the data dir, unencrypted.
+	backups, err := backup.NewDirStore(filepath.Join(d.dataDir, "backups"), "local")
+	if err != nil {
+		return err
+	}
 	ctl, err := controller.New(controller.Config{
 		Listen: d.controllerOn, ID: "dev-controller", Logger: d.log, Retention: time.Hour,
-		Tokens:           map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling, d.tokens["viewer"]: controller.RoleViewer},
+		Tokens:           d.controllerTokens(),
 		WebhookSecret:    d.hookSecret,
 		ProvisionCluster: d.provisionCluster,
 		Domains:          controller.DomainsConfig{BaseDomain: "switchyard.localhost"},
+		BackupStores:     map[string]backup.Store{"local": backups},
 	}, d.consul.Client())
 	if err != nil {
 		return err
@@ -295,6 +303,13 @@ func (d *devStack) startController(ctx context.Context) error {
 	}
 	d.step("control API at http://" + d.controllerOn)
 	return nil
+}
+
+// controllerTokens is the control API's (and console's) bearer tokens:
+// the ones printWelcome prints.
+func (d *devStack) controllerTokens() map[string]controller.Role {
+	return map[string]controller.Role{d.tokens["operator"]: controller.RoleOperator, d.tokens["billing"]: controller.RoleBilling,
+		d.tokens["viewer"]: controller.RoleViewer}
 }
 
 // provisionCluster starts the next dedicated cluster for tenant.
@@ -522,10 +537,13 @@ func (d *devStack) waitServed(ctx context.Context) error {
 	return nil
 }
 
-func (d *devStack) printWelcome() {
+func (d *devStack) printWelcome() { d.welcome(os.Stdout, d.consul.HTTPAddr()) }
+
+// welcome writes what to try, the console's URL and its sign-in tokens.
+func (d *devStack) welcome(w io.Writer, consulAddr string) {
 	r := "http://" + d.routerOn
 	tok := router.SignToken(d.secret, "initech", 24*time.Hour)
-	fmt.Printf(`
+	fmt.Fprintf(w, `
 Switchyard is running. Three tenants, one per tier, each answered by its own tier
 (look at the X-Served-By header: the target that served the request):
 
@@ -559,5 +577,5 @@ Console:   http://%[6]s/ui/   sign in with the operator token %[7]s
            (or the viewer token %[8]s, which sees everything and changes nothing)
 Router admin: http://%[3]s/readyz  http://%[3]s/metrics      Consul UI: http://%[4]s/ui
 Logs and data: %[5]s    Press Ctrl-C to stop everything.
-`, r, tok, d.adminOn, d.consul.HTTPAddr(), d.dataDir, d.controllerOn, d.tokens["operator"], d.tokens["viewer"])
+`, r, tok, d.adminOn, consulAddr, d.dataDir, d.controllerOn, d.tokens["operator"], d.tokens["viewer"])
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,13 +12,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/switchyard/switchyard/backup"
 	"github.com/switchyard/switchyard/catalog"
+	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/migrator"
 )
 
@@ -210,12 +215,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	if _, _, err := s.store.AddDomain(ctx, "climber", "shop.climber.example", "switchyard.localhost"); err != nil {
 		t.Fatal(err)
 	}
-	_, base, _ := s.startController(nil)
+	store, err := backup.NewDirStore(t.TempDir(), "local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := &consoleHooks{gate: &phaseGate{}}
+	_, base, _ := s.startController(func(c *controller.Config) {
+		c.BackupStores = map[string]backup.Store{"local": store}
+		c.MoveHooks = &migrator.Hooks{BeforePhase: hooks.beforePhase}
+	})
 	b := newBrowser(t, base)
 
 	t.Run("viewer", func(t *testing.T) { b.t = t; consoleAsViewer(b) })
 	t.Run("billing over HTTP", func(t *testing.T) { consoleBillingHTTP(t, s, base) })
 	t.Run("operator", func(t *testing.T) { b.t = t; consoleAsOperator(b, s) })
+	t.Run("operator aborts and retries", func(t *testing.T) { b.t = t; abortAndRetry(b, s, hooks) })
+}
+
+// consoleHooks stops a move before a phase (gate) and fails the next move
+// of failTenant once, before catch-up, which pauses it.
+type consoleHooks struct {
+	gate       *phaseGate
+	failTenant atomic.Value // string: the tenant whose next catch-up fails once
+}
+
+var errConsoleInjected = errors.New("console test: failure injected before catch-up")
+
+func (h *consoleHooks) beforePhase(m *migrator.Move) error {
+	if want, _ := h.failTenant.Load().(string); want != "" && m.Tenant == want && m.Phase == migrator.PhaseCatchUp &&
+		h.failTenant.CompareAndSwap(want, "") {
+		return errConsoleInjected
+	}
+	return h.gate.beforePhase(m)
 }
 
 // postForm posts a form and returns the status and body; html asks for
@@ -341,7 +372,7 @@ func consoleAsViewer(b *browser) {
 	if st := b.forgedPost("/ui/tenants/climber/plan", true, "plan=enterprise"); st != 403 {
 		t.Errorf("viewer's forged plan change: %d, want 403", st)
 	}
-	for _, path := range []string{"/ui/rebalance/apply", "/ui/moves/any-move/abort", "/ui/moves/any-move/retry"} {
+	for _, path := range []string{"/ui/rebalance/apply", "/ui/moves/any-move/abort", "/ui/moves/any-move/retry", "/ui/tenants/climber/backups"} {
 		if st := b.forgedPost(path, true, "max_moves=1"); st != 403 {
 			t.Errorf("viewer's forged post to %s: %d, want 403", path, st)
 		}
@@ -407,6 +438,7 @@ func consoleAsOperator(b *browser, s *moveStack) {
 		t.Fatalf("a refused post changed the plan to %s", tn.Plan)
 	}
 	b.shot("04-tenant")
+	backUpNow(b)
 	b.do(chromedp.SetValue(chromedp.CSS("#plan"), "enterprise"), chromedp.SendKeys(chromedp.CSS("#reason"), "console test"))
 	b.submit("#plan-submit", "/ui/moves/")
 	watchMoveLive(b, s)
@@ -528,4 +560,129 @@ func rebalance(b *browser, s *moveStack) {
 	}
 	b.waitJS("the rebalance moves' pauses on the list", `Array.from(document.querySelectorAll("tr[data-move] .pause")).every(e => e.textContent.endsWith("ms") || e.textContent.endsWith("s"))`, 15*time.Second)
 	b.shot("12-moves-after-rebalance")
+}
+
+// backUpNow starts a backup with the tenant page's "Back up now" (the
+// page is then at climber's tenant page with the form) and follows its
+// job there until the backup is listed, as the API lists it.
+func backUpNow(b *browser) {
+	t := b.t
+	if n := b.count("#tenant-backups tr[data-backup]"); n != 0 {
+		t.Fatalf("climber has %d backups before any was taken", n)
+	}
+	// Refused: no CSRF token (403), a store that does not exist (400); no
+	// backup is taken.
+	if st := b.forgedPost("/ui/tenants/climber/backups", false, "store=local"); st != 403 {
+		t.Errorf("Back up now without a CSRF token: %d, want 403", st)
+	}
+	if st := b.forgedPost("/ui/tenants/climber/backups", true, "store=nope"); st != 400 {
+		t.Errorf("Back up now into an unknown store: %d, want 400", st)
+	}
+	if _, out := call(t, "GET", b.base+"/v1/tenants/climber/backups", tokViewer, nil, nil); len(out["backups"].([]any)) != 0 {
+		t.Fatalf("refused posts took a backup: %v", out)
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#backup-store"), "local"))
+	b.submit("#backup-submit", "/ui/tenants/climber")
+	if !strings.Contains(b.text(".notice"), "Backup job backup-") || !strings.Contains(b.eval(`location.search`), "job=backup-") {
+		t.Fatalf("Back up now: notice %q at %s", b.text(".notice"), b.path())
+	}
+	// A small backup may end before the page is rendered: then there is no
+	// stream and the page lists it at once. Either way it must be listed.
+	live := b.eval(`document.body.dataset.stream || ""`) != ""
+	b.eval(`window.__noReload = "still here"; ""`)
+	b.waitJS("the backup job done", `document.getElementById("job-state").textContent === "done"`, 60*time.Second)
+	b.waitJS("the backup listed", `document.querySelectorAll("#tenant-backups tr[data-backup]").length === 1`, 15*time.Second)
+	if b.eval(`window.__noReload || ""`) != "still here" {
+		t.Error("the tenant page was reloaded while following the backup")
+	}
+	_, out := call(t, "GET", b.base+"/v1/tenants/climber/backups", tokViewer, nil, nil)
+	list, _ := out["backups"].([]any)
+	if len(list) != 1 {
+		t.Fatalf("the API lists %d backups of climber: %v", len(list), out)
+	}
+	m := list[0].(map[string]any)
+	var rows float64
+	for _, tb := range m["tables"].([]any) {
+		rows += tb.(map[string]any)["rows"].(float64)
+	}
+	id := m["id"].(string)
+	cells := b.eval(fmt.Sprintf(`Array.from(document.querySelectorAll('#tenant-backups tr[data-backup=%q] > *')).map(c => c.textContent.trim()).join("|")`, id))
+	parts := strings.Split(cells, "|")
+	if len(parts) != 5 || parts[0] != id || parts[2] != "local" || parts[3] != fmt.Sprint(int64(rows)) || !strings.HasSuffix(parts[4], "B") || rows == 0 {
+		t.Errorf("backup row %q; the API says %s in store %v with %.0f rows", cells, id, m["store"], rows)
+	}
+	if got := b.text("#job-rows"); got != fmt.Sprintf("%d of %d", int64(rows), int64(rows)) || b.text("#job-backup") != id {
+		t.Errorf("job panel: rows %q, backup %q; want %.0f of %.0f, %s", got, b.text("#job-backup"), rows, rows, id)
+	}
+	t.Logf("backup %s (%.0f rows) listed; the page followed the running job live: %v", id, rows, live)
+	b.accessible("tenant with a backup job")
+	b.shot("04b-tenant-backup")
+}
+
+// abortAndRetry: an operator aborts a move stopped before catch-up and
+// sees it end aborted live (the tenant stays where it was); then retries a
+// move paused by a failure and sees it reach retained live.
+func abortAndRetry(b *browser, s *moveStack, hooks *consoleHooks) {
+	t := b.t
+	ctx := testContext(t)
+	s.seedTenant("stopper", "free", catalog.TierShared, "pool-1", 40)
+	reached, release := hooks.gate.arm("stopper", migrator.PhaseCatchUp)
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // a failed test must not keep the move stopped
+	id := startPlanMove(t, b.base, "stopper", "pro")
+	select {
+	case <-reached:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("move %s never reached catch-up", id)
+	}
+	b.open("/ui/moves/" + id)
+	if b.text("#move-phase") != "catch-up" || b.count("#abort") != 1 || b.count("#retry") != 0 {
+		t.Fatalf("stopped move: phase %q, abort button %d, retry button %d", b.text("#move-phase"), b.count("#abort"), b.count("#retry"))
+	}
+	b.submit("#abort", "/ui/moves/"+id)
+	if !strings.Contains(b.text(".notice"), "Abort requested") || b.text("#move-status") != "aborting" {
+		t.Fatalf("after abort: notice %q, status %q", b.text(".notice"), b.text("#move-status"))
+	}
+	b.eval(`window.__noReload = "still here"; ""`)
+	free()
+	b.waitJS("the move aborted live", `document.getElementById("move-status").textContent === "aborted"`, 60*time.Second)
+	if b.eval(`window.__noReload || ""`) != "still here" {
+		t.Error("the move page was reloaded while the abort finished")
+	}
+	if b.eval(`String(document.getElementById("abort").form.hidden)`) != "true" {
+		t.Error("the abort button is still offered on an aborted move")
+	}
+	if tn, err := s.store.GetTenant(ctx, "stopper"); err != nil || tn.Target != "pool-1" || tn.State != catalog.StateActive {
+		t.Fatalf("after the abort stopper is %+v %v, want active on pool-1", tn, err)
+	}
+	b.shot("13-move-aborted")
+
+	s.seedTenant("retrier", "free", catalog.TierShared, "pool-1", 40)
+	hooks.failTenant.Store("retrier")
+	id = startPlanMove(t, b.base, "retrier", "pro")
+	waitFor(t, 60*time.Second, "the move paused by the injected failure", func() bool {
+		m, err := s.migrator(nil).Get(ctx, id)
+		return err == nil && m.Status == migrator.StatusPaused
+	})
+	b.open("/ui/moves/" + id)
+	if !strings.Contains(b.text("#move-error"), "injected") || b.count("#retry") != 1 {
+		t.Fatalf("paused move: error %q, retry button %d", b.text("#move-error"), b.count("#retry"))
+	}
+	b.submit("#retry", "/ui/moves/"+id)
+	if !strings.Contains(b.text(".notice"), "Retrying") || b.count("#retry") != 0 {
+		t.Errorf("after retry: notice %q, retry button %d (want none: the move runs)", b.text(".notice"), b.count("#retry"))
+	}
+	b.eval(`window.__noReload = "still here"; ""`)
+	b.waitJS("the retried move retained live", `document.getElementById("move-phase").textContent === "retained"`, 120*time.Second)
+	if b.eval(`window.__noReload || ""`) != "still here" {
+		t.Error("the move page was reloaded while the retried move ran")
+	}
+	if b.eval(`String(document.getElementById("abort").form.hidden)`) != "true" {
+		t.Error("the abort button is still offered on a retained move")
+	}
+	if tn, err := s.store.GetTenant(ctx, "retrier"); err != nil || tn.Target != "db-1" || tn.State != catalog.StateActive {
+		t.Fatalf("after the retry retrier is %+v %v, want active on db-1", tn, err)
+	}
+	b.shot("14-move-retried")
 }

@@ -30,7 +30,16 @@
     body.replaceChildren.apply(body, rows);
   }
 
+  // toggleActions hides the abort and retry buttons once the move's
+  // state no longer allows them (as the server decides when it renders).
+  function toggleActions(m) {
+    var abort = document.getElementById("abort"), retry = document.getElementById("retry");
+    if (abort) { abort.form.hidden = m.status === "done" || m.status === "aborted" || m.phase === "retained"; }
+    if (retry) { retry.form.hidden = m.status !== "paused"; }
+  }
+
   function applyMove(m) {
+    toggleActions(m);
     badge("move-phase", m.phase);
     badge("move-status", m.status);
     text("move-progress", m.progress);
@@ -65,18 +74,42 @@
     });
   }
 
-  function follow(url, onData) {
+  // applyJob shows a backup job's progress (the tenant page).
+  function applyJob(j) {
+    var p = j.progress || {};
+    badge("job-state", j.state);
+    text("job-step", (p.phase || "") + " " + (p.table || ""));
+    text("job-rows", num(p.rows_done) + " of " + num(p.rows_total));
+    text("job-backup", j.backup || "");
+    text("job-error", j.error || "");
+  }
+
+  // refreshBackups re-reads the tenant page's backups table once a job
+  // has ended, so the new backup is listed without a reload.
+  function refreshBackups() {
+    var body = document.querySelector("#tenant-backups tbody");
+    if (!body) { return; }
+    fetch(location.href, {headers: {Accept: "text/html"}}).then(function (r) { return r.text(); }).then(function (html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("#tenant-backups tbody");
+      if (fresh) { body.replaceWith(fresh); }
+    });
+  }
+
+  function follow(url, onData, onEnd) {
     var es = new EventSource(url);
-    es.addEventListener("move", function (e) { onData(JSON.parse(e.data)); });
-    es.addEventListener("moves", function (e) { onData(JSON.parse(e.data)); });
-    es.addEventListener("end", function () { es.close(); });
+    ["move", "moves", "job"].forEach(function (ev) {
+      es.addEventListener(ev, function (e) { onData(JSON.parse(e.data)); });
+    });
+    es.addEventListener("end", function () { es.close(); if (onEnd) { onEnd(); } });
     return es;
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     var page = document.body.getAttribute("data-stream");
     if (!page) { return; }
-    if (document.getElementById("move-phase")) {
+    if (document.getElementById("job-state")) {
+      follow(page, applyJob, refreshBackups);
+    } else if (document.getElementById("move-phase")) {
       follow(page, applyMove);
     } else {
       follow(page, applyList);
