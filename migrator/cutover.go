@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/internal/retry"
 )
@@ -78,6 +80,9 @@ func (r *run) cutover(ctx context.Context) error {
 // backlog down and do, outside the pause, what the pause need only check.
 func (r *run) prepareSteps() []step {
 	return []step{
+		// Never flip to a target no instance can serve: a failure here
+		// costs an attempt, not a pause, and the tenant stays where it is.
+		{name: "target-healthy", do: r.targetHealthy},
 		{name: "sample-sequences", do: r.sampleSequences},
 		{name: "check-schema", do: r.stampSchema},
 		// Bring the backlog down to what writers add in one short round,
@@ -441,3 +446,36 @@ func (r *run) recoverSwitch(ctx context.Context) error {
 	r.m.Phase = PhaseCatchUp
 	return nil
 }
+
+// ErrNoHealthyInstance: the destination's app service has no instance that
+// passes its health checks, so a flip would leave the tenant unserved.
+var ErrNoHealthyInstance = errors.New("no healthy instance of the destination's app service")
+
+// targetHealthy checks that the destination's app service has at least one
+// instance passing its health checks (the routers would have none to send
+// the tenant to otherwise), waiting up to targetHealthyWait for one.
+func (r *run) targetHealthy(ctx context.Context) error {
+	if r.to.Service == "" {
+		return nil
+	}
+	deadline := time.Now().Add(targetHealthyWait)
+	for {
+		entries, _, err := r.mg.client.Health().Service(r.to.Service, "", true, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("health of %s: %w", r.to.Service, err)
+		}
+		if len(entries) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: service %s of target %s", ErrNoHealthyInstance, r.to.Service, r.to.ID)
+		}
+		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// targetHealthyWait is how long the switch waits for the destination's
+// first healthy instance before the attempt fails.
+const targetHealthyWait = 10 * time.Second

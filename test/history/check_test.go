@@ -36,6 +36,17 @@ func TestCheck(t *testing.T) {
 		{"a router's refusal had no effect", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true, Refused: true})}, Final{7: &v1}, true, 0, 0},
 		{"a router's refusal took effect after all", []Op{create, at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Unknown: true, Refused: true})}, Final{7: &v2}, false, 1, 0},
 		{"deleted order comes back", []Op{create, at(0, 20, 30, Input{Kind: Delete, ID: 7}, Output{Found: true})}, Final{7: &v1}, false, 1, 1},
+		// A stalled router forwards an update its client gave up on after
+		// the client's next, acknowledged update: the database ends with
+		// the older input at a higher version, which is linearizable.
+		{"unknown update lands after a later acknowledged one", []Op{create,
+			at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "x", Quantity: 9}, Output{Unknown: true}),
+			at(0, 40, 50, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Found: true, Value: v2})},
+			Final{7: &Value{Item: "x", Quantity: 9, Version: 3}}, true, 0, 0},
+		{"a value nobody wrote", []Op{create,
+			at(0, 20, 30, Input{Kind: Update, ID: 7, Item: "x", Quantity: 9}, Output{Unknown: true}),
+			at(0, 40, 50, Input{Kind: Update, ID: 7, Item: "b", Quantity: 2}, Output{Found: true, Value: v2})},
+			Final{7: &Value{Item: "y", Quantity: 1, Version: 3}}, false, 1, 1},
 		{"read of a deleted order", []Op{create, at(0, 20, 30, Input{Kind: Delete, ID: 7}, Output{Found: true}), at(1, 40, 50, Input{Kind: Read, ID: 7}, Output{})}, Final{}, true, 0, 0},
 	}
 	for _, tc := range cases {

@@ -102,6 +102,10 @@ func TestRouterEnforcesTenantLimits(t *testing.T) {
 		netHTTP      bool
 	}{{"fast path", "lim-a", false}, {"net/http", "lim-c", true}} {
 		t.Run(engine.name, func(t *testing.T) {
+			// The probes above end (their connection lingering after a 413)
+			// a moment after their answer: count from no request in flight,
+			// so the concurrency limit (1) plays no part in what follows.
+			waitFor(t, 5*time.Second, "no request of the tenant in flight", func() bool { return rr.Inflight().Count(engine.tenant) == 0 })
 			before := be.seenCount()
 			var answers []limitAnswer
 			for range 6 {
