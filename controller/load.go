@@ -59,31 +59,52 @@ func (s *Server) tenantFigures(ctx context.Context) (map[string]int64, map[strin
 	return bytes, rps, nil
 }
 
-// measureBytes records every tenant's data size per target, from
-// PostgreSQL (row sizes summed per tenant over the tenant tables).
-func (s *Server) measureBytes(ctx context.Context) error {
+// targetDatabases is a target and the databases its tenants' rows live in.
+type targetDatabases struct {
+	target catalog.Target
+	dsns   []string
+}
+
+// tenantDatabases lists every target with its tenant databases: the
+// target's own database, or for a dedicated-db target each of its
+// tenants' databases.
+func (s *Server) tenantDatabases(ctx context.Context) ([]targetDatabases, error) {
 	targets, err := s.store.ListTargets(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tenants, err := s.store.ListTenants(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := make([]targetDatabases, 0, len(targets))
 	for _, tg := range targets {
-		out := bytesLoad{At: time.Now().UTC(), Bytes: map[string]int64{}}
-		var dsns []string
+		d := targetDatabases{target: tg, dsns: []string{tg.DSN}}
 		if tg.Tier == catalog.TierDedicatedDB {
+			d.dsns = nil
 			for _, t := range tenants {
 				if t.Target == tg.ID {
-					d, _ := tg.DSNFor(t.ID)
-					dsns = append(dsns, d)
+					dsn, _ := tg.DSNFor(t.ID)
+					d.dsns = append(d.dsns, dsn)
 				}
 			}
-		} else {
-			dsns = []string{tg.DSN}
 		}
-		for _, dsn := range dsns {
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// measureBytes records every tenant's data size per target, from
+// PostgreSQL (row sizes summed per tenant over the tenant tables).
+func (s *Server) measureBytes(ctx context.Context) error {
+	dbs, err := s.tenantDatabases(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range dbs {
+		tg := d.target
+		out := bytesLoad{At: time.Now().UTC(), Bytes: map[string]int64{}}
+		for _, dsn := range d.dsns {
 			if err := sizeTenants(ctx, dsn, s.moveOptions().KeyColumn, out.Bytes); err != nil {
 				s.log.Debug("measuring tenant sizes", "target", tg.ID, "err", err)
 			}

@@ -8,7 +8,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/switchyard/switchyard/backup"
-	"github.com/switchyard/switchyard/catalog"
 )
 
 // startRestoreInPlace restores a backup onto the tenant itself (see
@@ -98,26 +97,13 @@ func (s *Server) undoRestore(c *gin.Context) {
 // every tenant database (each target's, and each dedicated database),
 // the retained copies past their retention are deleted, audited.
 func (s *Server) purgeRetainedRestores(ctx context.Context) error {
-	targets, err := s.store.ListTargets(ctx)
+	dbs, err := s.tenantDatabases(ctx)
 	if err != nil {
 		return err
 	}
-	tenants, err := s.store.ListTenants(ctx)
-	if err != nil {
-		return err
-	}
-	for _, tg := range targets {
-		dsns := []string{tg.DSN}
-		if tg.Tier == catalog.TierDedicatedDB {
-			dsns = nil
-			for _, t := range tenants {
-				if t.Target == tg.ID {
-					d, _ := tg.DSNFor(t.ID)
-					dsns = append(dsns, d)
-				}
-			}
-		}
-		for _, dsn := range dsns {
+	for _, d := range dbs {
+		tg := d.target
+		for _, dsn := range d.dsns {
 			purged, err := backup.PurgeRetained(ctx, dsn)
 			for _, p := range purged {
 				s.audit(ctx, auditEntry{Actor: "scheduler", Action: "restore.retained_purged", Tenant: p.Tenant, Target: tg.ID,
