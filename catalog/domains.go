@@ -329,6 +329,14 @@ func (w *Watcher) watchDomains(ctx context.Context, index uint64) (uint64, error
 	if meta.LastIndex == index && index != 0 {
 		return index, nil
 	}
+	// A prefix's index moves with writes elsewhere in the KV store too
+	// (always, for an empty prefix): swap the routers' snapshot only when
+	// the domains themselves changed.
+	seen := domainsVersion(pairs)
+	if w.gotDomains.Load() && seen == w.domainsSeen.Load() {
+		return meta.LastIndex, nil
+	}
+	w.domainsSeen.Store(seen)
 	domains := decodeDomains(pairs, w.store.keys.Domains(), w.cfg.Logger.Warn)
 	w.mu.Lock()
 	cur := w.snap.Load()
@@ -349,4 +357,15 @@ func firstUpper(name string) int {
 		}
 	}
 	return -1
+}
+
+// domainsVersion sums up a listing of the domains: the newest modify index
+// and the number of keys (a delete lowers the count, any write raises the
+// index).
+func domainsVersion(pairs api.KVPairs) uint64 {
+	var newest uint64
+	for _, p := range pairs {
+		newest = max(newest, p.ModifyIndex)
+	}
+	return newest<<20 | uint64(len(pairs))&(1<<20-1)
 }

@@ -202,3 +202,20 @@ func TestAddDomainRefusesBaseDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestDomainsVersion: the listing's summary moves with any change to the
+// domains (a write, a delete) and only with them.
+func TestDomainsVersion(t *testing.T) {
+	a := api.KVPairs{{Key: "d/a.example", ModifyIndex: 5}, {Key: "d/b.example", ModifyIndex: 9}}
+	same := api.KVPairs{{Key: "d/a.example", ModifyIndex: 5}, {Key: "d/b.example", ModifyIndex: 9}}
+	written := api.KVPairs{{Key: "d/a.example", ModifyIndex: 12}, {Key: "d/b.example", ModifyIndex: 9}}
+	deleted := api.KVPairs{{Key: "d/a.example", ModifyIndex: 5}}
+	if domainsVersion(a) != domainsVersion(same) {
+		t.Fatal("the same listing summed up differently")
+	}
+	for name, p := range map[string]api.KVPairs{"written": written, "deleted": deleted, "empty": nil} {
+		if domainsVersion(p) == domainsVersion(a) {
+			t.Errorf("%s: the summary did not move", name)
+		}
+	}
+}

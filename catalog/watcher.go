@@ -81,8 +81,9 @@ type Watcher struct {
 	lastManifestSync, lastTargetsSync atomic.Int64
 	lastErr                           atomic.Pointer[string]
 	gotManifest, gotTargets           atomic.Bool
-	gotPolicy                         atomic.Bool // the policy (the limits) is loaded
-	gotDomains                        atomic.Bool // the custom domains are loaded
+	gotPolicy                         atomic.Bool   // the policy (the limits) is loaded
+	gotDomains                        atomic.Bool   // the custom domains are loaded
+	domainsSeen                       atomic.Uint64 // domainsVersion of the domains in the snapshot
 	readyOnce                         sync.Once
 	names                             *nameTable // owned by the manifest loop
 	bucketsFetched                    atomic.Uint64
