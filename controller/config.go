@@ -154,18 +154,31 @@ func (c *Config) Validate() error {
 // ParseTokens reads "token:role,token:role".
 func ParseTokens(s string) (map[string]Role, error) {
 	out := map[string]Role{}
+	err := parseList(s, ":", "token entry %q: want token:role", func(tok, role string) error {
+		out[tok] = Role(role)
+		return nil
+	})
+	return out, err
+}
+
+// parseList calls add for each "key<sep>value" entry of a comma-separated
+// flag (blank entries skipped); an entry without sep is refused with
+// badEntry (a format taking the entry).
+func parseList(s, sep, badEntry string, add func(key, value string) error) error {
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
 		}
-		tok, role, ok := strings.Cut(part, ":")
+		k, v, ok := strings.Cut(part, sep)
 		if !ok {
-			return nil, fmt.Errorf("token entry %q: want token:role", part)
+			return fmt.Errorf(badEntry, part)
 		}
-		out[tok] = Role(role)
+		if err := add(k, v); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // CommandProvisioner runs a command to make a new dedicated cluster: it gets

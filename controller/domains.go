@@ -85,22 +85,15 @@ func (c *DomainsConfig) Validate() error {
 // ParseVerifyResolve reads "domain=host:port,domain=host:port".
 func ParseVerifyResolve(s string) (map[string]string, error) {
 	out := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		d, addr, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, fmt.Errorf("verify-resolve entry %q: want domain=host:port", part)
-		}
+	err := parseList(s, "=", "verify-resolve entry %q: want domain=host:port", func(d, addr string) error {
 		name, err := catalog.NormalizeDomain(d)
 		if err != nil {
-			return nil, fmt.Errorf("verify-resolve entry %q: %w", part, err)
+			return fmt.Errorf("verify-resolve entry %q: %w", d+"="+addr, err)
 		}
 		out[name] = addr
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // errVerification: the domain did not serve its token.
