@@ -27,7 +27,12 @@ if [ "$rc" -ne 0 ]; then
   # Each failed test's own output (go test -v prints it between RUN and FAIL).
   for t in $(grep -E '^\s*--- FAIL: ' "$LOG" | sed -E 's/^\s*--- FAIL: ([^ ]+).*/\1/' | sort -u | head -20); do
     echo "---- $t"
-    awk -v t="$t" '$0 ~ "^=== (RUN|CONT|PAUSE|NAME)  *"t"$" {on=1} on {print} $0 ~ "--- FAIL: "t" " {on=0}' "$LOG" | grep -v '^=== ' | tail -40
+    out=$(awk -v t="$t" '$0 ~ "^=== (RUN|CONT|PAUSE|NAME)  *"t"$" {on=1} on {print} $0 ~ "--- FAIL: "t" " {on=0}' "$LOG" | grep -v '^=== ')
+    # The test's own lines (file_test.go:N: ...) first: a harness's log
+    # dump on failure comes after them and would push them out of the tail.
+    echo "$out" | grep -E '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: ' | head -20
+    echo "  -- last lines:"
+    echo "$out" | tail -25
   done
   echo "---- summary"
   grep -E '^(ok|FAIL|--- FAIL|panic:)' "$LOG" | tail -40

@@ -38,11 +38,16 @@ func TestCutoverCatchesDDLAfterTheCheck(t *testing.T) {
 				_, ddlErr = db.Exec(`ALTER TABLE orders ADD COLUMN late_note text`)
 				return nil
 			}})
-			m, _, err := mg.Create(ctx, migrator.Request{Tenant: tenant, To: "db-1", Options: migrator.Options{Retention: time.Hour}})
+			// A budget this test's load cannot spend: it is about where the
+			// DDL is caught, not about how long the pause may take.
+			m, _, err := mg.Create(ctx, migrator.Request{Tenant: tenant, To: "db-1", Options: migrator.Options{Retention: time.Hour, SwitchBudget: 20 * time.Second}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			err = mg.Run(ctx, m.ID)
+			if got, gerr := mg.Get(ctx, m.ID); gerr == nil {
+				t.Logf("move %s %s attempts %d: %s; last switch %+v", got.Phase, got.Status, got.Attempts, got.Error, got.SwitchSteps)
+			}
 			if ddlErr != nil {
 				t.Fatalf("the DDL itself: %v", ddlErr)
 			}
