@@ -23,18 +23,13 @@ vet:
 
 # go vet (the fault injection build too), staticcheck and golangci-lint
 # (.golangci.yml); the linters are pinned and built into bin/ by
-# scripts/tools.sh. make test runs vet and staticcheck; golangci-lint, slow to
-# build from source, runs here (clean as of this commit).
-lint: vet
-	@scripts/tools.sh lint
+# scripts/tools.sh. make test runs all of them first.
+lint: tools vet
 	$(GO) vet -tags faultinject ./cmd/switchyard
 	$(BIN)/staticcheck ./...
 	$(BIN)/golangci-lint run ./...
 
-test: tools
-	$(GO) vet ./...
-	$(GO) vet -tags faultinject ./cmd/switchyard
-	$(BIN)/staticcheck ./...
+test: lint
 	GO=$(GO) scripts/test.sh
 	$(MAKE) fuzz
 
