@@ -120,13 +120,18 @@ func (s *Store) LiveRouters(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// PutFreeze announces a cutover.
-func (s *Store) PutFreeze(ctx context.Context, f Freeze) error {
-	data, _ := json.Marshal(f)
-	if _, err := s.client.KV().Put(&api.KVPair{Key: s.freezeKey(f.Tenant), Value: data}, writeOpts(ctx)); err != nil {
-		return fmt.Errorf("announce freeze: %w", err)
-	}
-	return nil
+// FreezeTenant changes the tenant as fn says (UpdateTenant's rules; fn
+// makes it frozen) and announces the freeze at the new epoch in the same
+// transaction: one Raft write, not two, and routers see the frozen state
+// and the announcement at one index.
+func (s *Store) FreezeTenant(ctx context.Context, id, move string, fn func(*Tenant) error) (Tenant, error) {
+	return s.updateTenant(ctx, id, fn, func(next Tenant) (api.TxnOps, error) {
+		data, err := json.Marshal(Freeze{Tenant: id, Epoch: next.Epoch, Move: move})
+		if err != nil {
+			return nil, err
+		}
+		return api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.freezeKey(id), Value: data}}}, nil
+	})
 }
 
 // ClearFreeze removes the announcement and every ack of the tenant.
@@ -147,9 +152,19 @@ func (s *Store) ClearFreeze(ctx context.Context, tenant string) error {
 
 // Acks returns router id → acknowledged epoch for the tenant.
 func (s *Store) Acks(ctx context.Context, tenant string) (map[string]uint64, error) {
-	pairs, _, err := s.client.KV().List(s.ackPrefix(tenant), readOpts(ctx))
+	acks, _, err := s.WatchAcks(ctx, tenant, 0, 0)
+	return acks, err
+}
+
+// WatchAcks is Acks as a blocking query: it returns once the tenant's acks
+// changed after index, or wait passed (index 0: at once), with the index to
+// wait on next.
+func (s *Store) WatchAcks(ctx context.Context, tenant string, index uint64, wait time.Duration) (map[string]uint64, uint64, error) {
+	opts := readOpts(ctx)
+	opts.WaitIndex, opts.WaitTime = index, wait
+	pairs, meta, err := s.client.KV().List(s.ackPrefix(tenant), opts)
 	if err != nil {
-		return nil, fmt.Errorf("list acks: %w", err)
+		return nil, index, fmt.Errorf("list acks: %w", err)
 	}
 	out := map[string]uint64{}
 	for _, p := range pairs {
@@ -162,7 +177,7 @@ func (s *Store) Acks(ctx context.Context, tenant string) (map[string]uint64, err
 		}
 		out[strings.TrimPrefix(p.Key, s.ackPrefix(tenant))] = e
 	}
-	return out, nil
+	return out, meta.LastIndex, nil
 }
 
 // WatchFreezes blocks until the freezes change after index (or wait passes)

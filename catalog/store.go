@@ -200,7 +200,7 @@ func (s *Store) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 		c := t
 		tenants[t.ID] = &c
 		return nil
-	})
+	}, nil)
 	return t, err
 }
 
@@ -209,8 +209,15 @@ func (s *Store) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 // or state changes, so it fences every placement change. An error from fn
 // aborts and is returned as is.
 func (s *Store) UpdateTenant(ctx context.Context, id string, fn func(*Tenant) error) (Tenant, error) {
+	return s.updateTenant(ctx, id, fn, nil)
+}
+
+// updateTenant is UpdateTenant whose transaction also carries the ops
+// also makes of the record about to be written (nil: none).
+func (s *Store) updateTenant(ctx context.Context, id string, fn func(*Tenant) error, also func(Tenant) (api.TxnOps, error)) (Tenant, error) {
 	var out Tenant
-	err := s.mutateBucket(ctx, id, func(tenants map[string]*Tenant) error {
+	var extra api.TxnOps
+	err := s.mutateBucket(ctx, id, func(tenants map[string]*Tenant) (err error) {
 		cur, ok := tenants[id]
 		if !ok {
 			return fmt.Errorf("tenant %q: %w", id, ErrNotFound)
@@ -234,8 +241,11 @@ func (s *Store) UpdateTenant(ctx context.Context, id string, fn func(*Tenant) er
 		}
 		tenants[id] = &next
 		out = next
-		return nil
-	})
+		if also != nil {
+			extra, err = also(next)
+		}
+		return err
+	}, &extra)
 	return out, err
 }
 
@@ -247,13 +257,16 @@ func (s *Store) DeleteTenant(ctx context.Context, id string) error {
 		}
 		delete(tenants, id)
 		return nil
-	})
+	}, nil)
 }
 
 // mutateBucket is the read-modify-write loop: read manifest and bucket, let
 // fn change the bucket, then commit bucket and manifest in one transaction
 // that checks both ModifyIndexes. It retries when it loses a race.
-func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]*Tenant) error) error {
+//
+// extra, if not nil, points at ops fn may set that commit in the same
+// transaction (they must not touch the bucket or the manifest).
+func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]*Tenant) error, extra *api.TxnOps) error {
 	if !ValidID(id) {
 		return fmt.Errorf("%w: tenant id %q must be a lowercase DNS label", ErrInvalid, id)
 	}
@@ -282,6 +295,9 @@ func (s *Store) mutateBucket(ctx context.Context, id string, fn func(map[string]
 		ops := api.TxnOps{casOp(s.keys.Bucket(b), bucket, bIdx)[0], casOp(s.keys.Manifest(), mdata, mIdx)[0]}
 		if bIdx == 0 {
 			ops = append(casOp(s.keys.Bucket(b), bucket, 0), casOp(s.keys.Manifest(), mdata, mIdx)...)
+		}
+		if extra != nil {
+			ops = append(ops, *extra...)
 		}
 		ok, resp, _, err := s.client.Txn().Txn(ops, readOpts(ctx))
 		if err != nil {
@@ -367,7 +383,7 @@ func (s *Store) BulkLoad(ctx context.Context, tenants []Tenant, progress func(do
 					cur[t.ID] = &t
 				}
 				return nil
-			})
+			}, nil)
 			if err == nil {
 				break
 			}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -153,9 +152,6 @@ func (a *applier) applyBatch(ctx context.Context, hwm int64, only []string) (n i
 		return 0, nil, err
 	}
 	src := a.srcConn
-	if err := src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ").Close(); err != nil {
-		return 0, nil, fmt.Errorf("apply: %w", err)
-	}
 	defer func() {
 		if err != nil && !src.IsClosed() {
 			_ = src.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
@@ -188,27 +184,30 @@ func (a *applier) applyBatch(ctx context.Context, hwm int64, only []string) (n i
 	return n, keys, nil
 }
 
-// claim deletes (in the open source transaction) the oldest a.batch changes
-// with id <= hwm and returns their distinct keys per table.
+// claim opens the source's REPEATABLE READ transaction and deletes in it
+// the oldest a.batch changes with id <= hwm, in one round trip, and returns
+// their distinct keys per table.
 func (a *applier) claim(ctx context.Context, hwm int64, only []string) (int, map[string][]json.RawMessage, error) {
-	filter, args := "", []string{a.tenant, strconv.FormatInt(hwm, 10), strconv.Itoa(a.batch)}
+	filter := ""
 	if only != nil {
 		arr, err := pq.Array(only).Value()
 		if err != nil {
 			return 0, nil, err
 		}
-		filter, args = " AND tbl = ANY($4::text[])", append(args, arr.(string))
+		filter = " AND tbl = ANY(" + pq.QuoteLiteral(arr.(string)) + "::text[])"
 	}
-	q := `DELETE FROM switchyard.changes WHERE id IN (SELECT id FROM switchyard.changes
-		WHERE tenant_id = $1 AND id <= $2::bigint` + filter + ` ORDER BY id LIMIT $3::int) RETURNING tbl, pk::text`
-	params := make([][]byte, len(args))
-	for i, v := range args {
-		params[i] = []byte(v)
+	q := fmt.Sprintf(`BEGIN ISOLATION LEVEL REPEATABLE READ;
+		DELETE FROM switchyard.changes WHERE id IN (SELECT id FROM switchyard.changes
+		WHERE tenant_id = %s AND id <= %d%s ORDER BY id LIMIT %d) RETURNING tbl, pk::text`,
+		pq.QuoteLiteral(a.tenant), hwm, filter, a.batch)
+	results, err := a.srcConn.Exec(ctx, q).ReadAll()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read changes: %w", err)
 	}
-	res := a.srcConn.ExecParams(ctx, q, params, nil, nil, nil).Read()
-	if res.Err != nil {
-		return 0, nil, fmt.Errorf("read changes: %w", res.Err)
+	if len(results) != 2 {
+		return 0, nil, fmt.Errorf("read changes: %d results, want 2", len(results))
 	}
+	res := results[1]
 	keys := map[string][]json.RawMessage{}
 	seen := map[string]bool{}
 	for _, row := range res.Rows {
@@ -287,9 +286,6 @@ func (a *applier) write(ctx context.Context, keys map[string][]json.RawMessage, 
 	if err := a.ensureTemps(ctx, keys); err != nil {
 		return err
 	}
-	if err := conn.Exec(ctx, "BEGIN").Close(); err != nil {
-		return fmt.Errorf("apply: %w", err)
-	}
 	defer func() {
 		if err != nil && !conn.IsClosed() {
 			_ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
@@ -297,35 +293,33 @@ func (a *applier) write(ctx context.Context, keys map[string][]json.RawMessage, 
 	}()
 	// A destination holding a retained (fenced) copy of the tenant lets
 	// Switchyard's own writes through.
-	if err := execParams(ctx, conn, `SELECT set_config('switchyard.bypass', $1, true)`, a.tenant); err != nil {
+	begin := `BEGIN; SELECT set_config('switchyard.bypass', ` + pq.QuoteLiteral(a.tenant) + `, true)`
+	if err := conn.Exec(ctx, begin).Close(); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	loaded := map[string]bool{}
-	for _, t := range a.tables {
-		if buf := current[t.Key()]; buf != nil && buf.Len() > 0 {
-			loaded[t.Key()] = true
-			if err := a.load(ctx, t, buf); err != nil {
-				return err
-			}
-		}
-	}
+	var stmts []string
 	for i := len(a.tables) - 1; i >= 0; i-- { // deletes: children first
 		t := a.tables[i]
 		if ks := keys[t.Key()]; len(ks) > 0 {
-			if err := a.deleteGone(ctx, t, ks); err != nil {
+			q, err := a.deleteGoneSQL(t, ks)
+			if err != nil {
 				return err
 			}
+			stmts = append(stmts, q)
 		}
 	}
-	for _, t := range a.tables { // upserts: parents first
-		if loaded[t.Key()] {
-			if err := conn.Exec(ctx, upsertSQL(t, a.temps[t.Key()])).Close(); err != nil {
-				return fmt.Errorf("apply upserts to %s: %w", t.Key(), err)
+	for _, t := range a.tables { // loads; upserts, parents first
+		if buf := current[t.Key()]; buf != nil && buf.Len() > 0 {
+			if err := a.load(ctx, t, buf); err != nil {
+				return err
 			}
+			stmts = append(stmts, upsertSQL(t, a.temps[t.Key()]))
 		}
 	}
-	if err := conn.Exec(ctx, "COMMIT").Close(); err != nil {
-		return fmt.Errorf("apply: %w", err)
+	// The deletes, the upserts and the commit in one round trip: a failure
+	// skips the rest, and the deferred rollback ends the transaction.
+	if err := conn.Exec(ctx, strings.Join(append(stmts, "COMMIT"), ";\n")).Close(); err != nil {
+		return fmt.Errorf("apply to the target: %w", err)
 	}
 	return nil
 }
@@ -357,32 +351,20 @@ func (a *applier) load(ctx context.Context, t Table, rows *bytes.Buffer) error {
 	return nil
 }
 
-// deleteGone deletes on the target the tenant's rows of the keys that the
-// source no longer has (absent from the temporary table).
-func (a *applier) deleteGone(ctx context.Context, t Table, ks []json.RawMessage) error {
+// deleteGoneSQL deletes on the target the tenant's rows of the keys that
+// the source no longer has (absent from the temporary table).
+func (a *applier) deleteGoneSQL(t Table, ks []json.RawMessage) (string, error) {
 	arr, err := json.Marshal(ks)
 	if err != nil {
-		return err
+		return "", err
 	}
 	// EXCEPT (a hashed set operation), not NOT EXISTS: the temporary table
 	// has no statistics, and a nested anti-join over it is quadratic.
-	q := fmt.Sprintf(`DELETE FROM %[1]s t USING (SELECT %[2]s FROM %[3]s EXCEPT SELECT %[4]s FROM %[5]s s) g
-		WHERE (%[6]s) = (%[7]s) AND t.%[8]s = $2`,
-		t.Ident(), prefixed("k", t.PK), keyRecordset(t, "$1::jsonb"), prefixed("s", t.PK), a.temps[t.Key()],
-		prefixed("t", t.PK), prefixed("g", t.PK), pq.QuoteIdentifier(a.keyColumn))
-	if err := execParams(ctx, a.dstConn, q, string(arr), a.tenant); err != nil {
-		return fmt.Errorf("apply deletes to %s: %w", t.Key(), err)
-	}
-	return nil
-}
-
-// execParams runs one statement with text parameters.
-func execParams(ctx context.Context, conn *pgconn.PgConn, sql string, args ...string) error {
-	params := make([][]byte, len(args))
-	for i, a := range args {
-		params[i] = []byte(a)
-	}
-	return conn.ExecParams(ctx, sql, params, nil, nil, nil).Read().Err
+	return fmt.Sprintf(`DELETE FROM %[1]s t USING (SELECT %[2]s FROM %[3]s EXCEPT SELECT %[4]s FROM %[5]s s) g
+		WHERE (%[6]s) = (%[7]s) AND t.%[8]s = %[9]s`,
+		t.Ident(), prefixed("k", t.PK), keyRecordset(t, pq.QuoteLiteral(string(arr))+"::jsonb"), prefixed("s", t.PK),
+		a.temps[t.Key()], prefixed("t", t.PK), prefixed("g", t.PK), pq.QuoteIdentifier(a.keyColumn),
+		pq.QuoteLiteral(a.tenant)), nil
 }
 
 // isFKViolation reports a foreign-key violation from either driver.

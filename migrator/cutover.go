@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -161,10 +162,11 @@ func (r *run) rollback(ctx context.Context, sr *stepRunner, err error) error {
 }
 
 // freeze freezes the tenant in the catalog at a new epoch (or adopts the
-// freeze of an earlier attempt of this move) and announces it to routers.
+// freeze of an earlier attempt of this move) and announces it to routers,
+// in one catalog transaction.
 func (r *run) freeze(ctx context.Context) error {
 	m := r.m
-	frozen, err := r.mg.catalog.UpdateTenant(ctx, m.Tenant, func(t *catalog.Tenant) error {
+	frozen, err := r.mg.catalog.FreezeTenant(ctx, m.Tenant, m.ID, func(t *catalog.Tenant) error {
 		if t.Target != m.From {
 			return fmt.Errorf("tenant is on %s, not %s: %w", t.Target, m.From, catalog.ErrConflict)
 		}
@@ -183,7 +185,7 @@ func (r *run) freeze(ctx context.Context) error {
 		return err
 	}
 	m.FreezeEpoch = frozen.Epoch
-	return r.mg.catalog.PutFreeze(ctx, catalog.Freeze{Tenant: m.Tenant, Epoch: frozen.Epoch, Move: m.ID})
+	return nil
 }
 
 // unfreeze undoes the freeze: the tenant, if still frozen at our epoch on
@@ -256,10 +258,10 @@ func (r *run) flip(ctx, outer context.Context) error {
 }
 
 // drain applies the last captured changes: writers are fenced and
-// drained, so the high-water mark taken now covers every change there
-// will be.
+// drained, so every change there will be is captured already, and no
+// high-water mark need be read (a round trip less inside the pause).
 func (r *run) drain(ctx context.Context) error {
-	n, err := r.applyNoted(ctx, r.applier())
+	n, err := r.applyUpTo(ctx, r.applier(), math.MaxInt64)
 	if err != nil {
 		return err
 	}
@@ -289,6 +291,12 @@ func (r *run) applyNoted(ctx context.Context, a *applier) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return r.applyUpTo(ctx, a, hwm)
+}
+
+// applyUpTo applies the captured changes up to hwm, noting the keys it
+// wrote for the next verification.
+func (r *run) applyUpTo(ctx context.Context, a *applier, hwm int64) (int, error) {
 	return a.applyTo(ctx, hwm, nil, func(_ int, keys map[string][]json.RawMessage) error { r.note(keys); return nil })
 }
 

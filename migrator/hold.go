@@ -86,7 +86,7 @@ func (mg *Migrator) hold(ctx context.Context, req HoldRequest) (res HoldResult, 
 	budget, cancel := context.WithTimeout(ctx, req.Budget)
 	defer cancel()
 	start := time.Now()
-	frozen, err := mg.catalog.UpdateTenant(budget, req.Tenant, func(t *catalog.Tenant) error {
+	frozen, err := mg.catalog.FreezeTenant(budget, req.Tenant, req.Reason, func(t *catalog.Tenant) error {
 		if t.State != catalog.StateActive {
 			return fmt.Errorf("%w: tenant is %s, not active", ErrTenantBusy, t.State)
 		}
@@ -112,9 +112,6 @@ func (mg *Migrator) hold(ctx context.Context, req HoldRequest) (res HoldResult, 
 		}
 		res.Hold = time.Since(start)
 	}()
-	if err := mg.catalog.PutFreeze(budget, catalog.Freeze{Tenant: req.Tenant, Epoch: frozen.Epoch, Move: req.Reason}); err != nil {
-		return res, err
-	}
 	if err := mg.waitAcks(budget, req.Tenant, frozen.Epoch); err != nil {
 		return res, err
 	}
@@ -171,23 +168,23 @@ func (mg *Migrator) refuseOpenMoves(ctx context.Context, tenant string) error {
 func (mg *Migrator) waitAcks(ctx context.Context, tenant string, epoch uint64) error {
 	var missing []string
 	var polled time.Time
+	var index uint64
 	for {
-		got, err := mg.missingAcks(ctx, tenant, epoch)
+		got, next, err := mg.missingAcks(ctx, tenant, epoch, index)
 		switch {
 		case err == nil && len(got) == 0:
 			return nil
 		case err == nil:
-			missing = got
+			missing, index = got, next
 			if polled.IsZero() {
 				polled = time.Now()
 			}
 		case ctx.Err() == nil:
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return mg.ackTimeout(missing, polled, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
 		}
+		// No sleep: the next read blocks until an ack is written.
 	}
 }

@@ -56,11 +56,24 @@ func (c *routerClock) observe(regs []catalog.RouterRegistration, now time.Time) 
 // missingAcks lists the live routers that have not acknowledged epoch,
 // leaving out those whose lease has lapsed. A skip rests on a consistent
 // read: a stale one could miss a renewal.
-func (mg *Migrator) missingAcks(ctx context.Context, tenant string, epoch uint64) ([]string, error) {
-	acks, err := mg.catalog.Acks(ctx, tenant)
+//
+// With index > 0 it first waits (up to ackWait) for the acks to change
+// after index; it returns the index to wait on next.
+func (mg *Migrator) missingAcks(ctx context.Context, tenant string, epoch, index uint64) ([]string, uint64, error) {
+	acks, next, err := mg.catalog.WatchAcks(ctx, tenant, index, ackWait)
 	if err != nil {
-		return nil, err
+		return nil, index, err
 	}
+	missing, err := mg.unacked(ctx, acks, epoch)
+	return missing, next, err
+}
+
+// ackWait bounds one blocking wait for acks: router registrations (a
+// router that left or lapsed) are read again at least this often.
+const ackWait = 25 * time.Millisecond
+
+// unacked lists the live routers whose ack in acks is below epoch.
+func (mg *Migrator) unacked(ctx context.Context, acks map[string]uint64, epoch uint64) ([]string, error) {
 	regs, err := mg.catalog.RouterRegistrations(ctx)
 	if err != nil {
 		return nil, err
