@@ -107,14 +107,16 @@ func (r *run) pauseSteps(outer context.Context) []step {
 		{name: "acks", do: func(ctx context.Context) error { return r.waitAcks(ctx, r.m.FreezeEpoch) }},
 		{name: "fence", do: r.fenceSource, undo: func(ctx context.Context) error { return unfence(ctx, r.src, r.m.Tenant) }},
 		{name: "drain", do: r.drain, with: []step{{name: "ddl", do: r.recheckSchema}, {name: "sequences", do: r.checkSequences}}},
-		{name: "verify", do: r.verifyDrained},
 	}
+	verify := step{name: "verify", do: r.verifyDrained}
 	if r.m.Resync {
 		// A retained copy we re-synced is still fenced: let it take writes
-		// (its guard, DDL, is removed after the flip).
-		steps = append(steps, step{name: "unfence-target", do: func(ctx context.Context) error { return unfence(ctx, r.dst, r.m.Tenant) }})
+		// (its guard, DDL, is removed after the flip). Alongside the
+		// verification: nothing is routed to it before the flip, and a
+		// failed verification leaves it as a failed flip would.
+		verify.with = []step{{name: "unfence-target", do: func(ctx context.Context) error { return unfence(ctx, r.dst, r.m.Tenant) }}}
 	}
-	return append(steps, step{name: "flip", do: func(ctx context.Context) error { return r.flip(ctx, outer) }})
+	return append(steps, verify, step{name: "flip", do: func(ctx context.Context) error { return r.flip(ctx, outer) }})
 }
 
 // tidySteps run after the flip; a failure is logged, never fails the move.
