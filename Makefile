@@ -61,7 +61,7 @@ bench-placement:
 
 # Copy rate vs a psql pipe, switch pause over 20 moves, capture overhead.
 bench-moves:
-	$(GO) test -run='^$$' -bench='^Benchmark(CopyMillion|SwitchPause|CaptureOverhead)$$' -benchtime=1x -timeout 30m ./test/integration/
+	$(GO) test -run='^$$' -bench='^Benchmark(CopyMillion|SwitchPause|CaptureOverhead|MoveUnderLoad)$$' -benchtime=1x -timeout 30m ./test/integration/
 
 # Tenant create and plan-change throughput through the control API.
 bench-api:
