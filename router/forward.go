@@ -47,6 +47,7 @@ var _ wire.Handler = fastPath{}
 func (f fastPath) Open(c *wire.Conn) wire.RequestServer {
 	fc := &fastConn{p: f.p, c: c}
 	fc.req.OnHead = fc.observeHead
+	fc.req.BeforeFlush = fc.leave
 	return fc
 }
 
@@ -76,6 +77,19 @@ type fwdReq struct {
 	route      catalog.Route
 	service    string
 	idempotent bool // may go to another instance after a connect failure
+	// entry counts the request in flight until leave (nil: not counted).
+	entry *InflightEntry
+}
+
+// leave counts the current request out of flight, once: before the last
+// flush of its response (wire.Request.BeforeFlush), so a client that saw
+// the response end never finds it still counted against its
+// concurrent_requests limit, or when ServeRequest returns.
+func (fc *fastConn) leave() {
+	if e := fc.req.entry; e != nil {
+		fc.req.entry = nil
+		e.Leave()
+	}
 }
 
 func (fc *fastConn) requestCounter(tier, target, code string) prometheus.Counter {
@@ -156,7 +170,8 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	if rerr != nil {
 		return answer(rerr, tenant)
 	}
-	defer entry.Leave()
+	fc.req.entry = entry
+	defer fc.leave()
 	if t.HTTP2Backend() {
 		// Its backends speak HTTP/2: net/http's engine forwards it (and
 		// the rest of the connection), from its head on.
@@ -166,14 +181,14 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	}
 	tier, target = string(route.Tier), route.Target
 	if e := p.admit(route, entry, h.ContentLength()); e != nil {
-		return answer(e, tenant)
+		return answer(e, tenant) // writeRouterError counts it out first
 	}
 
 	req := &fc.req
 	req.tenant, req.route, req.service = tenant, route, t.Service
 	req.idempotent = idempotentMethod(h.Method()) || h.IdempotencyKey()
 	req.Request = wire.Request{Head: fc.buildOutHead(h, route, ex.StripPrefix), ContentLength: h.ContentLength(),
-		HeadMethod: h.Method() == "HEAD", ClientClose: h.Close(), OnHead: fc.req.OnHead,
+		HeadMethod: h.Method() == "HEAD", ClientClose: h.Close(), OnHead: fc.req.OnHead, BeforeFlush: fc.req.BeforeFlush,
 		Replayable: (wire.SafeMethod(h.Method()) || h.IdempotencyKey()) && h.ContentLength() <= 0}
 	c.DiscardHead()
 	status, keep = fc.forward(req)
@@ -263,6 +278,7 @@ func (fc *fastConn) failed(req *fwdReq, err error) (int, bool) {
 // writeRouterError answers with the router's JSON error body (the same as
 // writeError). It reports whether the write succeeded.
 func (fc *fastConn) writeRouterError(e *routeError, tenant string, closeConn bool) bool {
+	fc.leave() // answered by the router: out of flight before the client reads it
 	body, _ := json.Marshal(apiError{Error: e.code, Message: e.msg, Tenant: tenant})
 	body = append(body, '\n')
 	return fc.c.WriteJSON(e.status, body, e.retryAfter, closeConn)

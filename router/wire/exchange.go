@@ -37,6 +37,11 @@ type Request struct {
 	// OnHead, if not nil, gets the time from sending the request to its
 	// response head.
 	OnHead func(time.Duration)
+	// BeforeFlush, if not nil, is called once the whole response is
+	// relayed into the client's write buffer, just before its last flush:
+	// work that must be over before the client can see the response end
+	// (the router counts the request out of flight there).
+	BeforeFlush func()
 	// BytesOut is set by Forward: the response body's bytes written to the
 	// client (as sent: chunk framing included).
 	BytesOut int64
@@ -277,6 +282,9 @@ func (fc *Conn) relayResponse(c *upConn, req *Request, cw *bufio.Writer) (st int
 		}
 		_ = cw.Flush()
 		return r.status, false, copyErr
+	}
+	if req.BeforeFlush != nil {
+		req.BeforeFlush()
 	}
 	if err := cw.Flush(); err != nil {
 		closeClient = true
