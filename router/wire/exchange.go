@@ -236,6 +236,7 @@ func (fc *Conn) responseHead(c *upConn, req *Request, cw *bufio.Writer, waitErr 
 		}
 		// Interim responses (103 Early Hints) go to the client as they are.
 		writeResponseHead(cw, &fc.resp, false, false)
+		cw.WriteString("\r\n")
 		_, _ = c.br.Discard(n)
 		interim = true
 		if err := cw.Flush(); err != nil {
@@ -256,6 +257,8 @@ func (fc *Conn) relayResponse(c *upConn, req *Request, cw *bufio.Writer) (st int
 		fc.linger = true // the backend stopped reading the body: the rest is unread
 	}
 	writeResponseHead(cw, r, closeClient, true)
+	cw.WriteString(fc.s.fields)
+	cw.WriteString("\r\n")
 	bodyStart := fc.written() + int64(cw.Buffered()) // the head is still in cw
 	defer func() { req.BytesOut = fc.written() + int64(cw.Buffered()) - bodyStart }()
 
@@ -423,9 +426,10 @@ func (c *upConn) readBigHead() (int, error) {
 	return readUpstreamHead(big)
 }
 
-// writeResponseHead writes a response head for the client: the backend's
-// status and end-to-end fields, the router's framing, Date if missing.
-// Interim (1xx) heads are not final and get no framing.
+// writeResponseHead writes a response head for the client, all but its
+// blank line: the backend's status and end-to-end fields, the router's
+// framing, Date if missing. Interim (1xx) heads are not final and get no
+// framing.
 func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 	w.WriteString("HTTP/1.1 ")
 	w.WriteString(StatusText(r.status))
@@ -457,7 +461,6 @@ func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 			w.WriteString("Connection: close\r\n")
 		}
 	}
-	w.WriteString("\r\n")
 }
 
 // relayN copies n bytes (n < 0: up to end of file) from src to dst,
@@ -523,7 +526,9 @@ func (fc *Conn) WriteJSON(status int, body []byte, retryAfter int, closeConn boo
 	if closeConn {
 		w.WriteString("\r\nConnection: close")
 	}
-	w.WriteString("\r\n\r\n")
+	w.WriteString("\r\n")
+	w.WriteString(fc.s.fields)
+	w.WriteString("\r\n")
 	w.Write(body)
 	return w.Flush() == nil
 }
