@@ -103,7 +103,8 @@ func (fc *Conn) waitBackend() error {
 }
 
 // clientGone reports whether the client closed or reset its connection
-// (a non-consuming, non-blocking peek at its socket).
+// (a non-consuming, non-blocking peek at its socket; over TLS, where a
+// close_notify alert precedes the end of file, the socket's TCP state).
 func (fc *Conn) clientGone() bool {
 	sc, ok := fc.conn.(syscall.Conn)
 	if !ok {
@@ -116,7 +117,7 @@ func (fc *Conn) clientGone() bool {
 	_ = fc.conn.SetReadDeadline(time.Time{}) // an expired wait deadline would refuse the peek
 	gone := false
 	_ = rc.Read(func(fd uintptr) bool {
-		gone = peerGone(fd)
+		gone = peerGone(fd) || fc.tc != nil && peerClosed(fd)
 		return true
 	})
 	return gone

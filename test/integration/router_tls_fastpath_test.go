@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/catalog"
 	"github.com/switchyard/switchyard/router"
 )
 
@@ -89,6 +93,61 @@ func TestRouterTLSFastPath(t *testing.T) {
 				if got := echo.Headers.Values(k); len(got) != 1 || got[0] != want {
 					t.Errorf("backend got %s %q, want [%q]", k, got, want)
 				}
+			}
+		})
+	}
+}
+
+// A TLS client that hangs up (close_notify, then FIN) while a response
+// body is stalled is noticed on the fast path as on plaintext: the
+// request leaves the in-flight count and the backend's request ends. The
+// alert's bytes sit unread before the end of file, so a peek at the
+// socket alone would not see it go.
+func TestRouterTLSFastPathClientHangup(t *testing.T) {
+	testContext(t)
+	s := newStack(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	backendGaveUp := make(chan struct{}, 4)
+	startBackend(t, s.consul.Client(), "app-shared", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select { // a quiet stream
+		case <-r.Context().Done():
+			backendGaveUp <- struct{}{}
+		case <-stop:
+		}
+	}))
+	s.tenant("acme", "free", catalog.TierShared, "pool-1")
+	ca := newTestCA(t)
+	ca.putCert(t, s.store, "default", time.Now().Add(30*24*time.Hour), "*.saas.test", "saas.test")
+	e := s.edgeRouter(nil)
+	for _, tc := range []struct{ name, extra string }{{"fast path", ""}, {"net/http path", netHTTPWay}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", e.tlsAddr, &tls.Config{ServerName: "acme.saas.test", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "GET /stream HTTP/1.1\r\nHost: acme.saas.test\r\nX-Test-Route: 1\r\n%s\r\n", tc.extra)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%v %v", resp, err)
+			}
+			if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); line != "data: first\n" {
+				t.Fatalf("first event %q", line)
+			}
+			if n := e.Inflight().Count("acme"); n != 1 {
+				t.Fatalf("in flight while streaming: %d", n)
+			}
+			conn.Close() // close_notify, then FIN
+			waitFor(t, 5*time.Second, "the abandoned request to leave the in-flight count", func() bool { return e.Inflight().Count("acme") == 0 })
+			select {
+			case <-backendGaveUp:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the backend's request was not cancelled")
 			}
 		})
 	}
