@@ -536,7 +536,7 @@ const LingerTimeout = 500 * time.Millisecond
 // is in progress). more: the connection goes on to the fast path;
 // handedOff: it went to net/http (h2 negotiated, or NetHTTPOnly).
 func (fc *Conn) handshake() (more, handedOff bool) {
-	tc := tls.Server(fc.conn, fc.s.cfg.TLS)
+	tc := tls.Server(newSysConn(fc.conn), fc.s.cfg.TLS) // records read and written by raw system calls
 	fc.mu.Lock()
 	fc.idle = true
 	if fc.s.closing.Load() {
