@@ -90,8 +90,8 @@ type ServerConfig struct {
 	// is (HTTP/2 with the limits in HTTP2), any other (http/1.1, or no
 	// ALPN) is served as a plaintext connection is.
 	TLS *tls.Config
-	// ResponseHeader fields are sent with every final response, the fast
-	// path's and net/http's (HSTS on a TLS listener).
+	// ResponseHeader fields (canonical keys) are sent with every final
+	// response, the fast path's and net/http's (HSTS on a TLS listener).
 	ResponseHeader http.Header
 	// OnConn, if not nil, is told how each connection is served: by the
 	// fast path (false), or handed to net/http (true; a connection handed
