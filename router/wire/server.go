@@ -124,7 +124,7 @@ func NewServer(cfg ServerConfig) *Server {
 	s := &Server{cfg: cfg, log: log, conns: map[*Conn]struct{}{}, drained: make(chan struct{}), fields: headLines(cfg.ResponseHeader)}
 	s.handoff = newConnListener()
 	s.general = &http.Server{
-		Handler:           fallbackHandler(cfg.Fallback, cfg.ResponseHeader),
+		Handler:           fallbackHandler(cfg.Fallback, cfg.TLS != nil, cfg.ResponseHeader),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		// The fallback answers 431 in JSON up to MaxHeaderBytes; net/http's
@@ -171,10 +171,16 @@ func handedOffTLS(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// fallbackHandler is next with the requests of handed-off TLS connections
-// given their Request.TLS, as net/http would have, and fields on every
-// answer.
-func fallbackHandler(next http.Handler, fields http.Header) http.Handler {
+// fallbackHandler is next with, over TLS, the requests of handed-off
+// connections given their Request.TLS, as net/http would have, and fields
+// on every answer.
+func fallbackHandler(next http.Handler, overTLS bool, fields http.Header) http.Handler {
+	if next == nil {
+		next = http.DefaultServeMux // as http.Server would
+	}
+	if !overTLS && len(fields) == 0 {
+		return next
+	}
 	for k, vs := range fields {
 		fields[k] = slices.Clip(vs) // a handler's Add copies rather than shares
 	}
