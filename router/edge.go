@@ -18,9 +18,12 @@ import (
 // The router at the edge: the TLS listener (certificates by SNI from
 // Consul, certs.go), HTTP/2 over TLS (ALPN) and as h2c with prior
 // knowledge on the plaintext listener, the plaintext listener's redirect to
-// https and HSTS. Every TLS or HTTP/2 request is served by net/http into
-// the same Proxy.ServeHTTP as the fast path's hand-offs, so extraction,
-// holds, limits, breakers and error bodies are the same code.
+// https and HSTS. The TLS listener is a wire.Server like the plaintext
+// one: a connection whose ALPN is http/1.1 (or none) takes the fast path
+// (forward.go; the SNI check and X-Forwarded-Proto from its TLS state),
+// and every HTTP/2 request (h2, h2c) is served by net/http into the same
+// Proxy.ServeHTTP as the fast path's hand-offs, so extraction, holds,
+// limits, breakers and error bodies are the same code.
 //
 // HTTP/2 is net/http's own (http.Server.Protocols and HTTP2Config):
 // golang.org/x/net v0.62.0 deprecates its http2.Server, ConfigureServer
@@ -153,41 +156,58 @@ func (h H2Limits) http2Config() *http.HTTP2Config {
 	}
 }
 
-// newTLSServer is the TLS listener's server: HTTP/1.1 and h2 by ALPN, the
-// certificate by SNI, into the proxy (with HSTS when configured).
-func newTLSServer(cfg Config, h http.Handler, certs *certStore, log *slog.Logger) *http.Server {
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	if cfg.TLS.HSTSMaxAge > 0 {
-		h = hsts(h, cfg.TLS.HSTSMaxAge, cfg.TLS.HSTSIncludeSubdomains)
-	}
-	return &http.Server{
-		Handler: h,
-		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			NextProtos:     []string{"h2", "http/1.1"},
-			GetCertificate: certs.getCertificate,
-		},
-		Protocols:         protos,
-		HTTP2:             cfg.TLS.HTTP2.http2Config(),
+// frontConfig is the wire server's configuration of a listener ("plain"
+// or "tls", the label of its connections in the metrics): the fast path
+// for the requests it takes, the proxy's net/http handler for the rest.
+func frontConfig(p *Proxy, cfg Config, listener string, log *slog.Logger) wire.ServerConfig {
+	fast := p.metrics.connections.WithLabelValues(listener, "fast")
+	netHTTP := p.metrics.connections.WithLabelValues(listener, "net_http")
+	return wire.ServerConfig{
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes * 2, // the proxy answers 431 in JSON above MaxHeaderBytes
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BodyTimeout:       cfg.BodyTimeout,
+		BodyIdleTimeout:   cfg.BodyIdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		Handler:           fastPath{p},
+		Fallback:          p,
+		NetHTTPOnly:       cfg.NetHTTPOnly,
+		HTTP2:             cfg.TLS.HTTP2.http2Config(),
+		OnConn: func(handedOff bool) {
+			if handedOff {
+				netHTTP.Inc()
+			} else {
+				fast.Inc()
+			}
+		},
+		Log: log,
 	}
 }
 
-// hsts adds Strict-Transport-Security to every answer.
-func hsts(next http.Handler, maxAge time.Duration, subdomains bool) http.Handler {
+// newTLSFrontServer is the TLS listener: the certificate by SNI, ALPN h2
+// and http/1.1. A connection that negotiates h2 is net/http's (HTTP/2 with
+// the limits in cfg.TLS.HTTP2); any other is served as the plaintext
+// listener's are, the fast path first (NetHTTPOnly: net/http throughout).
+// HSTS, when configured, is on every answer.
+func newTLSFrontServer(p *Proxy, cfg Config, certs *certStore, log *slog.Logger) *wire.Server {
+	wc := frontConfig(p, cfg, "tls", log)
+	wc.TLS = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: certs.getCertificate,
+	}
+	if cfg.TLS.HSTSMaxAge > 0 {
+		wc.ResponseHeader = http.Header{"Strict-Transport-Security": {hstsValue(cfg.TLS.HSTSMaxAge, cfg.TLS.HSTSIncludeSubdomains)}}
+	}
+	return wire.NewServer(wc)
+}
+
+// hstsValue is the Strict-Transport-Security field's value.
+func hstsValue(maxAge time.Duration, subdomains bool) string {
 	v := "max-age=" + strconv.FormatInt(int64(maxAge/time.Second), 10)
 	if subdomains {
 		v += "; includeSubDomains"
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Strict-Transport-Security", v)
-		next.ServeHTTP(w, r)
-	})
+	return v
 }
 
 // newRedirectServer is the plaintext listener when RedirectHTTPS is on:
@@ -232,14 +252,20 @@ var errMisdirected = &routeError{http.StatusMisdirectedRequest, "misdirected_req
 // the base domain, or a custom domain) while its Host names another: the connection was made
 // for one tenant and must not carry another's requests.
 func (p *Proxy) checkSNI(r *http.Request) *routeError {
-	if r.TLS == nil || r.TLS.ServerName == "" {
+	return p.checkServerName(r.TLS, r.Host)
+}
+
+// checkServerName is checkSNI for a connection's TLS state (nil:
+// plaintext) and a request's Host: both engines' check.
+func (p *Proxy) checkServerName(st *tls.ConnectionState, host string) *routeError {
+	if st == nil || st.ServerName == "" {
 		return nil
 	}
-	sni, kind := p.extract.hostSource(r.TLS.ServerName)
+	sni, kind := p.extract.hostSource(st.ServerName)
 	if !namesTenant(kind) {
 		return nil
 	}
-	host, kind := p.extract.hostSource(r.Host)
+	host, kind = p.extract.hostSource(host)
 	if namesTenant(kind) && host != sni {
 		return errMisdirected
 	}

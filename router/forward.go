@@ -20,22 +20,12 @@ import (
 // header rewriting, metrics), made on the head the wire package parsed;
 // the wire package moves the bytes.
 
-// newFrontServer is the router's client side: the fast path for the
-// requests it takes, the proxy's net/http handler for the rest.
+// newFrontServer is the router's plaintext listener: the fast path for the
+// requests it takes, the proxy's net/http handler for the rest (and h2c).
 func newFrontServer(p *Proxy, cfg Config, log *slog.Logger) *wire.Server {
-	return wire.NewServer(wire.ServerConfig{
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		BodyTimeout:       cfg.BodyTimeout,
-		BodyIdleTimeout:   cfg.BodyIdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		Handler:           fastPath{p},
-		Fallback:          p,
-		NetHTTPOnly:       cfg.NetHTTPOnly,
-		H2C:               !cfg.TLS.DisableH2C,
-		HTTP2:             cfg.TLS.HTTP2.http2Config(),
-		Log:               log,
-	})
+	wc := frontConfig(p, cfg, "plain", log)
+	wc.H2C = !cfg.TLS.DisableH2C
+	return wire.NewServer(wc)
 }
 
 // fastPath serves the requests the wire package's connection loop takes.
@@ -156,6 +146,9 @@ func (fc *fastConn) ServeRequest(h *wire.RequestHead) (keep bool) {
 	if h.Size() > cfg.MaxHeaderBytes {
 		return answer(errHeadersTooLarge, "")
 	}
+	if e := p.checkServerName(c.TLS(), h.Host()); e != nil {
+		return answer(e, "")
+	}
 	if h.ContentLength() > cfg.MaxBodyBytes {
 		return answer(errBodyTooLarge, "")
 	}
@@ -224,6 +217,9 @@ func (fc *fastConn) buildOutHead(h *wire.RequestHead, route catalog.Route, strip
 	b = append(b, fc.c.ClientIP()...)
 	b = append(b, "\r\nX-Forwarded-Host: "...)
 	b = append(b, h.Host()...)
+	if fc.c.TLS() != nil {
+		return append(b, "\r\nX-Forwarded-Proto: https\r\n\r\n"...)
+	}
 	b = append(b, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
 	return b
 }

@@ -20,6 +20,7 @@ type Metrics struct {
 	retries          prometheus.Counter
 	tenantTrips      *prometheus.CounterVec
 	acks             prometheus.Counter
+	connections      *prometheus.CounterVec
 
 	// Children of requests and upstreamLatency, cached by label values.
 	requestChildren sync.Map // requestKey → prometheus.Counter
@@ -70,8 +71,12 @@ func NewMetrics() *Metrics {
 			Name: "switchyard_router_cutover_acks_total",
 			Help: "Cutover freezes this router acknowledged (tenant held, nothing in flight).",
 		}),
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_router_connections_total",
+			Help: "Client connections by listener (plain, tls) and by what served them (fast: the fast path; net_http: net/http, as HTTP/2 (h2, h2c) and requests the fast path hands off; a connection handed off after fast-path requests counts in both).",
+		}, []string{"listener", "path"}),
 	}
-	r.MustRegister(m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries, m.tenantTrips,
+	r.MustRegister(m.connections, m.acks, m.requests, m.upstreamLatency, m.breakerState, m.healthyInstances, m.holds, m.holdSeconds, m.retries, m.tenantTrips,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -195,12 +195,12 @@ func (r *Router) Run(ctx context.Context) error {
 	errc := make(chan error, 3)
 	go func() { errc <- front.Serve(pl) }()
 	go func() { errc <- adminSrv.Serve(al) }()
-	var tlsSrv *http.Server
+	var tlsSrv *wire.Server
 	if tl != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.certs.run(bg) }()
-		tlsSrv = newTLSServer(r.cfg, r.proxy, r.certs, r.log)
-		go func() { errc <- tlsSrv.ServeTLS(tl, "", "") }()
+		tlsSrv = newTLSFrontServer(r.proxy, r.cfg, r.certs, r.log)
+		go func() { errc <- tlsSrv.Serve(tl) }()
 		r.log.Info("router listening for TLS", "tls", tl.Addr().String())
 	}
 	r.log.Info("router listening", "proxy", pl.Addr().String(), "admin", al.Addr().String())

@@ -18,4 +18,9 @@
 // failure (errors.go) for the caller to classify and answer (WriteJSON).
 // Any other request hands the connection to a net/http server running
 // ServerConfig.Fallback.
+//
+// On a TLS listener (ServerConfig.TLS) the connection's goroutine first
+// does the handshake; h2 goes to net/http on the *tls.Conn, anything else
+// takes the same way over the TLS connection (Conn.TLS tells the handler
+// its state, and net/http is told it for a connection handed off).
 package wire

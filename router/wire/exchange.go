@@ -108,7 +108,8 @@ func (fc *Conn) waitBackend() error {
 }
 
 // clientGone reports whether the client closed or reset its connection
-// (a non-consuming, non-blocking peek at its socket).
+// (a non-consuming, non-blocking peek at its socket; over TLS, where a
+// close_notify alert precedes the end of file, the socket's TCP state).
 func (fc *Conn) clientGone() bool {
 	sc, ok := fc.conn.(syscall.Conn)
 	if !ok {
@@ -121,7 +122,7 @@ func (fc *Conn) clientGone() bool {
 	_ = fc.conn.SetReadDeadline(time.Time{}) // an expired wait deadline would refuse the peek
 	gone := false
 	_ = rc.Read(func(fd uintptr) bool {
-		gone = peerGone(fd)
+		gone = peerGone(fd) || fc.tc != nil && peerClosed(fd)
 		return true
 	})
 	return gone
@@ -241,6 +242,7 @@ func (fc *Conn) responseHead(c *upConn, req *Request, cw *bufio.Writer, waitErr 
 		}
 		// Interim responses (103 Early Hints) go to the client as they are.
 		writeResponseHead(cw, &fc.resp, false, false)
+		cw.WriteString("\r\n")
 		_, _ = c.br.Discard(n)
 		interim = true
 		if err := cw.Flush(); err != nil {
@@ -261,6 +263,8 @@ func (fc *Conn) relayResponse(c *upConn, req *Request, cw *bufio.Writer) (st int
 		fc.linger = true // the backend stopped reading the body: the rest is unread
 	}
 	writeResponseHead(cw, r, closeClient, true)
+	cw.WriteString(fc.s.fields)
+	cw.WriteString("\r\n")
 	bodyStart := fc.written() + int64(cw.Buffered()) // the head is still in cw
 	defer func() { req.BytesOut = fc.written() + int64(cw.Buffered()) - bodyStart }()
 
@@ -431,9 +435,10 @@ func (c *upConn) readBigHead() (int, error) {
 	return readUpstreamHead(big)
 }
 
-// writeResponseHead writes a response head for the client: the backend's
-// status and end-to-end fields, the router's framing, Date if missing.
-// Interim (1xx) heads are not final and get no framing.
+// writeResponseHead writes a response head for the client, all but its
+// blank line: the backend's status and end-to-end fields, the router's
+// framing, Date if missing. Interim (1xx) heads are not final and get no
+// framing.
 func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 	w.WriteString("HTTP/1.1 ")
 	w.WriteString(StatusText(r.status))
@@ -465,7 +470,6 @@ func writeResponseHead(w *bufio.Writer, r *respHead, closeConn, final bool) {
 			w.WriteString("Connection: close\r\n")
 		}
 	}
-	w.WriteString("\r\n")
 }
 
 // relayN copies n bytes (n < 0: up to end of file) from src to dst,
@@ -531,7 +535,9 @@ func (fc *Conn) WriteJSON(status int, body []byte, retryAfter int, closeConn boo
 	if closeConn {
 		w.WriteString("\r\nConnection: close")
 	}
-	w.WriteString("\r\n\r\n")
+	w.WriteString("\r\n")
+	w.WriteString(fc.s.fields)
+	w.WriteString("\r\n")
 	w.Write(body)
 	return w.Flush() == nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,13 +84,27 @@ type ServerConfig struct {
 	// the limits in HTTP2.
 	H2C   bool
 	HTTP2 *http.HTTP2Config
-	Log   *slog.Logger
+	// TLS, if not nil, makes the server a TLS listener: each connection's
+	// handshake runs in the connection's own goroutine (within
+	// ReadHeaderTimeout); one that negotiates h2 goes to net/http as it
+	// is (HTTP/2 with the limits in HTTP2), any other (http/1.1, or no
+	// ALPN) is served as a plaintext connection is.
+	TLS *tls.Config
+	// ResponseHeader fields (canonical keys) are sent with every final
+	// response, the fast path's and net/http's (HSTS on a TLS listener).
+	ResponseHeader http.Header
+	// OnConn, if not nil, is told how each connection is served: by the
+	// fast path (false), or handed to net/http (true; a connection handed
+	// off after fast-path requests is told both).
+	OnConn func(handedOff bool)
+	Log    *slog.Logger
 }
 
 // Server accepts client connections and serves them.
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
+	fields  string        // ResponseHeader as head lines
 	general *http.Server  // serves handed-off connections
 	handoff *connListener // feeds general
 
@@ -104,25 +121,81 @@ func NewServer(cfg ServerConfig) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log, conns: map[*Conn]struct{}{}, drained: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, conns: map[*Conn]struct{}{}, drained: make(chan struct{}), fields: headLines(cfg.ResponseHeader)}
 	s.handoff = newConnListener()
 	s.general = &http.Server{
-		Handler:           cfg.Fallback,
+		Handler:           fallbackHandler(cfg.Fallback, cfg.TLS != nil, cfg.ResponseHeader),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		// The fallback answers 431 in JSON up to MaxHeaderBytes; net/http's
 		// own limit sits above it as a hard stop.
 		MaxHeaderBytes: cfg.MaxHeaderBytes * 2,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext:    handedOffTLS,
 	}
-	if cfg.H2C {
+	if cfg.H2C || cfg.TLS != nil {
+		// A handed-off *tls.Conn that negotiated h2 is served as HTTP/2:
+		// net/http takes its handshake as done.
 		protos := new(http.Protocols)
 		protos.SetHTTP1(true)
-		protos.SetUnencryptedHTTP2(true)
+		protos.SetUnencryptedHTTP2(cfg.H2C)
+		protos.SetHTTP2(cfg.TLS != nil)
 		s.general.Protocols = protos
 		s.general.HTTP2 = cfg.HTTP2
 	}
 	return s
+}
+
+// headLines renders h as response head lines ("Name: value\r\n"...).
+func headLines(h http.Header) string {
+	var b strings.Builder
+	for k, vs := range h {
+		for _, v := range vs {
+			b.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	return b.String()
+}
+
+// tlsStateKey is the context key of a handed-off HTTP/1 TLS connection's
+// state (handedOffTLS).
+type tlsStateKey struct{}
+
+// handedOffTLS keeps the TLS state of a TLS connection handed off with
+// bytes already read (a replayConn, not a *tls.Conn, so net/http does not
+// see it is TLS); fallbackHandler puts it back on each request.
+func handedOffTLS(ctx context.Context, c net.Conn) context.Context {
+	if rc, ok := c.(*replayConn); ok && rc.tls != nil {
+		return context.WithValue(ctx, tlsStateKey{}, rc.tls)
+	}
+	return ctx
+}
+
+// fallbackHandler is next with, over TLS, the requests of handed-off
+// connections given their Request.TLS, as net/http would have, and fields
+// on every answer.
+func fallbackHandler(next http.Handler, overTLS bool, fields http.Header) http.Handler {
+	if next == nil {
+		next = http.DefaultServeMux // as http.Server would
+	}
+	if !overTLS && len(fields) == 0 {
+		return next
+	}
+	for k, vs := range fields {
+		fields[k] = slices.Clip(vs) // a handler's Add copies rather than shares
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			if st, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+				r.TLS = st
+			}
+		}
+		h := w.Header()
+		for k, vs := range fields {
+			h[k] = vs
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Serve accepts connections on l until Shutdown.
@@ -149,8 +222,8 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		backoff = 0
-		if s.cfg.NetHTTPOnly {
-			s.handoff.give(c)
+		if s.cfg.NetHTTPOnly && s.cfg.TLS == nil {
+			s.handOff(c)
 			continue
 		}
 		fc := s.newConn(c)
@@ -160,6 +233,15 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go fc.serve()
 	}
+}
+
+// handOff gives c to net/http, as it is.
+func (s *Server) handOff(c net.Conn) bool {
+	ok := s.handoff.give(c)
+	if ok && s.cfg.OnConn != nil {
+		s.cfg.OnConn(true)
+	}
+	return ok
 }
 
 // isTemporaryAccept: out of file descriptors and the like; worth retrying.
@@ -238,8 +320,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 type Conn struct {
 	s    *Server
 	rs   RequestServer
-	conn net.Conn
-	io   net.Conn // conn's reads and writes (raw system calls where possible: sysConn)
+	conn net.Conn // the accepted connection (its socket: deadlines, peeks, Shutdown's close)
+	tc   *tls.Conn
+	tls  *tls.ConnectionState // nil: plaintext
+	io   net.Conn             // the connection's reads and writes (raw system calls where possible: sysConn; tc over TLS)
 	br   *bufio.Reader
 
 	out        countingWriter // what writer sends to the client, counted
@@ -271,6 +355,19 @@ func (fc *Conn) ClientIP() string { return fc.clientIP }
 
 // RemoteAddr is the client's address.
 func (fc *Conn) RemoteAddr() string { return fc.remoteAddr }
+
+// TLS is the connection's TLS state (nil: plaintext): the server name
+// (SNI) the client asked for, the negotiated protocol.
+func (fc *Conn) TLS() *tls.ConnectionState { return fc.tls }
+
+// stream is what carries the connection's bytes: the TLS connection over
+// TLS (closing it sends close_notify), else the accepted one.
+func (fc *Conn) stream() net.Conn {
+	if fc.tc != nil {
+		return fc.tc
+	}
+	return fc.conn
+}
 
 // Closing reports whether the server is shutting down (the connection
 // closes after the request in progress).
@@ -321,7 +418,7 @@ func (fc *Conn) serve() {
 			if fc.linger {
 				fc.lingerClose()
 			}
-			_ = fc.conn.Close()
+			_ = fc.stream().Close()
 			if fc.br != nil {
 				fc.br.Reset(nil)
 				frontReaders.Put(fc.br)
@@ -334,7 +431,19 @@ func (fc *Conn) serve() {
 	if host, _, err := net.SplitHostPort(fc.remoteAddr); err == nil {
 		fc.clientIP = host
 	}
-	fc.io = newSysConn(fc.conn)
+	if fc.s.cfg.TLS != nil {
+		var more bool
+		if more, handedOff = fc.handshake(); !more {
+			return
+		}
+	}
+	if fc.s.cfg.OnConn != nil {
+		fc.s.cfg.OnConn(false)
+	}
+	fc.io = fc.stream()
+	if fc.tc == nil {
+		fc.io = newSysConn(fc.conn)
+	}
 	fc.waitBackendFn = fc.waitBackend
 	fc.waitBodyFn = fc.waitBody
 	fc.br = frontReaders.Get().(*bufio.Reader)
@@ -428,10 +537,40 @@ func (fc *Conn) nextHead(first bool) (int, bool) {
 // would then lose the answer (net/http waits 500 ms for the same reason).
 const LingerTimeout = 500 * time.Millisecond
 
+// handshake does a TLS listener's handshake, in the connection's
+// goroutine, within ReadHeaderTimeout (Shutdown cuts it short: no request
+// is in progress). more: the connection goes on to the fast path;
+// handedOff: it went to net/http (h2 negotiated, or NetHTTPOnly).
+func (fc *Conn) handshake() (more, handedOff bool) {
+	tc := tls.Server(newSysConn(fc.conn), fc.s.cfg.TLS) // records read and written by raw system calls
+	fc.mu.Lock()
+	fc.idle = true
+	if fc.s.closing.Load() {
+		fc.mu.Unlock()
+		return false, false
+	}
+	_ = fc.conn.SetDeadline(time.Now().Add(fc.s.cfg.ReadHeaderTimeout))
+	fc.mu.Unlock()
+	err := tc.HandshakeContext(context.Background())
+	fc.setIdle(false)
+	_ = fc.conn.SetDeadline(time.Time{})
+	if err != nil {
+		fc.s.log.Debug("TLS handshake failed", "remote", fc.remoteAddr, "err", err)
+		return false, false
+	}
+	st := tc.ConnectionState()
+	fc.tc, fc.tls = tc, &st
+	if st.NegotiatedProtocol == "h2" || fc.s.cfg.NetHTTPOnly {
+		// net/http serves it: it must see the *tls.Conn itself.
+		return false, !fc.s.closing.Load() && fc.s.handOff(tc)
+	}
+	return true, false
+}
+
 // lingerClose half-closes the connection and drops what the client still
 // sends, until it closes its side or LingerTimeout passes.
 func (fc *Conn) lingerClose() {
-	cw, ok := fc.conn.(interface{ CloseWrite() error })
+	cw, ok := fc.stream().(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil || fc.br == nil {
 		return
 	}
@@ -484,9 +623,9 @@ func (fc *Conn) handOff() bool {
 	if fc.s.closing.Load() {
 		return false
 	}
-	rc := &replayConn{Conn: fc.conn, br: fc.br}
+	rc := &replayConn{Conn: fc.stream(), br: fc.br, tls: fc.tls}
 	fc.br = nil // owned by rc now
-	if !fc.s.handoff.give(rc) {
+	if !fc.s.handOff(rc) {
 		fc.br = rc.br
 		return false
 	}
@@ -496,7 +635,8 @@ func (fc *Conn) handOff() bool {
 // replayConn is a connection whose first bytes were already read into br.
 type replayConn struct {
 	net.Conn
-	br *bufio.Reader
+	br  *bufio.Reader
+	tls *tls.ConnectionState // over TLS (Conn is a *tls.Conn): its state
 }
 
 // CloseWrite half-closes, so net/http's gentle close (after a 413, say)

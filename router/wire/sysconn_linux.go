@@ -102,3 +102,16 @@ func (c *sysConn) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// peerClosed reports whether the peer of a TCP socket has closed its side
+// or reset the connection, whatever it sent first and nobody has read yet
+// (over TLS, a close_notify alert comes before the end of file, so a peek
+// at the socket finds data): the socket is in CLOSE_WAIT or CLOSE.
+func peerClosed(fd uintptr) bool {
+	const tcpClose, tcpCloseWait = 7, 8 // include/net/tcp_states.h
+	var info syscall.TCPInfo
+	n := uint32(unsafe.Sizeof(info))
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, fd, syscall.SOL_TCP, syscall.TCP_INFO,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&n)), 0)
+	return errno == 0 && (info.State == tcpClose || info.State == tcpCloseWait)
+}
