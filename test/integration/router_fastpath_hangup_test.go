@@ -23,17 +23,7 @@ func TestRouterFastPathClientHangupEndsStalledStream(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	backendGaveUp := make(chan string, 4)
-	startBackend(t, s.consul.Client(), "app-shared", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(200)
-		fmt.Fprint(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		select { // a quiet stream
-		case <-r.Context().Done():
-			backendGaveUp <- r.URL.Path
-		case <-stop:
-		}
-	}))
+	startBackend(t, s.consul.Client(), "app-shared", quietStream(stop, backendGaveUp))
 	s.tenant("acme", "free", catalog.TierShared, "pool-1")
 	r := s.router(nil)
 	waitFor(t, 10*time.Second, "served", func() bool {
@@ -79,4 +69,21 @@ func TestRouterFastPathClientHangupEndsStalledStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// quietStream is a backend that sends one server-sent event and then
+// nothing until stop, and reports the path of each request whose client
+// (the router) gave up on it first.
+func quietStream(stop <-chan struct{}, gaveUp chan<- string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select { // a quiet stream
+		case <-r.Context().Done():
+			gaveUp <- r.URL.Path
+		case <-stop:
+		}
+	})
 }

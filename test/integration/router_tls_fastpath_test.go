@@ -108,18 +108,8 @@ func TestRouterTLSFastPathClientHangup(t *testing.T) {
 	s := newStack(t)
 	stop := make(chan struct{})
 	defer close(stop)
-	backendGaveUp := make(chan struct{}, 4)
-	startBackend(t, s.consul.Client(), "app-shared", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(200)
-		fmt.Fprint(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		select { // a quiet stream
-		case <-r.Context().Done():
-			backendGaveUp <- struct{}{}
-		case <-stop:
-		}
-	}))
+	backendGaveUp := make(chan string, 4)
+	startBackend(t, s.consul.Client(), "app-shared", quietStream(stop, backendGaveUp))
 	s.tenant("acme", "free", catalog.TierShared, "pool-1")
 	ca := newTestCA(t)
 	ca.putCert(t, s.store, "default", time.Now().Add(30*24*time.Hour), "*.saas.test", "saas.test")
