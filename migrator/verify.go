@@ -2,12 +2,11 @@ package migrator
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -60,27 +59,40 @@ func tableSum(ctx context.Context, db *sqlx.DB, t Table, keyColumn, tenant strin
 // the given keys). With keys it joins them to the table by primary key, so
 // it reads those rows through the index, whatever the table's size.
 func keyHashes(ctx context.Context, db *sqlx.DB, t Table, keyColumn, tenant string, only []json.RawMessage) (map[string]string, error) {
+	q, err := keyHashesSQL(t, keyColumn, tenant, only)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("row hashes of %s: %w", t.Key(), err)
+	}
+	defer rows.Close()
+	return scanKeyHashes(rows)
+}
+
+// keyHashesSQL is keyHashes' query, its values inlined as literals: with
+// no arguments lib/pq sends it in one round trip (simple protocol), and
+// several can go in one query.
+func keyHashesSQL(t Table, keyColumn, tenant string, only []json.RawMessage) (string, error) {
 	keyObj := make([]string, len(t.PK))
 	for i, k := range t.PK {
 		keyObj[i] = fmt.Sprintf("%s, r.%s", pq.QuoteLiteral(k), pq.QuoteIdentifier(k))
 	}
 	from := fmt.Sprintf("%s r", t.Ident())
-	args := []any{tenant}
 	if only != nil {
 		arr, err := json.Marshal(only)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		from = fmt.Sprintf("%s JOIN %s r ON (%s) = (%s)", keyRecordset(t, "$2::jsonb"), t.Ident(), prefixed("r", t.PK), prefixed("k", t.PK))
-		args = append(args, string(arr))
+		from = fmt.Sprintf("%s JOIN %s r ON (%s) = (%s)", keyRecordset(t, pq.QuoteLiteral(string(arr))+"::jsonb"), t.Ident(), prefixed("r", t.PK), prefixed("k", t.PK))
 	}
-	q := fmt.Sprintf(`SELECT jsonb_build_object(%s)::text, %s FROM %s WHERE r.%s = $1`,
-		strings.Join(keyObj, ", "), rowHashExpr(t), from, pq.QuoteIdentifier(keyColumn))
-	rows, err := db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("row hashes of %s: %w", t.Key(), err)
-	}
-	defer rows.Close()
+	return fmt.Sprintf(`SELECT jsonb_build_object(%s)::text, %s FROM %s WHERE r.%s = %s`,
+		strings.Join(keyObj, ", "), rowHashExpr(t), from, pq.QuoteIdentifier(keyColumn), pq.QuoteLiteral(tenant)), nil
+}
+
+// scanKeyHashes reads the current result set of a keyHashes query.
+func scanKeyHashes(rows *sql.Rows) (map[string]string, error) {
 	out := map[string]string{}
 	for rows.Next() {
 		var k, h string
@@ -159,40 +171,61 @@ func verifyAll(ctx context.Context, src, dst *sqlx.DB, tables []Table, keyColumn
 // count inside the fence would read every row of the tenant again (O(rows):
 // 300 ms for a million rows) to prove nothing more.
 //
-// Every table's two reads run at once (inside the pause this is one round
-// trip, not two per table).
+// Each side gets every table's statement in one query (lib/pq's simple
+// protocol: one round trip), the two sides at once: inside the pause the
+// verification is one round trip, not two per table and side.
 func verifyKeys(ctx context.Context, src, dst *sqlx.DB, tables []Table, keyColumn, tenant string, keys map[string][]json.RawMessage, limit int) ([]Mismatch, error) {
-	type sides struct {
-		s, d       map[string]string
-		serr, derr error
-	}
-	got := make([]sides, len(tables))
-	var wg sync.WaitGroup
-	for i, t := range tables {
-		ks := uniqueKeys(keys[t.Key()])
-		if len(ks) == 0 {
-			continue
+	var with []Table
+	var stmts []string
+	for _, t := range tables {
+		if ks := uniqueKeys(keys[t.Key()]); len(ks) > 0 {
+			q, err := keyHashesSQL(t, keyColumn, tenant, ks)
+			if err != nil {
+				return nil, err
+			}
+			with, stmts = append(with, t), append(stmts, q)
 		}
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			got[i].s, got[i].serr = keyHashes(ctx, src, t, keyColumn, tenant, ks)
-		}()
-		go func() {
-			defer wg.Done()
-			got[i].d, got[i].derr = keyHashes(ctx, dst, t, keyColumn, tenant, ks)
-		}()
 	}
-	wg.Wait()
+	if len(with) == 0 {
+		return nil, nil
+	}
+	q := strings.Join(stmts, ";\n")
+	sh, dh, err := both(ctx, src, dst, func(ctx context.Context, db *sqlx.DB) ([]map[string]string, error) {
+		return keyHashesAll(ctx, db, q, len(with))
+	})
+	if err != nil {
+		return nil, err
+	}
 	var out []Mismatch
-	for i, t := range tables {
-		g := got[i]
-		if err := errors.Join(g.serr, g.derr); err != nil {
-			return nil, err
+	for i, t := range with {
+		if diff := diffKeys(sh[i], dh[i], limit); len(diff) > 0 {
+			out = append(out, Mismatch{Table: t.Key(), Source: TableSum{Rows: int64(len(sh[i]))}, Target: TableSum{Rows: int64(len(dh[i]))}, Keys: diff})
 		}
-		if diff := diffKeys(g.s, g.d, limit); len(diff) > 0 {
-			out = append(out, Mismatch{Table: t.Key(), Source: TableSum{Rows: int64(len(g.s))}, Target: TableSum{Rows: int64(len(g.d))}, Keys: diff})
+	}
+	return out, nil
+}
+
+// keyHashesAll runs n keyHashes statements sent as one query and returns
+// their answers in order.
+func keyHashesAll(ctx context.Context, db *sqlx.DB, q string, n int) ([]map[string]string, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("row hashes: %w", err)
+	}
+	defer rows.Close()
+	out := make([]map[string]string, 0, n)
+	for {
+		m, err := scanKeyHashes(rows)
+		if err != nil {
+			return nil, fmt.Errorf("row hashes: %w", err)
 		}
+		out = append(out, m)
+		if len(out) == n || !rows.NextResultSet() {
+			break
+		}
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("row hashes: %d answers to %d statements", len(out), n)
 	}
 	return out, nil
 }
