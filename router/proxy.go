@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -54,6 +55,7 @@ type reqState struct {
 	// proxyAuthenticate is the backend's Proxy-Authenticate, relayed as
 	// nginx does (a 407 needs it), not dropped as hop-by-hop.
 	proxyAuthenticate []string
+	rec               *statusRecorder // the client's writer (flushes: relayBody)
 }
 
 type reqStateKey struct{}
@@ -71,10 +73,14 @@ func NewProxy(cfg Config, src SnapshotSource, ups *Upstreams, m *Metrics, inflig
 	}
 	p.h2c, p.h2 = newH2Transports(cfg)
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      &selectingTransport{upstreams: ups, next: transport, retries: m.retries, h2c: p.h2c, h2: p.h2},
-		BufferPool:     bufferPool{},
-		FlushInterval:  -1, // relay as it arrives, as the fast path does
+		Rewrite:    p.rewrite,
+		Transport:  &selectingTransport{upstreams: ups, next: transport, retries: m.retries, h2c: p.h2c, h2: p.h2},
+		BufferPool: bufferPool{},
+		// Relayed as it arrives, as the fast path does: a body of unknown
+		// length (gRPC, chunked) and SSE are flushed after every write by
+		// the ReverseProxy itself; a body of known length through
+		// relayBody, before any read that would wait for the backend.
+		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -140,7 +146,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.http10 = !r.ProtoAtLeast(1, 1)
-	rec.st = reqState{route: route, service: t.Service, backend: t.BackendProtocol, stripPrefix: ex.StripPrefix, start: time.Now(), done: done}
+	rec.st = reqState{route: route, service: t.Service, backend: t.BackendProtocol, stripPrefix: ex.StripPrefix, start: time.Now(), done: done, rec: rec}
 	st := &rec.st // one allocation with the recorder
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 }
@@ -357,6 +363,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		if st.proxyAuthenticate != nil {
 			resp.Header["Proxy-Authenticate"] = st.proxyAuthenticate
 		}
+		if st.rec != nil && resp.ContentLength > 0 && resp.Body != nil && resp.Body != http.NoBody {
+			st.rec.relay = relayBody{ReadCloser: resp.Body, rec: st.rec}
+			st.rec.relay.ready, _ = resp.Body.(readiness)
+			resp.Body = &st.rec.relay
+		}
 	}
 	return nil
 }
@@ -416,6 +427,10 @@ type statusRecorder struct {
 	done    completion
 	body    *bodyReader
 	written int64
+	// unflushed: a header or bytes were written since the last flush of
+	// relay (the response body when its length is known).
+	unflushed bool
+	relay     relayBody
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -425,6 +440,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 {
 		s.status = code
 	}
+	s.unflushed = true
 	s.ResponseWriter.WriteHeader(code)
 }
 
@@ -434,7 +450,37 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	}
 	n, err := s.ResponseWriter.Write(b)
 	s.written += int64(n)
+	s.unflushed = true
 	return n, err
+}
+
+// flush sends what was written so far to the client.
+func (s *statusRecorder) flush() {
+	s.unflushed = false
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// readiness is a backend response body that can tell whether a Read would
+// wait for the backend (wire's bodies can).
+type readiness interface{ Ready() bool }
+
+// relayBody is a response body of known length on its way to the client:
+// what was written is flushed before a read that may wait for the backend
+// (always, when the body cannot tell), so nothing the router has waits
+// while it waits, and a body that is already all there (the common small
+// answer) goes out with its header in one write at the end, instead of a
+// flush per part.
+type relayBody struct {
+	io.ReadCloser
+	rec   *statusRecorder
+	ready readiness // nil: any read may wait
+}
+
+func (b *relayBody) Read(p []byte) (int, error) {
+	if b.rec.unflushed && (b.ready == nil || !b.ready.Ready()) {
+		b.rec.flush()
+	}
+	return b.ReadCloser.Read(p)
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -569,6 +569,15 @@ func (b *upBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Ready reports whether a Read returns without waiting for the backend:
+// bytes of the body are already buffered, or the body has ended. The
+// router flushes what it relayed before a Read that would wait.
+func (b *upBody) Ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done || (b.c.br != nil && b.c.br.Buffered() > 0)
+}
+
 func (b *upBody) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
