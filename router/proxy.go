@@ -115,9 +115,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errBodyTooLarge.write(rec, "")
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody && !rec.grpc {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !rec.grpc {
 		// (A gRPC stream's body is a stream of messages that may last
-		// and idle as long as the call: HTTP/2 flow control bounds it.)
+		// and idle as long as the call: HTTP/2 flow control bounds it.
+		// A body declared empty — an HTTP/2 request without DATA; HTTP/1's
+		// is NoBody — is never read: the ReverseProxy sends none, and
+		// HTTP/2 refuses bytes beyond the declared length.)
 		// From here the body has its deadlines, also for net/http's own
 		// read of what the router leaves unread.
 		rec.body = p.newBodyReader(w, rec, r.Body)
