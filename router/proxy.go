@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -289,12 +290,15 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(out.Header, k)
 		}
 	}
-	out.Header[HeaderTenantID] = []string{st.route.ID}
-	out.Header[HeaderTenantTier] = []string{string(st.route.Tier)}
-	out.Header[HeaderTenantTarget] = []string{st.route.Target}
-	out.Header[HeaderTenantEpoch] = []string{uitoa(st.route.Epoch)}
+	// The router's seven values share one allocation (capped slices).
+	v := make([]string, 7)
+	v[0], v[1], v[2], v[3] = st.route.ID, string(st.route.Tier), st.route.Target, uitoa(st.route.Epoch)
+	out.Header[HeaderTenantID] = v[0:1:1]
+	out.Header[HeaderTenantTier] = v[1:2:2]
+	out.Header[HeaderTenantTarget] = v[2:3:3]
+	out.Header[HeaderTenantEpoch] = v[3:4:4]
 	p.obs.setRequestIDHeader(out.Header, st.done)
-	pr.SetXForwarded()
+	setXForwarded(pr.In, out.Header, v[4:7])
 	// The query goes as the client sent it, byte for byte (ReverseProxy
 	// drops what url.ParseQuery cannot read, such as "100%" or ';').
 	out.URL.RawQuery = pr.In.URL.RawQuery
@@ -304,6 +308,24 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		// address (it would leak into redirects).
 		out.Host = p.fallbackHost(st.route.ID, st.service)
 	}
+}
+
+// setXForwarded is httputil.ProxyRequest.SetXForwarded for an outbound
+// header with no X-Forwarded-* left (the ReverseProxy and rewrite removed
+// every client copy, so there is no earlier X-Forwarded-For to extend),
+// its three values in vals.
+func setXForwarded(in *http.Request, h http.Header, vals []string) {
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		vals[0] = ip
+		h["X-Forwarded-For"] = vals[0:1:1]
+	}
+	vals[1] = in.Host
+	h["X-Forwarded-Host"] = vals[1:2:2]
+	vals[2] = "http"
+	if in.TLS != nil {
+		vals[2] = "https"
+	}
+	h["X-Forwarded-Proto"] = vals[2:3:3]
 }
 
 // fallbackHost is the Host sent for a request that named none: the
