@@ -86,6 +86,18 @@ func seed(ctx context.Context, consulAddr string, upstreamPort int) error {
 	if err != nil && !errors.Is(err, catalog.ErrExists) {
 		return fmt.Errorf("create tenant: %w", err)
 	}
+	// Limits on the tenant's plan, far above what a run sends: every
+	// request pays for the limit checks (token bucket, concurrency, body
+	// size) without ever being refused, as issue 11's benchmark asks.
+	if _, err := store.UpdatePolicy(ctx, func(p *catalog.PlanPolicy) error {
+		if p.Limits == nil {
+			p.Limits = map[string]catalog.Limits{}
+		}
+		p.Limits["free"] = catalog.Limits{RequestsPerSecond: 10_000_000, Burst: 10_000_000, ConcurrentRequests: 100_000, MaxBodyBytes: 1 << 20}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("plan limits: %w", err)
+	}
 	// A TTL check that starts passing and outlives any run: the benchmark
 	// measures forwarding, not health checking, so nothing probes the upstream.
 	reg := &api.AgentServiceRegistration{
