@@ -14,6 +14,12 @@ const inflightShards = 64
 // Inflight counts the requests being forwarded per tenant, so a router can
 // tell a migrator that a frozen tenant has nothing in flight any more, and
 // how many requests each tenant sent (for the load report).
+//
+// Its totals are not the usage meter's (Meter): they count requests
+// admitted towards a backend, the load placement balances, under the lock
+// the in-flight count already takes; the meter counts every answered
+// request of a known tenant by status class, for billing (a 429 or a held
+// 503 is a billed request, not load on a backend).
 type Inflight struct {
 	shards [inflightShards]inflightShard
 }
