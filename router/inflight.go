@@ -15,11 +15,12 @@ const inflightShards = 64
 // tell a migrator that a frozen tenant has nothing in flight any more, and
 // how many requests each tenant sent (for the load report).
 //
-// Its totals are not the usage meter's (Meter): they count requests
-// admitted towards a backend, the load placement balances, under the lock
-// the in-flight count already takes; the meter counts every answered
-// request of a known tenant by status class, for billing (a 429 or a held
-// 503 is a billed request, not load on a backend).
+// Its totals are the load report's: requests that resolved to the
+// tenant's target on this router, counted under the lock the in-flight
+// count takes anyway. The usage meter (Meter) is another count on
+// purpose: every answered request of a known tenant by status class, with
+// bytes and upstream time, per minute, for billing; it can be turned off
+// (-no-usage), and placement's load report must not go with it.
 type Inflight struct {
 	shards [inflightShards]inflightShard
 }
