@@ -192,8 +192,11 @@ func fingerprint(tables []Table) string {
 // the fence: one cheap read per side instead of the whole discovery.
 func schemaStamp(ctx context.Context, db *sqlx.DB, keyColumn string) (string, error) {
 	var stamp string
+	// The key column as a literal: with no arguments lib/pq sends one
+	// simple query (one round trip inside the pause, not two).
+	tables := strings.Replace(tenantTablesSQL, "$1", pq.QuoteLiteral(keyColumn), 1)
 	err := db.GetContext(ctx, &stamp, `
-		WITH t AS (`+tenantTablesSQL+`)
+		WITH t AS (`+tables+`)
 		SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
 		  SELECT t.nspname || '.' || t.relname || ':' || a.attnum || ':' || a.attname || ':' ||
 		         format_type(a.atttypid, a.atttypmod) || ':' || a.attgenerated::text || ':' || a.attidentity::text AS x
@@ -201,7 +204,7 @@ func schemaStamp(ctx context.Context, db *sqlx.DB, keyColumn string) (string, er
 		  UNION ALL
 		  SELECT t.nspname || '.' || t.relname || ':' || c.contype::text || ':' || c.conkey::text || ':' || c.confrelid::regclass::text
 		  FROM t JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('p', 'f')
-		) s`, keyColumn)
+		) s`)
 	if err != nil {
 		return "", fmt.Errorf("schema stamp: %w", err)
 	}

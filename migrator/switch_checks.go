@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // switchPrep is what the switch measures before the freeze, so that the
@@ -175,19 +176,19 @@ func (r *run) checkSequences(ctx context.Context) error {
 }
 
 // readSequences returns every sequence's last value (NULL if never used or
-// missing), in one round trip.
+// missing), in one round trip (names as literals: no arguments, so lib/pq
+// sends it as one simple query, not a parse and then an execute).
 func readSequences(ctx context.Context, db *sqlx.DB, seqs []string) ([]sql.NullInt64, error) {
-	cols, args := make([]string, len(seqs)), make([]any, len(seqs))
+	cols := make([]string, len(seqs))
 	for i, seq := range seqs {
-		cols[i] = fmt.Sprintf("pg_sequence_last_value(to_regclass($%d))", i+1)
-		args[i] = seq
+		cols[i] = fmt.Sprintf("pg_sequence_last_value(to_regclass(%s))", pq.QuoteLiteral(seq))
 	}
 	last := make([]sql.NullInt64, len(seqs))
 	dests := make([]any, len(seqs))
 	for i := range last {
 		dests[i] = &last[i]
 	}
-	if err := db.QueryRowContext(ctx, "SELECT "+strings.Join(cols, ", "), args...).Scan(dests...); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT "+strings.Join(cols, ", ")).Scan(dests...); err != nil {
 		return nil, fmt.Errorf("read sequences %v: %w", seqs, err)
 	}
 	return last, nil
