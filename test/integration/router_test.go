@@ -125,22 +125,37 @@ func TestRouterAdminEndpoints(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	resp, err := hc.Get(r.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
-	for _, m := range []string{
+	want := []string{
 		`switchyard_router_requests_total{code="200",target="pool-1",tier="shared"}`,
 		`switchyard_router_requests_total{code="404",target="",tier=""}`,
 		"switchyard_router_upstream_seconds_bucket", "switchyard_router_breaker_state",
 		"switchyard_router_catalog_age_seconds", "switchyard_router_catalog_version",
-	} {
-		if !strings.Contains(text, m) {
-			t.Errorf("metrics lack %s", m)
+	}
+	// A request is counted when its handler returns, a moment after the
+	// client has its answer: read until every series is there (or fail).
+	var text string
+	var lacking []string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := hc.Get(r.admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text, lacking = string(body), nil
+		for _, m := range want {
+			if !strings.Contains(text, m) {
+				lacking = append(lacking, m)
+			}
+		}
+		if len(lacking) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, m := range lacking {
+		t.Errorf("metrics lack %s", m)
 	}
 	if strings.Contains(text, "secret-tenant-name") || strings.Contains(text, "unknown-tenant-name") {
 		t.Error("metrics expose a tenant id")
