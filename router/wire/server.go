@@ -235,13 +235,14 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// handOff gives c to net/http, as it is.
+// handOff gives c to net/http, as it is. OnConn hears of it first: once
+// given, net/http may answer the client before give returns (a connection
+// refused because the server is closing is counted all the same).
 func (s *Server) handOff(c net.Conn) bool {
-	ok := s.handoff.give(c)
-	if ok && s.cfg.OnConn != nil {
+	if s.cfg.OnConn != nil {
 		s.cfg.OnConn(true)
 	}
-	return ok
+	return s.handoff.give(c)
 }
 
 // isTemporaryAccept: out of file descriptors and the like; worth retrying.
