@@ -841,6 +841,32 @@ func (rb *rebalancer) fix(v violation) bool {
 	return false
 }
 
+// bandSide is the pool outside the band in a move's reason: its id, its
+// utilisation, the band's edge it crossed, and the words for the side.
+type bandSide struct {
+	id           string
+	u, edge      float64
+	side, op, pm string
+}
+
+// appendBand writes "<pool> over band (u > edge = mean m + s); <other>
+// is the … pool that can take it (u" (or under, <, -, give).
+func (rb *rebalancer) appendBand(b []byte, out bandSide, other, role string, otherU float64) []byte {
+	b = append(b, out.id...)
+	b = append(b, out.side...)
+	b = f3(b, out.u)
+	b = append(b, out.op...)
+	b = f3(b, out.edge)
+	b = append(b, " = mean "...)
+	b = f3(b, rb.mean)
+	b = append(b, out.pm...)
+	b = f3(b, rb.spread)
+	b = append(b, "); "...)
+	b = append(b, other...)
+	b = append(b, role...)
+	return f3(b, otherU)
+}
+
 func (rb *rebalancer) apply(v violation, gi, ti int, gap float64, c pick) {
 	rb.groups[c.g].remove(c.pos)
 	t := &rb.tenants[c.idx]
@@ -857,35 +883,12 @@ func (rb *rebalancer) apply(v violation, gi, ti int, gap float64, c pick) {
 
 	// The reason, built by hand: a plan may hold many thousand moves.
 	b := rb.buf[:0]
-	f3 := func(b []byte, f float64) []byte { return strconv.AppendFloat(b, f, 'f', 3, 64) }
 	if v.over {
-		b = append(b, gv.id...)
-		b = append(b, " over band ("...)
-		b = f3(b, gu)
-		b = append(b, " > "...)
-		b = f3(b, gv.upper/gv.capacity)
-		b = append(b, " = mean "...)
-		b = f3(b, rb.mean)
-		b = append(b, " + "...)
-		b = f3(b, rb.spread)
-		b = append(b, "); "...)
-		b = append(b, tk.id...)
-		b = append(b, " is the least utilised pool that can take it ("...)
-		b = f3(b, tu)
+		b = rb.appendBand(b, bandSide{gv.id, gu, gv.upper / gv.capacity, " over band (", " > ", " + "},
+			tk.id, " is the least utilised pool that can take it (", tu)
 	} else {
-		b = append(b, tk.id...)
-		b = append(b, " under band ("...)
-		b = f3(b, tu)
-		b = append(b, " < "...)
-		b = f3(b, tk.lower/tk.capacity)
-		b = append(b, " = mean "...)
-		b = f3(b, rb.mean)
-		b = append(b, " - "...)
-		b = f3(b, rb.spread)
-		b = append(b, "); "...)
-		b = append(b, gv.id...)
-		b = append(b, " is the most utilised pool that can give it ("...)
-		b = f3(b, gu)
+		b = rb.appendBand(b, bandSide{tk.id, tu, tk.lower / tk.capacity, " under band (", " < ", " - "},
+			gv.id, " is the most utilised pool that can give it (", gu)
 	}
 	b = append(b, "); "...)
 	b = append(b, t.Tenant.ID...)
@@ -915,6 +918,9 @@ func (rb *rebalancer) apply(v violation, gi, ti int, gap float64, c pick) {
 	rb.moves = append(rb.moves, Move{Tenant: t.Tenant.ID, From: gv.id, To: tk.id, Bytes: t.Bytes, Reason: string(b)})
 	rb.movedBytes += t.Bytes
 }
+
+// f3 appends f with three decimals.
+func f3(b []byte, f float64) []byte { return strconv.AppendFloat(b, f, 'f', 3, 64) }
 
 // appendAmount renders a metric quantity.
 func (rb *rebalancer) appendAmount(b []byte, x float64) []byte {

@@ -156,3 +156,22 @@ func TestPlanRebalanceReasons(t *testing.T) {
 		t.Errorf("before/after: %v %v", p.Before, p.After)
 	}
 }
+
+// A pool under the band names itself first and the pool that gives.
+func TestPlanRebalanceReasonUnderBand(t *testing.T) {
+	targets := []catalog.Target{pool("a", 100), pool("b", 100), pool("c", 100)}
+	tenants := []TenantLoad{tenant("p", "a", 10), tenant("q", "a", 20), tenant("r", "b", 30)}
+	p, err := PlanRebalance(loads(targets, tenants), tenants, RebalanceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Moves) == 0 {
+		t.Fatalf("no moves: %s", p.Note)
+	}
+	r := p.Moves[0].Reason
+	for _, s := range []string{"c under band (0.000 < 0.100 = mean 0.200 - 0.100); ", " is the most utilised pool that can give it (0.300); ", "shortfall"} {
+		if !strings.Contains(r, s) {
+			t.Errorf("reason %q does not say %q", r, s)
+		}
+	}
+}
