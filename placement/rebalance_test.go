@@ -136,42 +136,37 @@ func TestPlanRebalance(t *testing.T) {
 	}
 }
 
+// A move's reason names the pool outside the band (over it or under it),
+// the pool that takes or gives, the tenant and the utilisations.
 func TestPlanRebalanceReasons(t *testing.T) {
 	targets := []catalog.Target{pool("a", 100), pool("b", 100), pool("c", 100)}
-	tenants := []TenantLoad{tenant("big", "a", 20), tenant("small", "b", 30), tenant("tiny", "a", 2), tenant("x", "a", 44)}
-	p, err := PlanRebalance(loads(targets, tenants), tenants, RebalanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Moves) == 0 {
-		t.Fatalf("no moves: %s", p.Note)
-	}
-	r := p.Moves[0].Reason
-	for _, s := range []string{"a over band (0.660 > 0.420 = mean 0.320 + 0.100)", "c is the least utilised pool that can take it (0.000)", "big 20 B best fits the 24 B excess", "bytes utilisation: a 0.660 → 0.460, c 0.000 → 0.200"} {
-		if !strings.Contains(r, s) {
-			t.Errorf("reason %q does not say %q", r, s)
-		}
-	}
-	if p.Before["a"] != 0.66 || p.After["a"] == p.Before["a"] {
-		t.Errorf("before/after: %v %v", p.Before, p.After)
-	}
-}
-
-// A pool under the band names itself first and the pool that gives.
-func TestPlanRebalanceReasonUnderBand(t *testing.T) {
-	targets := []catalog.Target{pool("a", 100), pool("b", 100), pool("c", 100)}
-	tenants := []TenantLoad{tenant("p", "a", 10), tenant("q", "a", 20), tenant("r", "b", 30)}
-	p, err := PlanRebalance(loads(targets, tenants), tenants, RebalanceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Moves) == 0 {
-		t.Fatalf("no moves: %s", p.Note)
-	}
-	r := p.Moves[0].Reason
-	for _, s := range []string{"c under band (0.000 < 0.100 = mean 0.200 - 0.100); ", " is the most utilised pool that can give it (0.300); ", "shortfall"} {
-		if !strings.Contains(r, s) {
-			t.Errorf("reason %q does not say %q", r, s)
-		}
+	for _, c := range []struct {
+		name    string
+		tenants []TenantLoad
+		says    []string
+	}{
+		{"over band", []TenantLoad{tenant("big", "a", 20), tenant("small", "b", 30), tenant("tiny", "a", 2), tenant("x", "a", 44)},
+			[]string{"a over band (0.660 > 0.420 = mean 0.320 + 0.100)", "c is the least utilised pool that can take it (0.000)", "big 20 B best fits the 24 B excess", "bytes utilisation: a 0.660 → 0.460, c 0.000 → 0.200"}},
+		{"under band", []TenantLoad{tenant("p", "a", 10), tenant("q", "a", 20), tenant("r", "b", 30)},
+			[]string{"c under band (0.000 < 0.100 = mean 0.200 - 0.100); ", " is the most utilised pool that can give it (0.300); ", "shortfall"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := PlanRebalance(loads(targets, c.tenants), c.tenants, RebalanceConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Moves) == 0 {
+				t.Fatalf("no moves: %s", p.Note)
+			}
+			r := p.Moves[0].Reason
+			for _, s := range c.says {
+				if !strings.Contains(r, s) {
+					t.Errorf("reason %q does not say %q", r, s)
+				}
+			}
+			if c.name == "over band" && (p.Before["a"] != 0.66 || p.After["a"] == p.Before["a"]) {
+				t.Errorf("before/after: %v %v", p.Before, p.After)
+			}
+		})
 	}
 }
