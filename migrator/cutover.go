@@ -23,7 +23,8 @@ import (
 // Before the freeze (prepareSteps): read the source's sequences; stamp
 // both sides' schemas and check the full shape; top up the backlog and
 // verify the rows applied since the full verification; set the target's
-// sequences ahead of the source's with headroom; one last top-up.
+// sequences ahead of the source's with headroom; settle: top up and
+// verify in rounds until a round is short.
 //
 // The pause (pauseSteps):
 //  1. freeze the tenant in the catalog (new epoch) and announce it;
@@ -92,7 +93,42 @@ func (r *run) prepareSteps() []step {
 		{name: "top-up", do: func(ctx context.Context) error { return r.topUp(ctx, 3) }},
 		{name: "verify-changed", do: r.verifyChanged},
 		{name: "sequences-ahead", do: r.sequencesAhead},
-		{name: "top-up-last", do: func(ctx context.Context) error { return r.topUp(ctx, 1) }}, // what came during the checks
+		// What came during the checks: applied and verified in rounds
+		// that shrink, so the pause's share does not grow with the tenant.
+		{name: "settle", do: r.settle},
+	}
+}
+
+// settleKeys and settleRounds bound settle: it stops once a round
+// verified at most settleKeys rows (a round short enough that writers add
+// little during it), or after settleRounds rounds.
+const (
+	settleKeys   = 100
+	settleRounds = 5
+)
+
+// settle repeats a top-up and a verification of the rows it applied until
+// a round is short. The rows written while the previous check ran (the
+// full verification reads every row of the tenant: at 10M rows tens of
+// seconds, and thousands of writes) are applied and verified here, outside
+// the pause, in rounds that shrink as long as apply and verification
+// outrun the writers; the fence then applies and verifies only what came
+// during the last, short round, whatever the tenant's size.
+func (r *run) settle(ctx context.Context) error {
+	for round := 1; ; round++ {
+		if err := r.topUp(ctx, 1); err != nil {
+			return err
+		}
+		n := 0
+		for _, ks := range r.changed {
+			n += len(ks)
+		}
+		if err := r.verifyChanged(ctx); err != nil {
+			return err
+		}
+		if n <= settleKeys || round >= settleRounds {
+			return nil
+		}
 	}
 }
 
@@ -272,7 +308,7 @@ func (r *run) drain(ctx context.Context) error {
 }
 
 // verifyDrained verifies the rows the final apply wrote: r.changed is
-// empty after verifyChanged, so it holds exactly those (see verifyKeys:
+// empty after settle's last verifyChanged, so it holds exactly those (see verifyKeys:
 // no counts).
 func (r *run) verifyDrained(ctx context.Context) error {
 	mismatches, err := verifyKeys(ctx, r.src, r.dst, r.tables, r.m.Options.KeyColumn, r.m.Tenant, r.changed, 20)
