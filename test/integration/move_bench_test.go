@@ -54,6 +54,7 @@ func BenchmarkCopyMillion(b *testing.B) {
 	}
 	_ = store.CreateTarget(ctx, catalog.Target{ID: "pool-1", Tier: catalog.TierShared, Service: "app", DSN: pg.DSN("pool")})
 	_ = store.CreateTarget(ctx, catalog.Target{ID: "db-1", Tier: catalog.TierDedicatedDB, Service: "app", DSN: pg.DSN("postgres")})
+	startBackend(b, c.Client(), "app", nil) // the switch flips only to a target an instance serves
 	if _, err := store.CreateTenant(ctx, catalog.Tenant{ID: "big", Plan: "pro", Tier: catalog.TierShared, Target: "pool-1"}); err != nil {
 		b.Fatal(err)
 	}
