@@ -38,9 +38,22 @@ type Domain struct {
 	State  DomainState `json:"state"`
 	// Token is what the owner serves at
 	// http://<domain>/.well-known/switchyard/<token> to prove control.
-	Token      string     `json:"token"`
-	Created    time.Time  `json:"created"`
+	Token   string    `json:"token"`
+	Created time.Time `json:"created"`
+	// Expires is when a pending claim lapses: from then on another
+	// tenant's claim replaces it (a claim nobody verifies never holds a
+	// name for ever). A verified domain does not expire.
+	Expires    *time.Time `json:"expires,omitempty"`
 	VerifiedAt *time.Time `json:"verified_at,omitempty"`
+}
+
+// DefaultDomainPendingTTL is how long a pending claim holds its name
+// against other tenants' claims when the caller sets no other.
+const DefaultDomainPendingTTL = 72 * time.Hour
+
+// lapsed reports whether d is a pending claim past its expiry at now.
+func (d Domain) lapsed(now time.Time) bool {
+	return d.State == DomainPending && d.Expires != nil && !now.Before(*d.Expires)
 }
 
 // Domain errors callers branch on.
@@ -112,12 +125,15 @@ func newDomainToken() string {
 	return hex.EncodeToString(b)
 }
 
-// AddDomain claims name for tenant, pending verification. The claim is a
-// check-and-set creating the domain's key, so of concurrent claims exactly
-// one wins. It returns created=false with the existing record when the
-// tenant already holds the domain; ErrDomainTaken when another does;
+// AddDomain claims name for tenant, pending verification for pendingFor
+// (DefaultDomainPendingTTL if 0). The claim is a check-and-set creating
+// the domain's key, so of concurrent claims exactly one wins. It returns
+// created=false with the existing record when the tenant already holds
+// the domain; ErrDomainTaken when another does (a pending claim of
+// another tenant past its expiry is replaced instead, by a check-and-set
+// on the record read: a verification racing it wins or loses whole);
 // ErrDomainUnderBase (a *FieldError, so ErrInvalid) under base.
-func (s *Store) AddDomain(ctx context.Context, tenant, name, base string) (d Domain, created bool, err error) {
+func (s *Store) AddDomain(ctx context.Context, tenant, name, base string, pendingFor time.Duration) (d Domain, created bool, err error) {
 	name, err = NormalizeDomain(name)
 	if err != nil {
 		return Domain{}, false, err
@@ -129,26 +145,46 @@ func (s *Store) AddDomain(ctx context.Context, tenant, name, base string) (d Dom
 	if _, err := s.GetTenant(ctx, tenant); err != nil {
 		return Domain{}, false, err
 	}
-	d = Domain{Name: name, Tenant: tenant, State: DomainPending, Token: newDomainToken(), Created: time.Now().UTC()}
+	if pendingFor <= 0 {
+		pendingFor = DefaultDomainPendingTTL
+	}
+	now := time.Now().UTC()
+	expires := now.Add(pendingFor)
+	d = Domain{Name: name, Tenant: tenant, State: DomainPending, Token: newDomainToken(), Created: now, Expires: &expires}
+	var idx uint64 // 0: create the key
+	for attempt := 0; attempt < 3; attempt++ {
+		ok, err := s.casDomain(ctx, d, idx)
+		if err != nil || ok {
+			return d, ok, err
+		}
+		cur, curIdx, err := s.GetDomain(ctx, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			idx = 0 // released meanwhile: claim it afresh
+			continue
+		case err != nil:
+			return Domain{}, false, err
+		case cur.Tenant == tenant:
+			return cur, false, nil
+		case !cur.lapsed(time.Now()):
+			return Domain{}, false, fmt.Errorf("domain %s: %w", name, ErrDomainTaken)
+		}
+		idx = curIdx // another tenant's lapsed claim: replace it
+	}
+	return Domain{}, false, fmt.Errorf("domain %s: claimed concurrently: %w", name, ErrConflict)
+}
+
+// casDomain writes d with a check-and-set on idx (0: the key must not exist).
+func (s *Store) casDomain(ctx context.Context, d Domain, idx uint64) (bool, error) {
 	data, err := json.Marshal(d)
 	if err != nil {
-		return Domain{}, false, err
+		return false, err
 	}
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Domain(name), Value: data, ModifyIndex: 0}, writeOpts(ctx))
+	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Domain(d.Name), Value: data, ModifyIndex: idx}, writeOpts(ctx))
 	if err != nil {
-		return Domain{}, false, fmt.Errorf("add domain: %w", err)
+		return false, fmt.Errorf("add domain: %w", err)
 	}
-	if ok {
-		return d, true, nil
-	}
-	cur, _, err := s.GetDomain(ctx, name)
-	if err != nil {
-		return Domain{}, false, err
-	}
-	if cur.Tenant != tenant {
-		return Domain{}, false, fmt.Errorf("domain %s: %w", name, ErrDomainTaken)
-	}
-	return cur, false, nil
+	return ok, nil
 }
 
 // GetDomain returns a domain's record and its ModifyIndex; ErrNotFound if
@@ -226,12 +262,8 @@ func (s *Store) MarkDomainVerified(ctx context.Context, tenant, name, token stri
 		return Domain{}, fmt.Errorf("domain %s: its token changed during verification: %w", d.Name, ErrConflict)
 	}
 	now := time.Now().UTC()
-	d.State, d.VerifiedAt = DomainVerified, &now
-	data, err := json.Marshal(d)
-	if err != nil {
-		return Domain{}, err
-	}
-	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: s.keys.Domain(d.Name), Value: data, ModifyIndex: idx}, writeOpts(ctx))
+	d.State, d.VerifiedAt, d.Expires = DomainVerified, &now, nil
+	ok, err := s.casDomain(ctx, d, idx)
 	if err != nil {
 		return Domain{}, fmt.Errorf("verify domain: %w", err)
 	}

@@ -192,7 +192,7 @@ func TestAddDomainRefusesBaseDomain(t *testing.T) {
 		{"not a domain", "saas.test"},
 	}
 	for _, tc := range cases {
-		_, created, err := (&Store{}).AddDomain(context.Background(), "acme", tc.name, tc.base)
+		_, created, err := (&Store{}).AddDomain(context.Background(), "acme", tc.name, tc.base, 0)
 		var fe *FieldError
 		if created || !errors.As(err, &fe) || fe.Field != DomainField || !errors.Is(err, ErrInvalid) {
 			t.Errorf("AddDomain(%q) under %q: created=%v err=%v, want a domain field error", tc.name, tc.base, created, err)

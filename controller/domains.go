@@ -48,6 +48,9 @@ type DomainsConfig struct {
 	// points there is not fetched (the controller is no proxy into its own
 	// network); VerifyResolve entries are always dialled.
 	VerifyAllowPrivate bool
+	// PendingTTL is how long a claim waits for its verification before
+	// another tenant may claim the name (72h).
+	PendingTTL time.Duration
 }
 
 // SetDefaults fills in zero values.
@@ -57,6 +60,9 @@ func (c *DomainsConfig) SetDefaults() {
 	}
 	if c.VerifyMaxBytes == 0 {
 		c.VerifyMaxBytes = 4 << 10
+	}
+	if c.PendingTTL == 0 {
+		c.PendingTTL = catalog.DefaultDomainPendingTTL
 	}
 }
 
@@ -76,8 +82,8 @@ func (c *DomainsConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("verify-resolve %q=%q: want host:port: %w", d, addr, err))
 		}
 	}
-	if c.VerifyTimeout < 0 || c.VerifyMaxBytes < 0 {
-		errs = append(errs, errors.New("verify timeout and size limit must not be negative"))
+	if c.VerifyTimeout < 0 || c.VerifyMaxBytes < 0 || c.PendingTTL < 0 {
+		errs = append(errs, errors.New("verify timeout, size limit and pending claim lifetime must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -132,7 +138,7 @@ func (s *Server) addDomain(c *gin.Context) {
 		return
 	}
 	ctx, id := c.Request.Context(), c.Param("id")
-	d, created, err := s.store.AddDomain(ctx, id, req.Domain, s.cfg.Domains.BaseDomain)
+	d, created, err := s.store.AddDomain(ctx, id, req.Domain, s.cfg.Domains.BaseDomain, s.cfg.Domains.PendingTTL)
 	if err != nil {
 		failDomain(c, err)
 		return

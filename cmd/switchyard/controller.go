@@ -33,6 +33,7 @@ func runController(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Domains.BaseDomain, "base-domain", "", "the routers' -base-domain: custom domains under it are refused")
 	verifyResolve := fs.String("verify-resolve", "", "domain=host:port,…: fetch a custom domain's verification token from this address instead of the domain's DNS one")
 	fs.DurationVar(&cfg.Domains.VerifyTimeout, "verify-timeout", 5*time.Second, "bound on a custom domain's verification fetch")
+	fs.DurationVar(&cfg.Domains.PendingTTL, "domain-pending-ttl", catalog.DefaultDomainPendingTTL, "how long an unverified custom domain claim holds its name against other tenants' claims")
 	fs.BoolVar(&cfg.Domains.VerifyAllowPrivate, "verify-allow-private", false, "let the verification fetch reach loopback and private addresses")
 	bf := addBackupFlags(fs)
 	if err := fs.Parse(args); err != nil {

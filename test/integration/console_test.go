@@ -212,7 +212,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := s.store.AddDomain(ctx, "climber", "shop.climber.example", "switchyard.localhost"); err != nil {
+	if _, _, err := s.store.AddDomain(ctx, "climber", "shop.climber.example", "switchyard.localhost", 0); err != nil {
 		t.Fatal(err)
 	}
 	store, err := backup.NewDirStore(t.TempDir(), "local")

@@ -258,7 +258,7 @@ func TestCustomDomainConcurrentClaims(t *testing.T) {
 					results[i] = status
 					return
 				}
-				_, created, err := s.store.AddDomain(ctx, tenant, name, "saas.test")
+				_, created, err := s.store.AddDomain(ctx, tenant, name, "saas.test", 0)
 				switch {
 				case err == nil && created:
 					results[i] = 201
@@ -288,6 +288,68 @@ func TestCustomDomainConcurrentClaims(t *testing.T) {
 		if won != 1 || len(ds) != round+1 {
 			t.Fatalf("%s: %d claims won, %d domains stored (%v), want exactly one", name, won, len(ds), results)
 		}
+	}
+}
+
+// A pending claim holds its name only until it lapses: then another
+// tenant's claim replaces it (of concurrent ones exactly one), the first
+// tenant can no longer verify it, and a verified domain never lapses.
+func TestCustomDomainPendingClaimLapses(t *testing.T) {
+	s := &moveStack{stack: newStack(t)}
+	for _, id := range []string{"squatter", "owner-1", "owner-2", "owner-3"} {
+		s.tenant(id, "free", catalog.TierShared, "pool-1")
+	}
+	ctx := testContext(t)
+	const ttl = 1500 * time.Millisecond
+	old, created, err := s.store.AddDomain(ctx, "squatter", "lapsing.example", "saas.test", ttl)
+	if err != nil || !created || old.Expires == nil {
+		t.Fatalf("first claim: %+v created=%v err=%v", old, created, err)
+	}
+	if _, _, err := s.store.AddDomain(ctx, "owner-1", "lapsing.example", "saas.test", ttl); !errors.Is(err, catalog.ErrDomainTaken) {
+		t.Fatalf("a claim on a live pending claim: %v, want ErrDomainTaken", err)
+	}
+	verified, _, err := s.store.AddDomain(ctx, "squatter", "kept.example", "saas.test", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.MarkDomainVerified(ctx, "squatter", "kept.example", verified.Token); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(*old.Expires) + 100*time.Millisecond)
+	winners := make(chan catalog.Domain, 3)
+	var wg sync.WaitGroup
+	for _, id := range []string{"owner-1", "owner-2", "owner-3"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, created, err := s.store.AddDomain(ctx, id, "lapsing.example", "saas.test", ttl)
+			switch {
+			case err == nil && created:
+				winners <- d
+			case errors.Is(err, catalog.ErrDomainTaken), errors.Is(err, catalog.ErrConflict):
+			default:
+				t.Errorf("%s: created=%v err=%v", id, created, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(winners)
+	var won []catalog.Domain
+	for d := range winners {
+		won = append(won, d)
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d claims replaced the lapsed one, want exactly 1: %+v", len(won), won)
+	}
+	cur, _, err := s.store.GetDomain(ctx, "lapsing.example")
+	if err != nil || cur.Tenant != won[0].Tenant || cur.Token != won[0].Token || cur.Token == old.Token {
+		t.Fatalf("stored %+v (%v), want the winner's claim %+v with a new token", cur, err, won[0])
+	}
+	if _, err := s.store.MarkDomainVerified(ctx, "squatter", "lapsing.example", old.Token); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("the replaced claim verified: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.store.AddDomain(ctx, "owner-1", "kept.example", "saas.test", ttl); !errors.Is(err, catalog.ErrDomainTaken) {
+		t.Fatalf("a verified domain was claimed after the pending lifetime: %v", err)
 	}
 }
 
