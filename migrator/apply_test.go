@@ -3,6 +3,7 @@ package migrator
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func TestCaptureAndApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _, err := a.applyBatch(ctx, hwm, nil)
+	n, err := a.applyTo(ctx, hwm, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +154,57 @@ func TestApplyStopsAtHighWater(t *testing.T) {
 	_ = dst.Get(&got, `SELECT count(*) FROM orders WHERE tenant_id = 'acme'`)
 	if got != 20 {
 		t.Fatalf("target has %d orders, want 20", got)
+	}
+}
+
+// Pipelined batches fail whole: when the target refuses a batch, that
+// batch and the next (claimed and read meanwhile) stay captured, the one
+// before stays applied, and a later pass applies the rest.
+func TestApplyPipelineFailureLeavesChangesQueued(t *testing.T) {
+	src, dst, a := twoDatabases(t)
+	ctx := context.Background()
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tables, a.batch = tables, 5
+	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
+		t.Fatal(err)
+	}
+	// Changes 1–5 good, 6–10 refused by the target, 11–20 good.
+	for _, q := range []string{
+		`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'good' FROM generate_series(1, 5)`,
+		`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'bad' FROM generate_series(1, 5)`,
+		`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'good' FROM generate_series(1, 10)`,
+	} {
+		if _, err := src.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := dst.Exec(`ALTER TABLE orders ADD CONSTRAINT no_bad CHECK (item <> 'bad')`); err != nil {
+		t.Fatal(err)
+	}
+	var batches []int
+	n, err := a.applyTo(ctx, math.MaxInt64, nil, func(n int, _ map[string][]json.RawMessage) error {
+		batches = append(batches, n)
+		return nil
+	})
+	if err == nil || n != 5 || !slices.Equal(batches, []int{5}) {
+		t.Fatalf("applied %d in batches %v, err %v; want the first batch of 5 and the target's refusal", n, batches, err)
+	}
+	var onTarget int
+	_ = dst.Get(&onTarget, `SELECT count(*) FROM orders WHERE tenant_id = 'acme'`)
+	if left, _ := a.backlog(ctx); left != 15 || onTarget != 5 {
+		t.Fatalf("backlog %d and %d rows on the target, want 15 queued and 5 applied", left, onTarget)
+	}
+	if _, err := dst.Exec(`ALTER TABLE orders DROP CONSTRAINT no_bad`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.applyTo(ctx, math.MaxInt64, nil, nil); err != nil || n != 15 {
+		t.Fatalf("second pass applied %d: %v", n, err)
+	}
+	if mm, _, err := verifyAll(ctx, src, dst, tables, "tenant_id", "acme", 5); err != nil || len(mm) != 0 {
+		t.Fatalf("after the second pass: %v %v", mm, err)
 	}
 }
 
