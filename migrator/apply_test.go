@@ -44,6 +44,22 @@ func twoDatabases(t *testing.T) (*sqlx.DB, *sqlx.DB, *applier) {
 	return dbs[0], dbs[1], a
 }
 
+// capturing is twoDatabases with the applier told the tables and its batch
+// size, and tenant acme's changes captured on the source.
+func capturing(t *testing.T, batch int) (*sqlx.DB, *sqlx.DB, *applier, []Table) {
+	src, dst, a := twoDatabases(t)
+	ctx := context.Background()
+	tables, err := DiscoverTables(ctx, src, "tenant_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tables, a.batch = tables, batch
+	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, a, tables
+}
+
 // Captured inserts, updates and deletes of parents and children replay onto
 // the target in one pass, and a second replay changes nothing.
 func TestCaptureAndApply(t *testing.T) {
@@ -117,16 +133,8 @@ func TestCaptureAndApply(t *testing.T) {
 // A high-water mark bounds an apply: changes captured after it was taken
 // stay for the next step, however many there are.
 func TestApplyStopsAtHighWater(t *testing.T) {
-	src, dst, a := twoDatabases(t)
+	src, dst, a, _ := capturing(t, 7)
 	ctx := context.Background()
-	tables, err := DiscoverTables(ctx, src, "tenant_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.tables, a.batch = tables, 7
-	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := src.Exec(`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'x' FROM generate_series(1, 20)`); err != nil {
 		t.Fatal(err)
 	}
@@ -161,16 +169,8 @@ func TestApplyStopsAtHighWater(t *testing.T) {
 // batch and the next (claimed and read meanwhile) stay captured, the one
 // before stays applied, and a later pass applies the rest.
 func TestApplyPipelineFailureLeavesChangesQueued(t *testing.T) {
-	src, dst, a := twoDatabases(t)
+	src, dst, a, tables := capturing(t, 5)
 	ctx := context.Background()
-	tables, err := DiscoverTables(ctx, src, "tenant_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.tables, a.batch = tables, 5
-	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
-		t.Fatal(err)
-	}
 	// Changes 1–5 good, 6–10 refused by the target, 11–20 good.
 	for _, q := range []string{
 		`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'good' FROM generate_series(1, 5)`,
@@ -211,16 +211,8 @@ func TestApplyPipelineFailureLeavesChangesQueued(t *testing.T) {
 // BenchmarkApply-like figure as a test: 50,000 captured changes (orders and
 // their events, inserts then updates) applied; the log says rows/s.
 func TestApplyRate(t *testing.T) {
-	src, dst, a := twoDatabases(t)
+	src, dst, a, tables := capturing(t, defaultApplyBatch)
 	ctx := context.Background()
-	tables, err := DiscoverTables(ctx, src, "tenant_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.tables, a.batch = tables, defaultApplyBatch
-	if err := installGuard(ctx, src, tables, "tenant_id", "acme", "capture"); err != nil {
-		t.Fatal(err)
-	}
 	const orders = 20_000
 	for _, q := range []string{
 		`INSERT INTO orders (tenant_id, id, item) SELECT 'acme', g, 'item-' || g FROM generate_series(1, 20000) g`,
