@@ -51,9 +51,17 @@ type Domain struct {
 // against other tenants' claims when the caller sets no other.
 const DefaultDomainPendingTTL = 72 * time.Hour
 
-// lapsed reports whether d is a pending claim past its expiry at now.
+// lapsed reports whether d is a pending claim past its expiry at now. A
+// claim recorded before claims expired (no Expires) lapses
+// DefaultDomainPendingTTL after it was made.
 func (d Domain) lapsed(now time.Time) bool {
-	return d.State == DomainPending && d.Expires != nil && !now.Before(*d.Expires)
+	if d.State != DomainPending {
+		return false
+	}
+	if d.Expires == nil {
+		return !now.Before(d.Created.Add(DefaultDomainPendingTTL))
+	}
+	return !now.Before(*d.Expires)
 }
 
 // Domain errors callers branch on.
@@ -129,10 +137,11 @@ func newDomainToken() string {
 // (DefaultDomainPendingTTL if 0). The claim is a check-and-set creating
 // the domain's key, so of concurrent claims exactly one wins. It returns
 // created=false with the existing record when the tenant already holds
-// the domain; ErrDomainTaken when another does (a pending claim of
-// another tenant past its expiry is replaced instead, by a check-and-set
-// on the record read: a verification racing it wins or loses whole);
-// ErrDomainUnderBase (a *FieldError, so ErrInvalid) under base.
+// the domain (its own lapsed claim renewed for pendingFor, same token);
+// ErrDomainTaken when another does (a pending claim of another tenant
+// past its expiry is replaced instead, by a check-and-set on the record
+// read: a verification racing it wins or loses whole); ErrDomainUnderBase
+// (a *FieldError, so ErrInvalid) under base.
 func (s *Store) AddDomain(ctx context.Context, tenant, name, base string, pendingFor time.Duration) (d Domain, created bool, err error) {
 	name, err = NormalizeDomain(name)
 	if err != nil {
@@ -164,8 +173,15 @@ func (s *Store) AddDomain(ctx context.Context, tenant, name, base string, pendin
 			continue
 		case err != nil:
 			return Domain{}, false, err
-		case cur.Tenant == tenant:
+		case cur.Tenant == tenant && !cur.lapsed(time.Now()):
 			return cur, false, nil
+		case cur.Tenant == tenant:
+			cur.Expires = &expires // renewed, token kept: the owner may serve it already
+			if ok, err := s.casDomain(ctx, cur, curIdx); err != nil || ok {
+				return cur, false, err
+			}
+			idx = 0
+			continue
 		case !cur.lapsed(time.Now()):
 			return Domain{}, false, fmt.Errorf("domain %s: %w", name, ErrDomainTaken)
 		}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -216,6 +217,29 @@ func TestDomainsVersion(t *testing.T) {
 	for name, p := range map[string]api.KVPairs{"written": written, "deleted": deleted, "empty": nil} {
 		if domainsVersion(p) == domainsVersion(a) {
 			t.Errorf("%s: the summary did not move", name)
+		}
+	}
+}
+
+// A pending claim lapses at its expiry, one recorded without an expiry
+// DefaultDomainPendingTTL after it was made; a verified domain never does.
+func TestDomainLapsed(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	for _, tc := range []struct {
+		name string
+		d    Domain
+		want bool
+	}{
+		{"pending, before its expiry", Domain{State: DomainPending, Created: now.Add(-time.Hour), Expires: at(time.Minute)}, false},
+		{"pending, at its expiry", Domain{State: DomainPending, Created: now.Add(-time.Hour), Expires: at(0)}, true},
+		{"pending, past its expiry", Domain{State: DomainPending, Created: now.Add(-time.Hour), Expires: at(-time.Second)}, true},
+		{"pending, no expiry, young", Domain{State: DomainPending, Created: now.Add(-time.Hour)}, false},
+		{"pending, no expiry, older than the default", Domain{State: DomainPending, Created: now.Add(-DefaultDomainPendingTTL)}, true},
+		{"verified, long past", Domain{State: DomainVerified, Created: now.Add(-1000 * time.Hour), Expires: at(-999 * time.Hour)}, false},
+	} {
+		if got := tc.d.lapsed(now); got != tc.want {
+			t.Errorf("%s: lapsed = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -351,6 +351,15 @@ func TestCustomDomainPendingClaimLapses(t *testing.T) {
 	if _, _, err := s.store.AddDomain(ctx, "owner-1", "kept.example", "saas.test", ttl); !errors.Is(err, catalog.ErrDomainTaken) {
 		t.Fatalf("a verified domain was claimed after the pending lifetime: %v", err)
 	}
+	// Its holder claiming a lapsed claim again renews it, token kept.
+	time.Sleep(time.Until(*won[0].Expires) + 100*time.Millisecond)
+	renewed, created, err := s.store.AddDomain(ctx, won[0].Tenant, "lapsing.example", "saas.test", ttl)
+	if err != nil || created || renewed.Token != won[0].Token || !renewed.Expires.After(*won[0].Expires) {
+		t.Fatalf("renewal: %+v created=%v err=%v, want the same token with a later expiry than %v", renewed, created, err, won[0].Expires)
+	}
+	if _, _, err := s.store.AddDomain(ctx, "squatter", "lapsing.example", "saas.test", ttl); !errors.Is(err, catalog.ErrDomainTaken) {
+		t.Fatalf("a renewed claim was taken: %v", err)
+	}
 }
 
 // A verified domain names the tenant, not a target: it keeps reaching the
