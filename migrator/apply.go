@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -129,11 +128,14 @@ func (a *applier) pendingKeys(ctx context.Context) (map[string]map[string]bool, 
 // so only transactions already running then can add to the work.
 //
 // Batches are pipelined: while one batch is written to the target, the
-// next is claimed and read on the source's other connection (claiming ids
-// above the previous batch's, so the two never contend for a change). A
-// source transaction commits only after its batch's target transaction
-// did. An id below a batch's that commits late is left for the next pass,
-// as one above the mark is.
+// next is claimed and read on the source's other connection. Its claim
+// skips the changes the batch before holds locked (deleted, uncommitted:
+// that batch commits only after this claim returned, so the claim never
+// meets a delete committed after its snapshot), and takes every other
+// change up to the mark its snapshot sees, so a writer's transaction comes
+// whole: a parent whose id is below the previous batch's but committed
+// after its snapshot comes with its child. A source transaction commits
+// only after its batch's target transaction did.
 func (a *applier) applyTo(ctx context.Context, hwm int64, only []string, each func(n int, keys map[string][]json.RawMessage) error) (int, error) {
 	total := 0
 	// Busy time grows at each batch's commit, by the time since the pass
@@ -143,13 +145,13 @@ func (a *applier) applyTo(ctx context.Context, hwm int64, only []string, each fu
 	if err := a.connect(ctx); err != nil {
 		return 0, err
 	}
-	next, err := a.readBatch(ctx, a.srcConn, hwm, 0, only)
+	next, err := a.readBatch(ctx, a.srcConn, hwm, only)
 	for err == nil && next.n > 0 {
 		cur := next
 		written := a.writeAsync(ctx, cur)
 		next, err = &claimed{}, nil
 		if cur.n == a.batch {
-			next, err = a.readBatch(ctx, a.otherSource(cur.conn), hwm, cur.lastID, only)
+			next, err = a.readBatch(ctx, a.otherSource(cur.conn), hwm, only)
 		}
 		werr := <-written
 		if werr == nil {
@@ -164,6 +166,7 @@ func (a *applier) applyTo(ctx context.Context, hwm int64, only []string, each fu
 			total += cur.n
 			if each != nil {
 				werr = each(cur.n, cur.keys)
+				mark = time.Now() // the caller's work is not applying
 			}
 		}
 		if werr != nil {
@@ -179,22 +182,21 @@ func (a *applier) applyTo(ctx context.Context, hwm int64, only []string, each fu
 type claimed struct {
 	conn    *pgconn.PgConn
 	n       int
-	lastID  int64
 	keys    map[string][]json.RawMessage
 	current map[string]*bytes.Buffer
 }
 
-// readBatch claims, on conn, up to a.batch changes with after < id <= hwm
-// and reads the current rows of their keys in the same REPEATABLE READ
+// readBatch claims, on conn, up to a.batch changes with id <= hwm and
+// reads the current rows of their keys in the same REPEATABLE READ
 // transaction, which stays open (see applyTo). On an error it rolls back.
-func (a *applier) readBatch(ctx context.Context, conn *pgconn.PgConn, hwm, after int64, only []string) (b *claimed, err error) {
+func (a *applier) readBatch(ctx context.Context, conn *pgconn.PgConn, hwm int64, only []string) (b *claimed, err error) {
 	b = &claimed{conn: conn}
 	defer func() {
 		if err != nil {
 			a.rollback(ctx, b)
 		}
 	}()
-	if b.n, b.lastID, b.keys, err = a.claim(ctx, conn, hwm, after, only); err != nil || b.n == 0 {
+	if b.n, b.keys, err = a.claim(ctx, conn, hwm, only); err != nil || b.n == 0 {
 		if err == nil {
 			err = conn.Exec(ctx, "COMMIT").Close()
 		}
@@ -211,12 +213,14 @@ func (a *applier) readBatch(ctx context.Context, conn *pgconn.PgConn, hwm, after
 }
 
 // writeAsync writes b to the target in its own goroutine; the channel
-// gets the outcome (a panic as an error).
+// gets the outcome (a panic as an error, the target connection closed: it
+// may be inside a transaction the panic left open).
 func (a *applier) writeAsync(ctx context.Context, b *claimed) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {
+				_ = a.dstConn.Close(context.WithoutCancel(ctx))
 				done <- fmt.Errorf("apply: panic writing to the target: %v", p)
 			}
 		}()
@@ -244,45 +248,40 @@ func (a *applier) otherSource(c *pgconn.PgConn) *pgconn.PgConn {
 }
 
 // claim opens a REPEATABLE READ transaction on conn and deletes in it the
-// oldest a.batch changes with after < id <= hwm, in one round trip, and
-// returns how many, the largest id and their distinct keys per table.
-func (a *applier) claim(ctx context.Context, conn *pgconn.PgConn, hwm, after int64, only []string) (int, int64, map[string][]json.RawMessage, error) {
+// oldest a.batch changes with id <= hwm that no other transaction holds
+// (SKIP LOCKED: those the pipelined batch before claimed), in one round
+// trip, and returns how many and their distinct keys per table.
+func (a *applier) claim(ctx context.Context, conn *pgconn.PgConn, hwm int64, only []string) (int, map[string][]json.RawMessage, error) {
 	filter := ""
 	if only != nil {
 		arr, err := pq.Array(only).Value()
 		if err != nil {
-			return 0, 0, nil, err
+			return 0, nil, err
 		}
 		filter = " AND tbl = ANY(" + pq.QuoteLiteral(arr.(string)) + "::text[])"
 	}
 	q := fmt.Sprintf(`BEGIN ISOLATION LEVEL REPEATABLE READ;
 		DELETE FROM switchyard.changes WHERE id IN (SELECT id FROM switchyard.changes
-		WHERE tenant_id = %s AND id > %d AND id <= %d%s ORDER BY id LIMIT %d) RETURNING id, tbl, pk::text`,
-		pq.QuoteLiteral(a.tenant), after, hwm, filter, a.batch)
+		WHERE tenant_id = %s AND id <= %d%s ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) RETURNING tbl, pk::text`,
+		pq.QuoteLiteral(a.tenant), hwm, filter, a.batch)
 	results, err := conn.Exec(ctx, q).ReadAll()
 	if err != nil {
-		return 0, 0, nil, fmt.Errorf("read changes: %w", err)
+		return 0, nil, fmt.Errorf("read changes: %w", err)
 	}
 	if len(results) != 2 {
-		return 0, 0, nil, fmt.Errorf("read changes: %d results, want 2", len(results))
+		return 0, nil, fmt.Errorf("read changes: %d results, want 2", len(results))
 	}
 	res := results[1]
 	keys := map[string][]json.RawMessage{}
 	seen := map[string]bool{}
-	var last int64
 	for _, row := range res.Rows {
-		id, err := strconv.ParseInt(string(row[0]), 10, 64)
-		if err != nil {
-			return 0, 0, nil, fmt.Errorf("read changes: id %q: %w", row[0], err)
-		}
-		last = max(last, id)
-		k := string(row[1]) + "|" + string(row[2])
+		k := string(row[0]) + "|" + string(row[1])
 		if !seen[k] {
 			seen[k] = true
-			keys[string(row[1])] = append(keys[string(row[1])], json.RawMessage(row[2]))
+			keys[string(row[0])] = append(keys[string(row[0])], json.RawMessage(row[1]))
 		}
 	}
-	return len(res.Rows), last, keys, nil
+	return len(res.Rows), keys, nil
 }
 
 // sync makes the target's rows for the given keys equal the source's:

@@ -208,6 +208,45 @@ func TestApplyPipelineFailureLeavesChangesQueued(t *testing.T) {
 	}
 }
 
+// A writer's transaction comes whole through the pipeline: its parent's
+// change has an id below the first batch's but commits after that batch's
+// snapshot, with a child whose id is above; the next batch, claimed while
+// the first is written, takes both, and the target's foreign key holds.
+func TestApplyPipelineKeepsLateParentWithChild(t *testing.T) {
+	src, dst, a, tables := capturing(t, 2)
+	ctx := context.Background()
+	writer, err := src.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback()
+	var parent int64
+	if err := writer.Get(&parent, `INSERT INTO orders (tenant_id, item) VALUES ('acme', 'parent') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Exec(`INSERT INTO orders (tenant_id, item) SELECT 'acme', 'other' FROM generate_series(1, 2)`); err != nil {
+		t.Fatal(err)
+	}
+	committed := false
+	a.before = func(int) error { // after the first batch's claim, before its read
+		if committed {
+			return nil
+		}
+		committed = true
+		if _, err := writer.Exec(`INSERT INTO events VALUES ('acme', $1, 1, 'child')`, parent); err != nil {
+			return err
+		}
+		return writer.Commit()
+	}
+	n, err := a.applyTo(ctx, math.MaxInt64, nil, nil)
+	if err != nil || n != 4 {
+		t.Fatalf("applied %d: %v; want the 2 others, then the parent with its child", n, err)
+	}
+	if mm, _, err := verifyAll(ctx, src, dst, tables, "tenant_id", "acme", 5); err != nil || len(mm) != 0 {
+		t.Fatalf("after apply: %v %v", mm, err)
+	}
+}
+
 // BenchmarkApply-like figure as a test: 50,000 captured changes (orders and
 // their events, inserts then updates) applied; the log says rows/s.
 func TestApplyRate(t *testing.T) {
