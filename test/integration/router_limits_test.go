@@ -368,6 +368,7 @@ func TestLimitHeldAcrossRouters(t *testing.T) {
 // noisyResult is one noisy-neighbour run.
 type noisyResult struct {
 	quietP99, floodP99         time.Duration
+	stubP99                    time.Duration // beside the same flood sent to a stub, not the router (0: not run)
 	quietN, floodN, neighbourE int
 	flooder                    map[int]int
 	flooderTransportErrors     int
@@ -380,7 +381,7 @@ type noisyResult struct {
 // neighbourEvery paces the noisy-neighbour benchmark's steady tenant.
 const neighbourEvery = 20 * time.Millisecond
 
-func noisyNeighbour(tb testing.TB, phase time.Duration) noisyResult {
+func noisyNeighbour(tb testing.TB, phase time.Duration, withStub bool) noisyResult {
 	const limit = 20.0
 	c := harness.ConsulT(tb)
 	s := &stack{t: tb, consul: c, store: catalog.NewStore(c.Client(), "")}
@@ -454,10 +455,33 @@ func noisyNeighbour(tb testing.TB, phase time.Duration) noisyResult {
 	flooded := neighbour(phase)
 	close(stop)
 	wg.Wait()
+	if withStub {
+		// The same flood from the same client at a server that only says
+		// 429: what the load generator's own work costs the neighbour,
+		// with no router or backend in the flood's path.
+		res.stubP99 = p99of(stubFlooded(hc, phase, neighbour))
+	}
 	res.quietP99, res.floodP99 = p99of(quiet), p99of(flooded)
 	res.quietN, res.floodN = len(quiet), len(flooded)
 	res.flooder, res.flooderTransportErrors = fc.byStatus, fc.transportE
 	return res
+}
+
+// stubFlooded runs the neighbour for phase while the noisy-neighbour
+// flood (10 workers at 20/s) goes to a stub that answers 429 at once.
+func stubFlooded(hc *http.Client, phase time.Duration, neighbour func(time.Duration) []time.Duration) []time.Duration {
+	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, `{"error":"rate_limited","limit":"requests_per_second"}`)
+	}))
+	defer stub.Close()
+	stop := make(chan struct{})
+	_, wg := flood(hc, stub.URL+"/t/noisy/orders?limit=5", 10, time.Second/20, stop, time.Now())
+	defer wg.Wait()
+	defer close(stop)
+	return neighbour(phase)
 }
 
 func p99of(d []time.Duration) time.Duration {
@@ -470,7 +494,16 @@ func p99of(d []time.Duration) time.Duration {
 
 func (r noisyResult) String() string {
 	return fmt.Sprintf("neighbour p99 %v alone (%d requests), %v beside the flood (%d requests): %.2f×; neighbour errors %d; flooder answers %v, transport errors %d",
-		r.quietP99, r.quietN, r.floodP99, r.floodN, float64(r.floodP99)/float64(max(r.quietP99, 1)), r.neighbourE, r.flooder, r.flooderTransportErrors)
+		r.quietP99, r.quietN, r.floodP99, r.floodN, float64(r.floodP99)/float64(max(r.quietP99, 1)), r.neighbourE, r.flooder, r.flooderTransportErrors) +
+		r.stubString()
+}
+
+func (r noisyResult) stubString() string {
+	if r.stubP99 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; beside the same flood sent to a stub answering 429 (no router, no backend): %v (%.2f×)",
+		r.stubP99, float64(r.stubP99)/float64(max(r.quietP99, 1)))
 }
 
 // TestNoisyNeighbour: a tenant flooding a shared pool at ten times its
@@ -479,7 +512,7 @@ func (r noisyResult) String() string {
 // 1.1× goal is asserted by BenchmarkNoisyNeighbour, or here with
 // SWITCHYARD_NOISY_RATIO=1 (timing: not for a loaded CI machine).
 func TestNoisyNeighbour(t *testing.T) {
-	r := noisyNeighbour(t, 6*time.Second)
+	r := noisyNeighbour(t, 6*time.Second, false)
 	t.Log(r)
 	checkNoisy(t, r, os.Getenv("SWITCHYARD_NOISY_RATIO") == "1")
 }
@@ -507,11 +540,12 @@ func checkNoisy(tb testing.TB, r noisyResult, ratio bool) {
 // go test -run='^$' -bench='^BenchmarkNoisyNeighbour$' -benchtime=1x ./test/integration/
 func BenchmarkNoisyNeighbour(b *testing.B) {
 	for b.Loop() {
-		r := noisyNeighbour(b, 15*time.Second)
+		r := noisyNeighbour(b, time.Duration(envInt(b, "SWITCHYARD_NOISY_SECONDS", 15))*time.Second, true)
 		b.Log(r)
 		b.ReportMetric(float64(r.floodP99)/float64(max(r.quietP99, 1)), "p99-ratio")
 		b.ReportMetric(float64(r.quietP99.Microseconds())/1000, "quiet-p99-ms")
 		b.ReportMetric(float64(r.floodP99.Microseconds())/1000, "flood-p99-ms")
+		b.ReportMetric(float64(r.stubP99.Microseconds())/1000, "stub-flood-p99-ms")
 		checkNoisy(b, r, true)
 	}
 }
