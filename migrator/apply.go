@@ -15,8 +15,8 @@ import (
 )
 
 // defaultApplyBatch is how many captured changes one apply batch handles
-// (pipelined, 2,500 to 10,000 apply 80–87k changes/s on a quiet 2-core
-// machine: TestApplyRate).
+// (pipelined, 50–67k changes/s on a quiet 2-core machine: TestApplyRate;
+// 2,500 to 10,000 made no difference).
 const defaultApplyBatch = 10_000
 
 // applier replays captured changes: for each captured key it re-reads the
