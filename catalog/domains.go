@@ -45,6 +45,9 @@ type Domain struct {
 	// name for ever). A verified domain does not expire.
 	Expires    *time.Time `json:"expires,omitempty"`
 	VerifiedAt *time.Time `json:"verified_at,omitempty"`
+	// Replaced names the tenant whose lapsed pending claim this claim
+	// replaced, if any.
+	Replaced string `json:"replaced,omitempty"`
 }
 
 // DefaultDomainPendingTTL is how long a pending claim holds its name
@@ -169,7 +172,7 @@ func (s *Store) AddDomain(ctx context.Context, tenant, name, base string, pendin
 		cur, curIdx, err := s.GetDomain(ctx, name)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			idx = 0 // released meanwhile: claim it afresh
+			idx, d.Replaced = 0, "" // released meanwhile: claim it afresh
 			continue
 		case err != nil:
 			return Domain{}, false, err
@@ -185,7 +188,7 @@ func (s *Store) AddDomain(ctx context.Context, tenant, name, base string, pendin
 		case !cur.lapsed(time.Now()):
 			return Domain{}, false, fmt.Errorf("domain %s: %w", name, ErrDomainTaken)
 		}
-		idx = curIdx // another tenant's lapsed claim: replace it
+		idx, d.Replaced = curIdx, cur.Tenant // another tenant's lapsed claim: replace it
 	}
 	return Domain{}, false, fmt.Errorf("domain %s: claimed concurrently: %w", name, ErrConflict)
 }

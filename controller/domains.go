@@ -147,6 +147,10 @@ func (s *Server) addDomain(c *gin.Context) {
 		c.JSON(http.StatusOK, d) // the tenant holds it already: the same answer again
 		return
 	}
+	if d.Replaced != "" {
+		s.audit(ctx, auditEntry{Actor: actor(c), Action: "domain.lapsed", Tenant: d.Replaced,
+			Detail: d.Name + " (its pending claim lapsed unverified; now claimed by " + id + ")"})
+	}
 	s.audit(ctx, auditEntry{Actor: actor(c), Action: "domain.add", Tenant: id, Detail: d.Name + " (pending verification)"})
 	c.Header("Location", "/v1/tenants/"+id+"/domains/"+d.Name)
 	c.JSON(http.StatusCreated, d)

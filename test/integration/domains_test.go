@@ -342,7 +342,7 @@ func TestCustomDomainPendingClaimLapses(t *testing.T) {
 		t.Fatalf("%d claims replaced the lapsed one, want exactly 1: %+v", len(won), won)
 	}
 	cur, _, err := s.store.GetDomain(ctx, "lapsing.example")
-	if err != nil || cur.Tenant != won[0].Tenant || cur.Token != won[0].Token || cur.Token == old.Token {
+	if err != nil || cur.Tenant != won[0].Tenant || cur.Token != won[0].Token || cur.Token == old.Token || cur.Replaced != "squatter" {
 		t.Fatalf("stored %+v (%v), want the winner's claim %+v with a new token", cur, err, won[0])
 	}
 	if _, err := s.store.MarkDomainVerified(ctx, "squatter", "lapsing.example", old.Token); !errors.Is(err, catalog.ErrNotFound) {
@@ -359,6 +359,38 @@ func TestCustomDomainPendingClaimLapses(t *testing.T) {
 	}
 	if _, _, err := s.store.AddDomain(ctx, "squatter", "lapsing.example", "saas.test", ttl); !errors.Is(err, catalog.ErrDomainTaken) {
 		t.Fatalf("a renewed claim was taken: %v", err)
+	}
+	lapseThroughAPI(t, s, ttl)
+}
+
+// lapseThroughAPI: through the controller (-domain-pending-ttl), a claim
+// replacing a lapsed one says whose it replaced, and the audit log says
+// so on the tenant that lost it.
+func lapseThroughAPI(t *testing.T, s *moveStack, ttl time.Duration) {
+	_, base, cancel := s.startController(func(c *controller.Config) {
+		c.Domains = controller.DomainsConfig{BaseDomain: "saas.test", PendingTTL: ttl}
+	})
+	defer cancel()
+	claim := func(tenant string) (int, map[string]any) {
+		return call(t, "POST", base+"/v1/tenants/"+tenant+"/domains", tokOperator, map[string]any{"domain": "api-lapsing.example"}, nil)
+	}
+	if st, body := claim("squatter"); st != 201 || body["expires"] == nil {
+		t.Fatalf("first claim: %d %v", st, body)
+	}
+	if st, body := claim("owner-2"); st != 409 || body["error"] != "domain_taken" {
+		t.Fatalf("a claim on a live pending claim: %d %v", st, body)
+	}
+	time.Sleep(ttl + 200*time.Millisecond)
+	if st, body := claim("owner-2"); st != 201 || body["replaced"] != "squatter" {
+		t.Fatalf("a claim on a lapsed one: %d %v, want 201 replacing squatter's", st, body)
+	}
+	status, body := call(t, "GET", base+"/v1/audit?tenant=squatter", tokViewer, nil, nil)
+	found := false
+	for _, e := range body["entries"].([]any) {
+		found = found || e.(map[string]any)["action"] == "domain.lapsed"
+	}
+	if status != 200 || !found {
+		t.Fatalf("squatter's audit log has no domain.lapsed entry: %d %v", status, body)
 	}
 }
 
