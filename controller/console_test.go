@@ -95,13 +95,16 @@ func TestConsoleTenantPageRendersDomains(t *testing.T) {
 	}
 	s := &Server{console: con}
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	expires := at.Add(72 * time.Hour)
 	rec := httptest.NewRecorder()
 	c, _ := gin.CreateTestContext(rec)
 	c.Request = httptest.NewRequest("GET", "/ui/tenants/a", nil)
 	s.render(c, 200, "tenant", "tenants", map[string]any{"Tenant": catalog.Tenant{ID: "a", Plan: "free"},
-		"Domains": []catalog.Domain{{Name: "shop.a.example", State: "verified", Created: at, VerifiedAt: &at}, {Name: "new.a.example", State: "pending", Created: at}}})
+		"Domains": []catalog.Domain{{Name: "shop.a.example", State: "verified", Created: at, VerifiedAt: &at}, {Name: "new.a.example", State: "pending", Created: at, Expires: &expires}}})
 	body := rec.Body.String()
-	for _, want := range []string{"shop.a.example", "new.a.example", "2026-12-01 10:00:00Z</td></tr>", "<td>—</td></tr>"} {
+	// The verified domain: verified at, no expiry; the pending one: not
+	// verified, its claim's expiry.
+	for _, want := range []string{"shop.a.example", "new.a.example", "2026-12-01 10:00:00Z</td><td>—</td></tr>", "<td>—</td><td>2026-12-04 10:00:00Z</td></tr>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("tenant page lacks %q", want)
 		}
