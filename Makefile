@@ -59,9 +59,10 @@ bench-catalog:
 bench-placement:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./placement/
 
-# Copy rate vs a psql pipe, switch pause over 20 moves, capture overhead.
+# Copy rate vs a psql pipe, switch pause over 20 moves, capture overhead,
+# moves and apply under storms up to the orders app's saturation.
 bench-moves:
-	$(GO) test -run='^$$' -bench='^Benchmark(CopyMillion|SwitchPause|CaptureOverhead|MoveUnderLoad)$$' -benchtime=1x -timeout 30m ./test/integration/
+	$(GO) test -run='^$$' -bench='^Benchmark(CopyMillion|SwitchPause|CaptureOverhead|MoveUnderLoad|ApplyUnderStorm)$$' -benchtime=1x -timeout 30m ./test/integration/
 
 # Tenant create and plan-change throughput through the control API.
 bench-api:
