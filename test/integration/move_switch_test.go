@@ -65,7 +65,7 @@ func TestCutoverCatchesDDLAfterTheCheck(t *testing.T) {
 				t.Fatalf("the source is still fenced after the rollback: %v", err)
 			}
 			steps := stepNames(m.SwitchSteps)
-			for _, want := range []string{"check-schema", "freeze", "fence", "ddl", "undo-fence", "undo-freeze"} {
+			for _, want := range []string{"check-schema", "settle", "freeze", "fence", "ddl", "undo-fence", "undo-freeze"} {
 				if !slices.Contains(steps, want) {
 					t.Errorf("timeline %v lacks step %s", steps, want)
 				}
