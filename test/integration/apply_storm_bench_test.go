@@ -38,15 +38,11 @@ func BenchmarkApplyUnderStorm(b *testing.B) {
 			return nil
 		}}
 		mg := newMigrator(b, s.consul.Client(), migrator.Config{Logger: testLogger(b), Hooks: hooks})
-		storm := s.startStorm("stormed", 32, 0)
-		time.Sleep(2 * time.Second)
-		queue := watchQueue(b, s.pgPool.DSN("pool"), "stormed")
-		m := loadMove(b, mg, "stormed", 2*time.Minute)
-		samples := queue.halt()
-		storm.halt()
-		if f := storm.failures.Load(); f != 0 {
-			b.Fatalf("%d of %d requests failed: %v", f, storm.requests.Load(), storm.failLog)
-		}
+		var samples []queueSample
+		m, _ := stormedMove(b, s, mg, "stormed", 0, 2*time.Minute, func() func() {
+			queue := watchQueue(b, s.pgPool.DSN("pool"), "stormed")
+			return func() { samples = queue.halt() }
+		})
 		if m.Phase != migrator.PhaseRetained {
 			b.Fatalf("the move did not finish: %s %s %s", m.Phase, m.Status, m.Error)
 		}

@@ -56,20 +56,7 @@ func BenchmarkMoveUnderLoad(b *testing.B) {
 func moveAtRate(b *testing.B, s *moveStack, mg *migrator.Migrator, rows int, rate float64, bound, idleCopy time.Duration) {
 	tenant := fmt.Sprintf("load-%d", int(rate))
 	s.seedTenantBulk(tenant, rows)
-	var storm *writerStorm
-	if rate > 0 {
-		storm = s.startStormAt(tenant, 64, rate)
-	} else {
-		storm = s.startStorm(tenant, 32, 0)
-	}
-	start := time.Now()
-	time.Sleep(2 * time.Second)
-	m := loadMove(b, mg, tenant, bound)
-	reached := float64(storm.requests.Load()) / time.Since(start).Seconds()
-	storm.halt()
-	if f := storm.failures.Load(); f != 0 {
-		b.Fatalf("rate %.0f: %d of %d requests failed: %v", rate, f, storm.requests.Load(), storm.failLog)
-	}
+	m, reached := stormedMove(b, s, mg, tenant, rate, bound, nil)
 	label := fmt.Sprintf("%.0f", rate)
 	if rate == 0 {
 		label = "max"
@@ -85,6 +72,35 @@ func moveAtRate(b *testing.B, s *moveStack, mg *migrator.Migrator, rows int, rat
 	if !finished {
 		b.Errorf("target %s writes/s: the move did not finish within %s: %s %s %s", label, bound, m.Phase, m.Status, m.Error)
 	}
+}
+
+// stormedMove moves tenant from pool-1 to pool-2 (loadMove) while a storm
+// writes to it at rate writes/s (0: 32 writers without sleeps, the orders
+// app's saturation), started 2 s before the move. watch, if set, is called
+// once the storm runs and returns what to call when the move has ended,
+// before the storm stops. A failed storm request fails the benchmark. It
+// returns the move and the write rate reached.
+func stormedMove(b *testing.B, s *moveStack, mg *migrator.Migrator, tenant string, rate float64, bound time.Duration, watch func() func()) (*migrator.Move, float64) {
+	var storm *writerStorm
+	if rate > 0 {
+		storm = s.startStormAt(tenant, 64, rate)
+	} else {
+		storm = s.startStorm(tenant, 32, 0)
+	}
+	start := time.Now()
+	time.Sleep(2 * time.Second)
+	stop := func() {}
+	if watch != nil {
+		stop = watch()
+	}
+	m := loadMove(b, mg, tenant, bound)
+	stop()
+	reached := float64(storm.requests.Load()) / time.Since(start).Seconds()
+	storm.halt()
+	if f := storm.failures.Load(); f != 0 {
+		b.Fatalf("rate %.0f: %d of %d requests failed: %v", rate, f, storm.requests.Load(), storm.failLog)
+	}
+	return m, reached
 }
 
 // loadMove moves tenant from pool-1 to pool-2 and waits at most bound; it
